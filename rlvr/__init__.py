@@ -1,0 +1,3 @@
+"""rlvr: reinforcement learning on language models with verifiable rewards."""
+
+__version__ = "0.1.0"
