@@ -1,0 +1,69 @@
+"""`rlvr train [RECIPE.yaml] [key.sub=value ...] [--resume RUN_DIR] [--overwrite]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "args", nargs="*", metavar="RECIPE|key=value",
+        help="a recipe (YAML path or bundled name; default: the default recipe), then dotted overrides "
+        "such as algorithm.preset=dapo rollout.group_size=8",
+    )
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    parser.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from rlvr.config import ConfigError, load_recipe, resolve, to_yaml
+    from rlvr.train.runner import RunDirExists, train
+
+    console = Console(stderr=False)
+    recipe_arg = None
+    overrides = []
+    for i, item in enumerate(args.args):
+        if "=" in item:
+            overrides.append(item)
+        elif i == 0:
+            recipe_arg = item
+        else:
+            console.print(f"[red]error:[/] {item!r} is neither the recipe (which comes first) nor a key=value override")
+            return 2
+    try:
+        if args.resume:
+            if recipe_arg is not None:
+                raise ConfigError("--resume takes its recipe from RUN_DIR/config.yaml; give only key=value overrides")
+            config_path = Path(args.resume) / "config.yaml"
+            if not config_path.exists():
+                raise ConfigError(f"cannot resume: {config_path} not found (is {args.resume} a run directory?)")
+            recipe = load_recipe(config_path)
+            overrides.append(f"run_dir={args.resume}")
+        else:
+            recipe = load_recipe(recipe_arg)
+        cfg = resolve(recipe, overrides)
+    except (ConfigError, ValueError) as err:
+        console.print(f"[red]error:[/] {err}")
+        return 2
+    if args.print_config:
+        sys.stdout.write(to_yaml(cfg))
+        return 0
+    try:
+        run_dir = train(cfg, resume=bool(args.resume), overwrite=args.overwrite, console=console,
+                        progress=not args.no_progress)
+    except RunDirExists as err:
+        console.print(f"[red]error:[/] {err}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except FloatingPointError as err:
+        console.print(f"[red]stopped:[/] {err}")
+        return 1
+    console.print(f"done: {run_dir}")
+    return 0

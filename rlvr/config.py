@@ -1,0 +1,478 @@
+"""The configuration of a run: pydantic models, YAML recipes, dotted overrides, presets, validation.
+
+A recipe is YAML mapping onto `RunConfig`. `algorithm.preset` names a combination from DESIGN.md
+section 4; any key the recipe or a `key.sub=value` override sets wins over the preset. Unknown keys are
+rejected with the nearest valid name, and combinations that make no sense are rejected here, before a
+model is loaded (`RunConfig` validators), with the reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+
+GROUP_ESTIMATORS = {"grpo", "dr_grpo", "rloo", "reinforce_pp_baseline"}
+
+
+class ConfigError(ValueError):
+    """A recipe or override that cannot run; the message says what to change."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --- policy losses: each variant's own parameters in its own class (prime-rl style) -------------
+
+
+class PGLoss(_Strict):
+    """Plain REINFORCE surrogate -A * log p."""
+
+    name: Literal["pg"] = "pg"
+
+
+class PPOClipLoss(_Strict):
+    """PPO clipped surrogate (Schulman et al. 2017) with DAPO's decoupled clip-higher."""
+
+    name: Literal["ppo_clip"] = "ppo_clip"
+    clip_low: float = Field(0.2, gt=0, lt=1)
+    """epsilon_low: the ratio is clipped below at 1 - clip_low."""
+    clip_high: float = Field(0.2, gt=0)
+    """epsilon_high: the ratio is clipped above at 1 + clip_high (DAPO: 0.28)."""
+    clip_c: float | None = Field(None, gt=1)
+    """Dual-clip constant c > 1 bounding the loss of negative advantages (Ye et al. 2020); None: off."""
+
+
+class GSPOLoss(_Strict):
+    """GSPO sequence-level ratio (Zheng et al. 2025); the paper's clip range is tiny."""
+
+    name: Literal["gspo"] = "gspo"
+    clip_low: float = Field(3e-4, gt=0, lt=1)
+    clip_high: float = Field(4e-4, gt=0)
+
+
+class CISPOLoss(_Strict):
+    """CISPO (MiniMax-M1 2025): clipped, stop-gradient IS weight times A log p."""
+
+    name: Literal["cispo"] = "cispo"
+    clip_low: float | None = Field(None, gt=0)
+    """None: no lower bound on the IS weight (as in the paper)."""
+    clip_high: float = Field(4.0, gt=0)
+
+
+class ClipCovLoss(_Strict):
+    """Clip-Cov (Cui et al. 2025): detach the gradient of a few high-covariance tokens."""
+
+    name: Literal["clip_cov"] = "clip_cov"
+    clip_low: float = Field(0.2, gt=0, lt=1)
+    clip_high: float = Field(0.2, gt=0)
+    clip_ratio: float = Field(2e-4, gt=0, le=1)
+    """Fraction of tokens whose gradient is detached."""
+    cov_lb: float = 1.0
+    cov_ub: float = 5.0
+
+
+class KLCovLoss(_Strict):
+    """KL-Cov (Cui et al. 2025): a KL penalty on the tokens of largest covariance."""
+
+    name: Literal["kl_cov"] = "kl_cov"
+    kl_cov_ratio: float = Field(2e-3, gt=0, le=1)
+    """Fraction of tokens that get the KL penalty."""
+    ppo_kl_coef: float = Field(1.0, ge=0)
+
+
+LossConfig = Annotated[
+    Union[PGLoss, PPOClipLoss, GSPOLoss, CISPOLoss, ClipCovLoss, KLCovLoss], Field(discriminator="name")
+]
+
+
+class KLConfig(_Strict):
+    coef: float = Field(0.0, ge=0)
+    """KL coefficient beta; 0 disables the KL term and the reference model is never loaded."""
+    estimator: Literal["k1", "k2", "k3", "abs"] = "k3"
+    placement: Literal["loss", "reward"] = "loss"
+    """'loss': differentiable term in the loss (GRPO); 'reward': detached per-token penalty (PPO/RLOO)."""
+    adaptive: bool = False
+    """Adaptive coefficient of Ziegler et al. 2019 (needs target)."""
+    target: float | None = Field(None, gt=0)
+    horizon: int = Field(10000, gt=0)
+
+
+class ISCorrectionConfig(_Strict):
+    """Training-inference importance-sampling correction (MiniRL, truncated IS)."""
+
+    enabled: bool = False
+    level: Literal["token", "sequence"] = "token"
+    mode: Literal["truncate", "mask"] = "truncate"
+    cap: float = Field(2.0, gt=0)
+
+
+class DynamicSamplingConfig(_Strict):
+    """DAPO dynamic sampling: drop groups whose rewards are all equal, sample more until the batch is full."""
+
+    enabled: bool = False
+    max_rounds: int = Field(3, ge=1)
+    """Generation rounds per step at most (the first included); then train on what was kept."""
+
+
+class OverlongConfig(_Strict):
+    """DAPO soft overlong punishment (added to the reward)."""
+
+    enabled: bool = False
+    cache_len: int = Field(16, gt=0)
+    """Length of the soft-penalty interval before max_new_tokens."""
+
+
+class CriticConfig(_Strict):
+    """PPO value model: a scalar head on its own copy of the policy backbone."""
+
+    enabled: bool = False
+    lr: float = Field(1e-5, gt=0)
+    clip_range: float = Field(0.2, gt=0)
+    """Clip of the value update around the old values (PPO clipped value loss)."""
+    coef: float = Field(1.0, gt=0)
+
+
+class AlgorithmConfig(_Strict):
+    preset: str | None = None
+    advantage: str = "grpo"
+    loss: LossConfig = Field(default_factory=PPOClipLoss)
+    aggregation: str = "seq_mean_token_mean"
+    aggregation_constant: int | None = Field(None, gt=0)
+    """Dr.GRPO's constant normaliser (seq_mean_token_sum_norm); None: rollout.max_new_tokens."""
+    gamma: float = Field(1.0, ge=0, le=1)
+    lam: float = Field(1.0, ge=0, le=1)
+    adv_eps: float = Field(1e-6, gt=0)
+    whiten_advantages: bool = True
+    """Whiten GAE advantages over the batch's valid tokens."""
+    kl: KLConfig = Field(default_factory=KLConfig)
+    entropy_coef: float = Field(0.0, ge=0)
+    """Entropy bonus: loss -= entropy_coef * entropy."""
+    is_correction: ISCorrectionConfig = Field(default_factory=ISCorrectionConfig)
+    dynamic_sampling: DynamicSamplingConfig = Field(default_factory=DynamicSamplingConfig)
+    overlong: OverlongConfig = Field(default_factory=OverlongConfig)
+    critic: CriticConfig = Field(default_factory=CriticConfig)
+
+
+class ModelConfig(_Strict):
+    name: str = "smollm2-135m-instruct"
+    """An embedded name, a Hugging Face hub id or a local directory in Hugging Face format."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = "auto"
+    """'auto': cuda if available, else cpu."""
+    trust_remote_code: bool = False
+    cache_dir: str | None = None
+
+
+class TaskConfig(_Strict):
+    name: str = "arithmetic"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments of the task (see rlvr.tasks)."""
+    template: Literal["chat", "r1_zero", "plain"] = "chat"
+
+
+class RolloutConfig(_Strict):
+    engine: str = "hf"
+    prompts_per_step: int = Field(16, ge=1)
+    group_size: int = Field(8, ge=1)
+    max_new_tokens: int = Field(64, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)
+    stop: list[str] = Field(default_factory=list)
+
+
+class OptimConfig(_Strict):
+    lr: float = Field(1e-6, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    scheduler: Literal["constant", "linear", "cosine"] = "constant"
+
+
+class TrainConfig(_Strict):
+    steps: int = Field(50, ge=1)
+    epochs: int = Field(1, ge=1)
+    """Passes over each rollout batch."""
+    mini_batches: int = Field(1, ge=1)
+    """Optimizer steps per pass (the rollout batch is split into this many mini-batches, groups whole)."""
+    micro_batch_size: int | None = Field(None, ge=1)
+    """Sequences per forward/backward (gradient accumulation); None: the whole mini-batch."""
+    max_bad_steps: int = Field(3, ge=1)
+    """Consecutive steps with a non-finite loss or gradient that stop the run."""
+
+
+class EvalConfig(_Strict):
+    every: int = Field(10, ge=0)
+    """Evaluate every this many steps (and at the start and the end); 0: never."""
+    size: int = Field(200, ge=1)
+    temperature: float | None = None
+    """None: the training temperature."""
+    greedy: bool = True
+    """Also evaluate greedily (eval_accuracy_greedy)."""
+    max_new_tokens: int | None = None
+
+
+class CheckpointConfig(_Strict):
+    every: int = Field(25, ge=0)
+    """Checkpoint every this many steps (and at the end); 0: only at the end."""
+    keep_last: int = Field(2, ge=1)
+
+
+class RunConfig(_Strict):
+    name: str = "run"
+    seed: int = 0
+    run_dir: str | None = None
+    """Default: runs/<name>."""
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    log_samples: int = Field(64, ge=0)
+    """Rollouts per step written to samples.jsonl."""
+
+    @model_validator(mode="after")
+    def _combinations(self) -> RunConfig:
+        check_combinations(self)
+        return self
+
+
+# --- presets (DESIGN.md section 4) -----------------------------------------------------------------
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "reinforce": {"advantage": "reinforce", "loss": {"name": "pg"}, "aggregation": "seq_mean_token_mean"},
+    "grpo": {
+        "advantage": "grpo",
+        "loss": {"name": "ppo_clip", "clip_low": 0.2, "clip_high": 0.2},
+        "aggregation": "seq_mean_token_mean",
+        "kl": {"estimator": "k3", "placement": "loss"},
+    },
+    "dr_grpo": {
+        "advantage": "dr_grpo",
+        "loss": {"name": "ppo_clip", "clip_low": 0.2, "clip_high": 0.2},
+        "aggregation": "seq_mean_token_sum_norm",
+    },
+    "dapo": {
+        "advantage": "grpo",
+        "loss": {"name": "ppo_clip", "clip_low": 0.2, "clip_high": 0.28},
+        "aggregation": "token_mean",
+        "dynamic_sampling": {"enabled": True},
+        "overlong": {"enabled": True},
+        "kl": {"coef": 0.0},
+    },
+    "gspo": {"advantage": "grpo", "loss": {"name": "gspo"}, "aggregation": "seq_mean_token_mean"},
+    "cispo": {"advantage": "grpo", "loss": {"name": "cispo"}, "aggregation": "token_mean"},
+    "rloo": {
+        "advantage": "rloo",
+        "loss": {"name": "pg"},
+        "aggregation": "seq_mean_token_mean",
+        "kl": {"estimator": "k1", "placement": "reward"},
+    },
+    "remax": {"advantage": "remax", "loss": {"name": "pg"}, "aggregation": "seq_mean_token_mean"},
+    "reinforce_pp": {
+        "advantage": "reinforce_pp",
+        "loss": {"name": "ppo_clip"},
+        "aggregation": "token_mean",
+        "kl": {"estimator": "k1", "placement": "reward"},
+    },
+    "ppo": {
+        "advantage": "gae",
+        "loss": {"name": "ppo_clip"},
+        "aggregation": "token_mean",
+        "critic": {"enabled": True},
+        "kl": {"estimator": "k1", "placement": "reward"},
+    },
+    "minirl": {
+        "advantage": "grpo",
+        "loss": {"name": "ppo_clip"},
+        "aggregation": "token_mean",
+        "is_correction": {"enabled": True, "level": "token", "mode": "truncate"},
+    },
+}
+"""Each preset's settings; values not named keep the field defaults (which follow the papers)."""
+
+
+def check_combinations(cfg: RunConfig) -> None:
+    """Reject meaningless combinations with the reason (DESIGN.md section 4)."""
+    from rlvr.core.advantages import ADVANTAGE_ESTIMATORS
+    from rlvr.core.aggregation import AGGREGATIONS
+    from rlvr.core.registry import unknown_name_message
+
+    alg = cfg.algorithm
+    problems: list[str] = []
+    if alg.advantage not in ADVANTAGE_ESTIMATORS:
+        problems.append(unknown_name_message("advantage estimator", alg.advantage, ADVANTAGE_ESTIMATORS))
+    if alg.aggregation not in AGGREGATIONS:
+        problems.append(unknown_name_message("aggregation", alg.aggregation, AGGREGATIONS))
+    if alg.advantage in GROUP_ESTIMATORS and cfg.rollout.group_size < 2:
+        problems.append(
+            f"advantage estimator {alg.advantage!r} compares samples of one prompt, so it needs "
+            f"rollout.group_size >= 2 (got {cfg.rollout.group_size}); use 'reinforce' or 'remax' for one sample"
+        )
+    if alg.advantage == "gae" and not alg.critic.enabled:
+        problems.append("advantage estimator 'gae' needs a critic: set algorithm.critic.enabled=true (or preset ppo)")
+    if alg.critic.enabled and alg.advantage != "gae":
+        problems.append(
+            f"algorithm.critic.enabled=true but the advantage estimator {alg.advantage!r} does not use values; "
+            "use advantage=gae or disable the critic"
+        )
+    if alg.loss.name == "gspo" and alg.aggregation == "token_mean":
+        problems.append(
+            "the gspo loss is a sequence-level objective; token_mean would weight sequences by length. "
+            "Use aggregation=seq_mean_token_mean"
+        )
+    off_policy = cfg.train.epochs > 1 or cfg.train.mini_batches > 1
+    if alg.loss.name == "pg" and off_policy:
+        problems.append(
+            "the pg loss has no importance ratio, so updates after the first mini-batch would be off-policy "
+            "without correction; use loss ppo_clip (or cispo) with train.epochs>1 or train.mini_batches>1"
+        )
+    if alg.dynamic_sampling.enabled and cfg.rollout.group_size < 2:
+        problems.append("dynamic sampling drops groups of equal rewards and needs rollout.group_size >= 2")
+    if alg.overlong.enabled and alg.overlong.cache_len > cfg.rollout.max_new_tokens:
+        problems.append(
+            f"algorithm.overlong.cache_len ({alg.overlong.cache_len}) must not exceed rollout.max_new_tokens "
+            f"({cfg.rollout.max_new_tokens})"
+        )
+    if alg.kl.adaptive and alg.kl.target is None:
+        problems.append("algorithm.kl.adaptive=true needs algorithm.kl.target (the KL to track)")
+    if alg.kl.adaptive and alg.kl.coef == 0:
+        problems.append("algorithm.kl.adaptive=true needs a starting algorithm.kl.coef > 0")
+    mb = cfg.rollout.prompts_per_step
+    if mb % cfg.train.mini_batches:
+        problems.append(
+            f"rollout.prompts_per_step ({mb}) must be divisible by train.mini_batches ({cfg.train.mini_batches}) "
+            "so that every mini-batch holds whole groups"
+        )
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+# --- loading recipes and overrides -------------------------------------------------------------------
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """['a.b=1', 'c=x'] -> {'a': {'b': 1}, 'c': 'x'}; values are parsed as YAML scalars/lists."""
+    out: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else ""
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with another override of {part!r}")
+        node[parts[-1]] = value
+    return out
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _loss_class(name: str) -> type[BaseModel] | None:
+    for cls in (PGLoss, PPOClipLoss, GSPOLoss, CISPOLoss, ClipCovLoss, KLCovLoss):
+        if cls.model_fields["name"].default == name:
+            return cls
+    return None
+
+
+def _check_keys(cls: type[BaseModel], data: Any, path: str) -> None:
+    """Reject unknown keys with the nearest valid name (before pydantic, which cannot suggest)."""
+    if not isinstance(data, dict):
+        return
+    fields = cls.model_fields
+    for key, value in data.items():
+        where = f"{path}{key}"
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"; did you mean '{path}{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown config key '{where}'{hint} (valid here: {', '.join(fields)})")
+        annotation = fields[key].annotation
+        if key == "loss" and cls is AlgorithmConfig and isinstance(value, dict):
+            name = value.get("name", "ppo_clip")
+            sub = _loss_class(name)
+            if sub is None:
+                from rlvr.core.registry import unknown_name_message
+
+                names = [c.model_fields["name"].default for c in (PGLoss, PPOClipLoss, GSPOLoss, CISPOLoss, ClipCovLoss, KLCovLoss)]
+                raise ConfigError(unknown_name_message("policy loss", name, names) + f" (at '{where}.name')")
+            _check_keys(sub, value, f"{where}.")
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            _check_keys(annotation, value, f"{where}.")
+
+
+def resolve(recipe: dict[str, Any], overrides: list[str] | None = None) -> RunConfig:
+    """Recipe dict + overrides -> validated RunConfig, applying the algorithm preset underneath."""
+    data = deep_merge(recipe or {}, parse_overrides(overrides or []))
+    algorithm = data.get("algorithm") or {}
+    preset = algorithm.get("preset")
+    if preset is not None:
+        if preset not in PRESETS:
+            from rlvr.core.registry import unknown_name_message
+
+            raise ConfigError(unknown_name_message("preset", preset, PRESETS))
+        merged = deep_merge(PRESETS[preset], algorithm)
+        # A loss named differently from the preset's starts from that loss's own defaults.
+        user_loss = algorithm.get("loss") or {}
+        if "name" in user_loss and user_loss["name"] != PRESETS[preset].get("loss", {}).get("name"):
+            merged["loss"] = copy.deepcopy(user_loss)
+        data["algorithm"] = merged
+    _check_keys(RunConfig, data, "")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err)) from None
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc}: {msg}" if loc else msg)
+    return "invalid config: " + "; ".join(lines)
+
+
+def load_recipe(path_or_name: str | Path | None) -> dict[str, Any]:
+    """A YAML file path, or the name of a bundled recipe (rlvr/recipes/NAME.yaml); None: the default."""
+    if path_or_name is None:
+        path_or_name = "default"
+    path = Path(path_or_name)
+    if not path.exists():
+        bundled = RECIPES_DIR / f"{path_or_name}.yaml"
+        if bundled.exists():
+            path = bundled
+        else:
+            known = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+            raise ConfigError(f"recipe {str(path_or_name)!r} not found: not a file, and not a bundled recipe ({', '.join(known)})")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path} must be a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

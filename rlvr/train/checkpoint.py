@@ -1,0 +1,83 @@
+"""Checkpoints: the policy in Hugging Face format plus everything needed to resume exactly.
+
+Layout: RUN_DIR/checkpoints/step_000010/{model/, trainer.pt} and RUN_DIR/checkpoints/latest (a text
+file naming the newest complete checkpoint). A checkpoint is written into a temporary directory and
+renamed into place, then `latest` is replaced atomically, so a crash while writing never leaves a
+half-written checkpoint as the latest.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlvr.models import save_model
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(run_dir: str | Path, step: int, model, tokenizer, trainer_state: dict[str, Any], keep_last: int = 2) -> Path:
+    ckpt_root = Path(run_dir) / "checkpoints"
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    name = f"step_{step:06d}"
+    final = ckpt_root / name
+    tmp = ckpt_root / f".{name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_model(model, tokenizer, tmp / "model")
+    torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / "trainer.pt")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _atomic_write_text(ckpt_root / "latest", name + "\n")
+    complete = sorted(p for p in ckpt_root.glob("step_*") if p.is_dir())
+    for old in complete[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    ckpt_root = Path(run_dir) / "checkpoints"
+    pointer = ckpt_root / "latest"
+    if not pointer.exists():
+        return None
+    path = ckpt_root / pointer.read_text().strip()
+    if not (path / "trainer.pt").exists() or not (path / "model").is_dir():
+        raise FileNotFoundError(
+            f"{pointer} names {path.name}, which is incomplete or missing; "
+            "remove the pointer to start over, or restore the checkpoint directory"
+        )
+    return path
+
+
+def load_trainer_state(path: str | Path) -> dict[str, Any]:
+    return torch.load(Path(path) / "trainer.pt", map_location="cpu", weights_only=False)

@@ -1,0 +1,510 @@
+"""One RL step (DESIGN.md section 5): rollout -> reward -> advantage -> updates.
+
+Every algorithmic choice goes through a core registry (advantage estimator, policy loss, aggregation,
+KL estimator); this file only moves tensors between them. How it departs from a textbook loop:
+- The old-policy log-probs are not recomputed when the update is exactly on-policy (one epoch, one
+  mini-batch, no IS correction): the first forward pass of the update gives the same numbers, so the
+  ratio is taken against its detached value.
+- Loss denominators (token count, sequence count) are those of the whole mini-batch, so splitting it into
+  micro-batches (or ranks) leaves the gradient unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rlvr.config import RunConfig
+from rlvr.core.advantages import compute_advantages, outcome_to_token_rewards
+from rlvr.core.aggregation import aggregate
+from rlvr.core.importance import importance_weights
+from rlvr.core.kl import adaptive_kl_coef, kl_divergence
+from rlvr.core.losses import policy_loss, value_loss
+from rlvr.core.masked import masked_mean
+from rlvr.core.shaping import filter_groups, overlong_penalty
+from rlvr.models.logprobs import response_logprobs
+from rlvr.rollout import SamplingParams
+from rlvr.tasks.templates import render_prompt
+
+
+@dataclass
+class Scored:
+    """A generated batch with its rewards; rows in prompt-major order."""
+
+    rollout: Any
+    examples: list[Any]  # one per prompt
+    rewards: Tensor  # [N]
+    correct: Tensor  # [N] bool
+    components: dict[str, Tensor] = field(default_factory=dict)  # name -> [N]
+    responses: list[str] = field(default_factory=list)
+
+
+class RewardErrors:
+    """Counts reward functions that raised; the first traceback is logged once."""
+
+    def __init__(self, log=print):
+        self.count = 0
+        self.logged = False
+        self.log = log
+
+    def record(self, exc: BaseException) -> None:
+        self.count += 1
+        if not self.logged:
+            self.logged = True
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            self.log(f"a reward function raised; that sample gets reward 0 (logged once, counted in reward_errors):\n{tb}")
+
+
+class RLStep:
+    """Holds the models, optimizers and algorithm settings; `run(examples)` does one step."""
+
+    def __init__(self, cfg: RunConfig, model, tokenizer, task, engine, *, ref_model=None, critic=None, log=print):
+        self.cfg = cfg
+        self.model = model
+        self.tokenizer = tokenizer
+        self.task = task
+        self.engine = engine
+        self.ref_model = ref_model
+        self.critic = critic
+        self.reward_errors = RewardErrors(log)
+        self.kl_coef = cfg.algorithm.kl.coef
+        self.bad_steps_in_row = 0
+        self.skipped_steps = 0
+        self.last_scored: Scored | None = None
+        o = cfg.optim
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.critic_optimizer = (
+            torch.optim.AdamW(critic.parameters(), lr=cfg.algorithm.critic.lr) if critic is not None else None
+        )
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    # --- schedule ---------------------------------------------------------------------------------
+
+    def _lr_factor(self, opt_step: int) -> float:
+        o, t = self.cfg.optim, self.cfg.train
+        total = max(1, t.steps * t.epochs * t.mini_batches)
+        if opt_step < o.warmup_steps:
+            return (opt_step + 1) / (o.warmup_steps + 1)
+        progress = (opt_step - o.warmup_steps) / max(1, total - o.warmup_steps)
+        if o.scheduler == "linear":
+            return max(0.0, 1.0 - progress)
+        if o.scheduler == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    # --- rollout and reward -----------------------------------------------------------------------
+
+    def sampling_params(self, step_seed: int, *, n: int | None = None, greedy: bool = False) -> SamplingParams:
+        r = self.cfg.rollout
+        return SamplingParams(
+            n=r.group_size if n is None else n,
+            temperature=0.0 if greedy else r.temperature,
+            top_p=1.0 if greedy else r.top_p,
+            top_k=0 if greedy else r.top_k,
+            max_new_tokens=r.max_new_tokens,
+            stop=tuple(r.stop),
+            seed=step_seed,
+        )
+
+    def prompt_ids(self, examples: list[Any]) -> list[list[int]]:
+        template = self.cfg.task.template
+        texts = [render_prompt(self.tokenizer, self.task.messages(ex), template=template) for ex in examples]
+        return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+    def score(self, examples: list[Any], rollout) -> Scored:
+        responses = self.tokenizer.batch_decode(rollout.response_ids, skip_special_tokens=True)
+        rewards, correct, components = [], [], {}
+        for i, text in enumerate(responses):
+            example = examples[rollout.prompt_index[i]]
+            try:
+                result = self.task.score(text, example)
+                reward, ok, comps = float(result.reward), bool(result.correct), dict(result.components)
+                if not math.isfinite(reward):
+                    raise ValueError(f"reward function returned a non-finite reward {reward!r}")
+            except Exception as exc:  # contained: one bad sample must not end the run
+                self.reward_errors.record(exc)
+                reward, ok, comps = 0.0, False, {}
+            rewards.append(reward)
+            correct.append(ok)
+            for name, value in comps.items():
+                components.setdefault(name, [0.0] * len(responses))[i] = float(value)
+        return Scored(
+            rollout=rollout,
+            examples=examples,
+            rewards=torch.tensor(rewards, dtype=torch.float32),
+            correct=torch.tensor(correct, dtype=torch.bool),
+            components={k: torch.tensor(v) for k, v in components.items()},
+            responses=responses,
+        )
+
+    def generate_and_score(self, stream, step: int) -> tuple[Scored, dict[str, float]]:
+        """Rollouts for one step, with DAPO dynamic sampling when enabled."""
+        cfg = self.cfg
+        want = cfg.rollout.prompts_per_step
+        ds = cfg.algorithm.dynamic_sampling
+        rounds = ds.max_rounds if ds.enabled else 1
+        kept: list[Scored] = []
+        kept_groups, gen_time, gen_tokens, raw = 0, 0.0, 0, []
+        for rnd in range(rounds):
+            examples = stream.take(want - kept_groups if ds.enabled else want)
+            batch = self.engine.generate(
+                self.prompt_ids(examples), self.sampling_params(cfg.seed * 7919 + step * 31 + rnd)
+            )
+            gen_time += batch.gen_time_s
+            gen_tokens += batch.num_generated_tokens
+            scored = self.score(examples, batch)
+            raw.append(scored)
+            if not ds.enabled:
+                kept.append(scored)
+                break
+            group_ids = torch.tensor(batch.prompt_index)
+            keep = filter_groups(scored.rewards, group_ids)
+            kept_prompts = sorted({batch.prompt_index[i] for i in range(len(keep)) if keep[i]})
+            if kept_prompts:
+                kept.append(select_prompts(scored, kept_prompts))
+                kept_groups += len(kept_prompts)
+            if kept_groups >= want:
+                break
+        stats = {"gen_time_s": gen_time, "gen_tokens": gen_tokens, "gen_rounds": len(raw)}
+        merged_raw = concat_scored(raw)
+        stats["raw"] = merged_raw
+        return (concat_scored(kept) if kept else None), stats
+
+    # --- the update -------------------------------------------------------------------------------
+
+    def run(self, stream, step: int) -> dict[str, float]:
+        cfg, alg = self.cfg, self.cfg.algorithm
+        t0 = time.perf_counter()
+        scored, gen = self.generate_and_score(stream, step)
+        raw: Scored = gen.pop("raw")
+        self.last_scored = raw
+        metrics = rollout_metrics(raw, self.cfg.rollout.max_new_tokens)
+        metrics["reward_errors"] = float(self.reward_errors.count)
+        metrics["gen_time_s"] = gen["gen_time_s"]
+        metrics["gen_tokens_per_s"] = gen["gen_tokens"] / max(gen["gen_time_s"], 1e-9)
+        metrics["gen_rounds"] = float(gen["gen_rounds"])
+        t_train = time.perf_counter()
+        if scored is None:
+            # Dynamic sampling found no group with any spread: nothing to learn from this step.
+            metrics.update(kept_groups=0.0, skipped_step=1.0)
+        else:
+            metrics.update(self.update(scored, step))
+        metrics["train_time_s"] = time.perf_counter() - t_train
+        metrics["step_time_s"] = time.perf_counter() - t0
+        metrics["lr"] = self.scheduler.get_last_lr()[0]
+        metrics["kl_coef"] = self.kl_coef
+        metrics["skipped_steps"] = float(self.skipped_steps)
+        return metrics
+
+    def update(self, scored: Scored, step: int) -> dict[str, float]:
+        cfg, alg = self.cfg, self.cfg.algorithm
+        device = next(self.model.parameters()).device
+        batch = scored.rollout.to_tensors(self.pad_id)
+        input_ids = batch["input_ids"].to(device)
+        attention_mask = batch["attention_mask"].to(device)
+        loss_mask = batch["loss_mask"].to(device)
+        sampler_logprobs = batch["sampler_logprobs"].to(device)
+        n, t = loss_mask.shape
+        group_ids = torch.tensor(scored.rollout.prompt_index, device=device)
+        rewards = scored.rewards.to(device)
+        if alg.overlong.enabled:
+            lengths = loss_mask.sum(-1)
+            rewards = rewards + overlong_penalty(lengths, cfg.rollout.max_new_tokens, alg.overlong.cache_len)
+
+        off_policy = cfg.train.epochs > 1 or cfg.train.mini_batches > 1
+        need_old = off_policy or alg.is_correction.enabled
+        temperature = cfg.rollout.temperature
+        mb_size = cfg.train.micro_batch_size or n
+        old_logprobs = (
+            self._logprobs_no_grad(self.model, input_ids, attention_mask, t, mb_size) if need_old else None
+        )
+        ref_logprobs = None
+        if self.ref_model is not None and self.kl_coef > 0:
+            ref_logprobs = self._logprobs_no_grad(self.ref_model, input_ids, attention_mask, t, mb_size)
+        values = None
+        if self.critic is not None:
+            with torch.no_grad():
+                values = torch.cat(
+                    [self.critic(input_ids[s : s + mb_size], attention_mask[s : s + mb_size], t) for s in range(0, n, mb_size)]
+                )
+        baseline = None
+        if alg.advantage == "remax":
+            baseline = self.greedy_baseline(scored, step).to(device)
+
+        token_rewards = outcome_to_token_rewards(rewards, loss_mask)
+        reward_kl = None
+        if ref_logprobs is not None and alg.kl.placement == "reward":
+            # The KL penalty in the reward uses the data policy's log-probs (detached).
+            base_lp = old_logprobs if old_logprobs is not None else self._logprobs_no_grad(
+                self.model, input_ids, attention_mask, t, mb_size
+            )
+            if old_logprobs is None:
+                old_logprobs = base_lp
+            reward_kl = kl_divergence(base_lp, ref_logprobs, alg.kl.estimator)
+            token_rewards = token_rewards - self.kl_coef * torch.where(loss_mask, reward_kl, torch.zeros_like(reward_kl))
+        advantages, returns = compute_advantages(
+            alg.advantage,
+            rewards=rewards if reward_kl is None else token_rewards.sum(-1),
+            loss_mask=loss_mask,
+            group_ids=group_ids,
+            values=values,
+            baseline_rewards=baseline,
+            token_rewards=token_rewards,
+            gamma=alg.gamma,
+            lam=alg.lam,
+            eps=alg.adv_eps,
+            whiten=alg.whiten_advantages,
+        )
+        is_weights, is_metrics = None, {}
+        if alg.is_correction.enabled:
+            c = alg.is_correction
+            is_weights, is_metrics = importance_weights(
+                old_logprobs, sampler_logprobs, loss_mask, level=c.level, mode=c.mode, cap=c.cap
+            )
+
+        acc = MetricSums()
+        for _ in range(cfg.train.epochs):
+            for rows in minibatch_rows(scored.rollout.prompt_index, cfg.train.mini_batches, cfg.seed + step):
+                self._optimizer_step(
+                    rows, input_ids, attention_mask, loss_mask, advantages, old_logprobs, ref_logprobs,
+                    sampler_logprobs, is_weights, returns, values, mb_size, t, acc,
+                )
+        out = acc.means()
+        out["kept_groups"] = float(len(set(scored.rollout.prompt_index)))
+        if "logprob_mismatch" not in is_metrics:
+            if old_logprobs is not None:
+                is_metrics["logprob_mismatch"] = masked_mean((old_logprobs - sampler_logprobs).abs(), loss_mask)
+        out.update({k: float(v) for k, v in is_metrics.items()})
+        if reward_kl is not None:
+            out["kl"] = float(masked_mean(reward_kl, loss_mask))
+        elif "kl_loss" in out:
+            out["kl"] = out.pop("kl_loss")
+        if alg.kl.adaptive and "kl" in out:
+            self.kl_coef = adaptive_kl_coef(self.kl_coef, out["kl"], alg.kl.target, alg.kl.horizon, n)
+        out.setdefault("is_weight_mean", 1.0)
+        out["advantage_mean"] = float(masked_mean(advantages, loss_mask))
+        return out
+
+    def _optimizer_step(self, rows, input_ids, attention_mask, loss_mask, advantages, old_logprobs, ref_logprobs,
+                        sampler_logprobs, is_weights, returns, values, mb_size, t, acc) -> None:
+        cfg, alg = self.cfg, self.cfg.algorithm
+        loss_params = alg.loss.model_dump(exclude={"name"})
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.critic_optimizer is not None:
+            self.critic_optimizer.zero_grad(set_to_none=True)
+        num_tokens = loss_mask[rows].sum()
+        num_sequences = len(rows)
+        constant = alg.aggregation_constant or cfg.rollout.max_new_tokens
+        finite = True
+        for start in range(0, len(rows), mb_size):
+            idx = rows[start : start + mb_size]
+            mask = loss_mask[idx]
+            lp, ent = response_logprobs(
+                self.model, input_ids[idx], attention_mask[idx], t,
+                temperature=cfg.rollout.temperature, return_entropy=True,
+            )
+            old = old_logprobs[idx] if old_logprobs is not None else lp.detach()
+            per_token, m = policy_loss(
+                alg.loss.name, logprobs=lp, old_logprobs=old, advantages=advantages[idx], loss_mask=mask, **loss_params
+            )
+            if is_weights is not None:
+                per_token = per_token * is_weights[idx]
+            if ref_logprobs is not None and alg.kl.placement == "loss" and self.kl_coef > 0:
+                kl = kl_divergence(lp, ref_logprobs[idx], alg.kl.estimator)
+                per_token = per_token + self.kl_coef * kl
+                acc.add("kl_loss", kl.detach(), mask)
+            if alg.entropy_coef > 0:
+                per_token = per_token - alg.entropy_coef * ent
+            loss = aggregate(
+                per_token, mask, alg.aggregation, num_tokens=num_tokens, num_sequences=num_sequences, constant=constant
+            )
+            if self.critic is not None:
+                v = self.critic(input_ids[idx], attention_mask[idx], t)
+                vl, vm = value_loss(v, values[idx], returns[idx], mask, clip_range=alg.critic.clip_range)
+                vloss = aggregate(vl, mask, "token_mean", num_tokens=num_tokens)
+                loss = loss + alg.critic.coef * vloss
+                acc.add_scalar("value_loss", vloss.detach() * len(idx) / num_sequences)
+                for k, val in vm.items():
+                    acc.add_scalar(k, val * len(idx) / num_sequences)
+            if not torch.isfinite(loss):
+                finite = False
+                break
+            loss.backward()
+            weight = mask.sum()
+            acc.add("entropy", ent.detach(), mask)
+            if old_logprobs is None:
+                acc.add("logprob_mismatch", (lp.detach() - sampler_logprobs[idx]).abs(), mask)
+            for k, val in m.items():
+                acc.add_weighted(k, val, weight)
+            acc.add_scalar("loss", loss.detach())
+        grad_norm = None
+        if finite:
+            params = [p for p in self.model.parameters() if p.grad is not None]
+            max_norm = cfg.optim.max_grad_norm or float("inf")
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            if self.critic is not None:
+                torch.nn.utils.clip_grad_norm_(self.critic.parameters(), max_norm)
+            finite = bool(torch.isfinite(grad_norm))
+        if not finite:
+            # A non-finite loss or gradient: skip this optimizer step rather than corrupt the weights.
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped_steps += 1
+            self.bad_steps_in_row += 1
+            if self.bad_steps_in_row >= cfg.train.max_bad_steps:
+                raise FloatingPointError(
+                    f"{self.bad_steps_in_row} optimizer steps in a row had a non-finite loss or gradient; stopping. "
+                    "Lower optim.lr, set optim.max_grad_norm, or check the rewards"
+                )
+            return
+        self.bad_steps_in_row = 0
+        acc.add_scalar("grad_norm", grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.critic_optimizer is not None:
+            self.critic_optimizer.step()
+
+    @torch.no_grad()
+    def _logprobs_no_grad(self, model, input_ids, attention_mask, t, mb_size) -> Tensor:
+        parts = []
+        for s in range(0, input_ids.shape[0], mb_size):
+            lp, _ = response_logprobs(
+                model, input_ids[s : s + mb_size], attention_mask[s : s + mb_size], t,
+                temperature=self.cfg.rollout.temperature,
+            )
+            parts.append(lp)
+        return torch.cat(parts)
+
+    def greedy_baseline(self, scored: Scored, step: int) -> Tensor:
+        """ReMax: the reward of each prompt's greedy response, broadcast to its samples."""
+        greedy = self.engine.generate(self.prompt_ids(scored.examples), self.sampling_params(step, n=1, greedy=True))
+        greedy_scored = self.score(scored.examples, greedy)
+        per_prompt = greedy_scored.rewards  # [P]
+        return per_prompt[torch.tensor(scored.rollout.prompt_index)]
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+class MetricSums:
+    """Accumulates token-weighted and scalar metrics over micro-batches and optimizer steps."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.weights: dict[str, float] = {}
+
+    def add(self, name: str, values: Tensor, mask: Tensor) -> None:
+        w = float(mask.sum())
+        if w:
+            self.add_weighted(name, masked_mean(values, mask), w)
+
+    def add_weighted(self, name: str, value, weight) -> None:
+        w = float(weight)
+        self.sums[name] = self.sums.get(name, 0.0) + float(value) * w
+        self.weights[name] = self.weights.get(name, 0.0) + w
+
+    def add_scalar(self, name: str, value) -> None:
+        self.add_weighted(name, value, 1.0)
+
+    def means(self) -> dict[str, float]:
+        return {k: self.sums[k] / self.weights[k] for k in self.sums if self.weights[k]}
+
+
+def minibatch_rows(prompt_index: list[int], num_minibatches: int, seed: int) -> list[list[int]]:
+    """Rows of each mini-batch, groups kept whole, groups shuffled with `seed`."""
+    groups: dict[int, list[int]] = {}
+    for row, p in enumerate(prompt_index):
+        groups.setdefault(p, []).append(row)
+    keys = list(groups)
+    order = torch.randperm(len(keys), generator=torch.Generator().manual_seed(seed)).tolist()
+    keys = [keys[i] for i in order] if num_minibatches > 1 else keys
+    k = min(num_minibatches, len(keys))
+    chunks = [keys[i * len(keys) // k : (i + 1) * len(keys) // k] for i in range(k)]
+    return [[row for key in chunk for row in groups[key]] for chunk in chunks]
+
+
+def rollout_metrics(scored: Scored, max_new_tokens: int) -> dict[str, float]:
+    r = scored.rollout
+    lengths = torch.tensor(r.response_lengths, dtype=torch.float32)
+    out = {
+        "reward_mean": float(scored.rewards.mean()),
+        "reward_std": float(scored.rewards.std()) if len(scored.rewards) > 1 else 0.0,
+        "accuracy": float(scored.correct.float().mean()),
+        "response_len_mean": float(lengths.mean()),
+        "response_len_max": float(lengths.max()),
+        "truncated_frac": sum(f == "length" for f in r.finish_reasons) / len(r.finish_reasons),
+    }
+    for name, values in scored.components.items():
+        out[f"reward_{name}"] = float(values.mean())
+    return out
+
+
+def select_prompts(scored: Scored, prompts: list[int]) -> Scored:
+    """The rows of the given prompt indices, renumbered 0..len(prompts)-1."""
+    r = scored.rollout
+    keep = set(prompts)
+    rows = [i for i, p in enumerate(r.prompt_index) if p in keep]
+    renumber = {p: j for j, p in enumerate(prompts)}
+    return Scored(
+        rollout=select_rows(r, rows, [renumber[r.prompt_index[i]] for i in rows]),
+        examples=[scored.examples[p] for p in prompts],
+        rewards=scored.rewards[rows],
+        correct=scored.correct[rows],
+        components={k: v[rows] for k, v in scored.components.items()},
+        responses=[scored.responses[i] for i in rows],
+    )
+
+
+def concat_scored(parts: list[Scored]) -> Scored:
+    if len(parts) == 1:
+        return parts[0]
+    offsets, examples, off = [], [], 0
+    for p in parts:
+        offsets.append(off)
+        examples.extend(p.examples)
+        off += len(p.examples)
+    rollout = concat_rollouts([p.rollout for p in parts], offsets)
+    names = {k for p in parts for k in p.components}
+    return Scored(
+        rollout=rollout,
+        examples=examples,
+        rewards=torch.cat([p.rewards for p in parts]),
+        correct=torch.cat([p.correct for p in parts]),
+        components={k: torch.cat([p.components.get(k, torch.zeros(len(p.rewards))) for p in parts]) for k in names},
+        responses=[s for p in parts for s in p.responses],
+    )
+
+
+def select_rows(rollout, rows: list[int], prompt_index: list[int]):
+    """A RolloutBatch holding only `rows`, with the given prompt indices."""
+    n = len(rollout.prompt_index)
+    changes = {}
+    for f in dataclasses.fields(rollout):
+        value = getattr(rollout, f.name)
+        if isinstance(value, list) and len(value) == n:
+            changes[f.name] = [value[i] for i in rows]
+    changes["prompt_index"] = list(prompt_index)
+    changes["num_generated_tokens"] = sum(changes["response_lengths"])
+    return dataclasses.replace(rollout, **changes)
+
+
+def concat_rollouts(parts: list, offsets: list[int]):
+    """Several RolloutBatches as one; prompt indices of part k are shifted by offsets[k]."""
+    first = parts[0]
+    changes = {}
+    for f in dataclasses.fields(first):
+        if isinstance(getattr(first, f.name), list):
+            changes[f.name] = [x for p in parts for x in getattr(p, f.name)]
+    changes["prompt_index"] = [i + off for p, off in zip(parts, offsets) for i in p.prompt_index]
+    changes["num_generated_tokens"] = sum(p.num_generated_tokens for p in parts)
+    changes["gen_time_s"] = sum(p.gen_time_s for p in parts)
+    return dataclasses.replace(first, **changes)

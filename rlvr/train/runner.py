@@ -1,0 +1,238 @@
+"""A whole RL run: set-up, the step loop, evaluation, checkpoints, resume, the run directory."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlvr.config import RunConfig, to_yaml
+from rlvr.logging.jsonl import JsonlWriter
+from rlvr.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
+from rlvr.train.data import PromptStream
+from rlvr.train.rl import RLStep
+
+SUMMARY_KEYS = ["reward_mean", "accuracy", "response_len_mean", "entropy", "kl", "step_time_s", "gen_tokens_per_s"]
+
+
+class RunDirExists(FileExistsError):
+    pass
+
+
+def prepare_run_dir(cfg: RunConfig, *, resume: bool, overwrite: bool) -> Path:
+    run_dir = Path(cfg.run_dir or Path("runs") / cfg.name)
+    if resume:
+        if not (run_dir / "config.yaml").exists():
+            raise FileNotFoundError(f"cannot resume: {run_dir}/config.yaml not found")
+        return run_dir
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise RunDirExists(
+                f"run directory {run_dir} already exists; pass --resume to continue it, --overwrite to replace it, "
+                "or choose another run_dir=..."
+            )
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    return run_dir
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build(cfg: RunConfig, model_path: str | None = None, log=print) -> RLStep:
+    """Load the models, the task and the engine of a run."""
+    from rlvr.models import load_model
+    from rlvr.rollout import get_engine
+    from rlvr.tasks import get_task
+    from rlvr.train.critic import make_value_model
+
+    torch.manual_seed(cfg.seed)
+    dtype = getattr(torch, cfg.model.dtype)
+    device = resolve_device(cfg.model.device)
+    model, tokenizer = load_model(
+        model_path or cfg.model.name, dtype=dtype, device=str(device),
+        trust_remote_code=cfg.model.trust_remote_code, cache_dir=cfg.model.cache_dir,
+    )
+    ref_model = None
+    if cfg.algorithm.kl.coef > 0:
+        # The reference is the initial policy, also when resuming from a later checkpoint.
+        if model_path is None:
+            ref_model = copy.deepcopy(model)
+        else:
+            ref_model, _ = load_model(cfg.model.name, dtype=dtype, device=str(device), cache_dir=cfg.model.cache_dir,
+                                      trust_remote_code=cfg.model.trust_remote_code)
+        ref_model.eval().requires_grad_(False)
+    critic = make_value_model(model) if cfg.algorithm.critic.enabled else None
+    task = get_task(cfg.task.name, **cfg.task.kwargs)
+    engine = get_engine(cfg.rollout.engine, model, tokenizer)
+    return RLStep(cfg, model, tokenizer, task, engine, ref_model=ref_model, critic=critic, log=log)
+
+
+def held_out_eval(trainer: RLStep, examples: list[Any], step: int) -> dict[str, float]:
+    from rlvr.eval import evaluate
+
+    cfg = trainer.cfg
+    common = dict(
+        max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
+        template=cfg.task.template, engine=trainer.engine, seed=cfg.seed + 104729 * (step + 1), with_entropy=False,
+    )
+    temperature = cfg.eval.temperature if cfg.eval.temperature is not None else cfg.rollout.temperature
+    row: dict[str, float] = {}
+    sampled = evaluate(trainer.model, trainer.tokenizer, trainer.task, examples, n=1, k=(1,), temperature=temperature, **common)
+    row["eval_accuracy"] = sampled.metrics["mean@1"]
+    row["eval_response_len_mean"] = sampled.metrics["response_len_mean"]
+    if cfg.eval.greedy:
+        greedy = evaluate(trainer.model, trainer.tokenizer, trainer.task, examples, n=1, k=(1,), temperature=0.0, **common)
+        row["eval_accuracy_greedy"] = greedy.metrics["mean@1"]
+    return row
+
+
+def trainer_state(trainer: RLStep, stream: PromptStream) -> dict[str, Any]:
+    state = {
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict(),
+        "data": stream.state_dict(),
+        "kl_coef": trainer.kl_coef,
+        "skipped_steps": trainer.skipped_steps,
+        "reward_errors": trainer.reward_errors.count,
+    }
+    if trainer.critic is not None:
+        state["critic"] = trainer.critic.state_dict()
+        state["critic_optimizer"] = trainer.critic_optimizer.state_dict()
+    return state
+
+
+def restore(trainer: RLStep, stream: PromptStream, state: dict[str, Any]) -> None:
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    stream.load_state_dict(state["data"])
+    trainer.kl_coef = state["kl_coef"]
+    trainer.skipped_steps = state["skipped_steps"]
+    trainer.reward_errors.count = state["reward_errors"]
+    if trainer.critic is not None:
+        trainer.critic.load_state_dict(state["critic"])
+        trainer.critic_optimizer.load_state_dict(state["critic_optimizer"])
+    set_rng_state(state["rng"])
+
+
+def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, console=None, progress: bool = True) -> Path:
+    """Run `cfg` to its last step; returns the run directory."""
+    from rich.console import Console
+
+    console = console or Console()
+    run_dir = prepare_run_dir(cfg, resume=resume, overwrite=overwrite)
+    ckpt = latest_checkpoint(run_dir) if resume else None
+    t_load = time.perf_counter()
+    trainer = build(cfg, model_path=str(ckpt / "model") if ckpt else None, log=console.print)
+    train_examples = trainer.task.examples("train")
+    eval_examples = trainer.task.examples("test", limit=cfg.eval.size) if cfg.eval.every else []
+    stream = PromptStream(train_examples, cfg.seed)
+    metrics_log, samples_log = JsonlWriter(run_dir / "metrics.jsonl"), JsonlWriter(run_dir / "samples.jsonl")
+    start = 0
+    if ckpt is not None:
+        state = load_trainer_state(ckpt)
+        restore(trainer, stream, state)
+        start = state["step"]
+        metrics_log.truncate_after(start)
+        samples_log.truncate_after(start)
+        console.print(f"resumed {run_dir} from {ckpt.name} (step {start})")
+    console.print(f"loaded in {time.perf_counter() - t_load:.1f}s; run directory: {run_dir}")
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(run_dir, step, trainer.model, trainer.tokenizer, trainer_state(trainer, stream), cfg.checkpoint.keep_last)
+
+    def evaluate_now(step: int) -> None:
+        if not eval_examples:
+            return
+        row = {"step": step, **held_out_eval(trainer, eval_examples, step)}
+        metrics_log.write(row)
+        console.print("eval step {}: {}".format(step, ", ".join(f"{k}={v:.3f}" for k, v in row.items() if k != "step")))
+
+    if start == 0 and cfg.eval.every:
+        evaluate_now(0)
+    last: dict[str, float] = {}
+    step = start
+    bar = _progress(console, enabled=progress)
+    try:
+        with bar:
+            task_id = bar.add_task("train", total=cfg.train.steps, completed=start, reward=float("nan"), step_s=float("nan"))
+            for step in range(start + 1, cfg.train.steps + 1):
+                metrics = trainer.run(stream, step)
+                last = {"step": step, **metrics}
+                metrics_log.write(last)
+                _log_samples(samples_log, trainer, step, cfg.log_samples)
+                bar.update(task_id, advance=1, reward=metrics["reward_mean"], step_s=metrics["step_time_s"])
+                if cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.train.steps):
+                    evaluate_now(step)
+                if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step != cfg.train.steps:
+                    checkpoint(step)
+    except KeyboardInterrupt:
+        completed = step - 1 if not last or last.get("step") != step else step
+        console.print(f"interrupted: writing a checkpoint at step {completed} (resume with --resume {run_dir})")
+        checkpoint(completed)
+        raise
+    checkpoint(cfg.train.steps)
+    _finish(run_dir, console, metrics_log)
+    return run_dir
+
+
+def _log_samples(writer: JsonlWriter, trainer: RLStep, step: int, limit: int) -> None:
+    scored = trainer.last_scored
+    if scored is None or limit == 0:
+        return
+    r = scored.rollout
+    for i in range(min(limit, len(scored.responses))):
+        example = scored.examples[r.prompt_index[i]]
+        writer.write({
+            "step": step, "prompt_id": getattr(example, "id", None), "prompt": getattr(example, "question", None),
+            "answer": str(getattr(example, "answer", "")), "response": scored.responses[i],
+            "reward": float(scored.rewards[i]), "correct": bool(scored.correct[i]), "finish_reason": r.finish_reasons[i],
+        })
+
+
+def _progress(console, enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]step"), MofNCompleteColumn(), BarColumn(),
+        TextColumn("reward {task.fields[reward]:.3f}"), TextColumn("{task.fields[step_s]:.1f}s/step"),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        console=console, disable=not enabled, transient=False,
+    )
+
+
+def _finish(run_dir: Path, console, metrics_log: JsonlWriter) -> None:
+    from rich.table import Table
+
+    from rlvr.logging.jsonl import read_jsonl
+    from rlvr.logging.plots import plot_run
+
+    rows = read_jsonl(metrics_log.path)
+    train_rows = [r for r in rows if "reward_mean" in r]
+    eval_rows = [r for r in rows if "eval_accuracy" in r]
+    table = Table(title=f"run summary: {run_dir}")
+    table.add_column("metric")
+    table.add_column("first", justify="right")
+    table.add_column("last", justify="right")
+    for key in SUMMARY_KEYS:
+        vals = [r[key] for r in train_rows if r.get(key) is not None]
+        if vals:
+            table.add_row(key, f"{vals[0]:.4g}", f"{vals[-1]:.4g}")
+    for key in ("eval_accuracy", "eval_accuracy_greedy"):
+        vals = [r[key] for r in eval_rows if r.get(key) is not None]
+        if vals:
+            table.add_row(key, f"{vals[0]:.4g}", f"{vals[-1]:.4g}")
+    console.print(table)
+    try:
+        paths = plot_run(run_dir)
+        console.print(f"plots: {paths[-1].parent}")
+    except Exception as exc:  # plots are a convenience; a plotting failure must not fail a finished run
+        console.print(f"[yellow]could not write plots: {exc}")
