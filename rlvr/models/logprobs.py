@@ -1,0 +1,169 @@
+"""Per-token log-probabilities (and entropies) of response tokens, without the [N, L, V] logits.
+
+Batch layout used everywhere in rlvr:
+
+    input_ids       [N, P + T]  prompts LEFT-padded to P, then responses RIGHT-padded to T
+    attention_mask  [N, P + T]  1 on real tokens, 0 on padding
+    position_ids    = cumsum(attention_mask) - 1, clamped at 0, so left padding does not shift positions
+                      (the same positions Hugging Face `generate` gives a left-padded batch)
+
+The token at column P + t (response token t) is predicted by the hidden state at column P + t - 1, so
+only the T hidden states at columns P - 1 .. P + T - 2 go through the output projection.
+
+Memory. A causal LM's `forward` returns logits for every position, [N, L, V] float32 (for SmolLM2,
+16 x 320 x 49152 x 4 bytes = 1 GiB), and a log-softmax over them doubles that, before autograd keeps
+both for the backward pass. Here the backbone runs alone; the output projection and the softmax run
+on at most `chunk_size` response tokens at a time, and only on tokens whose attention_mask is 1. With
+gradient enabled each chunk is wrapped in activation checkpointing, so autograd keeps just the chunk's
+[chunk, H] hidden-state slice and recomputes its logits during the backward pass: peak logits memory is
+one chunk, in the forward and in the backward pass (the recomputation costs one extra output-projection
+matmul per chunk; the same trade as Liger's fused linear cross-entropy).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from rlvr.core.entropy import entropy_from_logits
+
+# Default chunk: about 2**25 float32 logits (128 MiB) per chunk, and never fewer than 64 tokens (a
+# matmul with fewer rows runs well below the CPU's peak). 682 tokens for SmolLM2's 49152-token vocabulary.
+_CHUNK_LOGITS = 2**25
+_MIN_CHUNK_TOKENS = 64
+
+
+def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
+    """position_ids [N, L] = cumsum(attention_mask) - 1, clamped at 0 (left padding gets position 0)."""
+    return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
+
+
+def backbone_hidden_states(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """Final hidden states [N, L, H] of a causal LM's backbone (after its last norm), no output projection.
+
+    `model` is a Hugging Face `*ForCausalLM` (its decoder is `model.get_decoder()`, e.g. `model.model`
+    for Llama). Positions come from `position_ids_from_mask`. Used for log-probs here and for a PPO
+    value head on top of the same backbone.
+    """
+    _check_batch(input_ids, attention_mask)
+    decoder = _decoder(model)
+    out = decoder(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+    )
+    return out.last_hidden_state
+
+
+def response_logprobs(
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    num_response_tokens: int,
+    *,
+    temperature: float = 1.0,
+    chunk_size: int | None = None,
+    return_entropy: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Log-probs [N, T] (float32) of the response tokens, and optionally the entropies [N, T].
+
+        z_t          = W h_{P+t-1} / temperature           (W: the output projection, h: final hidden)
+        logprobs_t   = z_t[y_t] - logsumexp(z_t),          y_t = input_ids[:, P + t]
+        entropy_t    = -sum_v softmax(z_t)_v log softmax(z_t)_v     (rlvr.core.entropy.entropy_from_logits)
+
+    i.e. under softmax(logits / temperature), the distribution the sampler draws from at that
+    temperature. Layout: see the module docstring; T = `num_response_tokens`, P = L - T >= 1.
+    Response columns whose attention_mask is 0 (right padding) are not computed: their log-prob and
+    entropy are 0 and get no gradient. Values are equal to a log_softmax over the full logits up to
+    float rounding; logits are computed in float32 whatever the model's dtype.
+
+    Works with gradient (training: gradients reach the backbone and the output projection) and under
+    `torch.no_grad()` (old / reference log-probs).
+
+    chunk_size: response tokens per output-projection call; None picks about 2**25 logits per chunk.
+    """
+    _check_batch(input_ids, attention_mask)
+    num_rows, length = input_ids.shape
+    T = int(num_response_tokens)
+    P = length - T
+    if not 0 < T < length:
+        raise ValueError(
+            f"num_response_tokens must be in [1, {length - 1}] for input_ids of length {length} "
+            f"(at least one prompt token predicts the first response token), got {num_response_tokens}"
+        )
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
+    head = model.get_output_embeddings()
+    if head is None:
+        raise ValueError(f"{type(model).__name__} has no output projection (get_output_embeddings() is None)")
+
+    hidden = backbone_hidden_states(model, input_ids, attention_mask)  # [N, L, H]
+    predicting = hidden[:, P - 1 : P + T - 1]  # [N, T, H]: column P+t-1 predicts response token t
+    targets = input_ids[:, P:]  # [N, T]
+    counted = attention_mask[:, P:].bool()  # [N, T]
+    if not attention_mask[:, P - 1 : P + T - 1].bool()[counted].all():
+        raise ValueError(
+            "every real response token must follow a real token: prompts must be non-empty and LEFT-padded "
+            "to P, responses RIGHT-padded (got a response token after a padding column)"
+        )
+    rows = predicting[counted]  # [M, H], M = real response tokens
+    row_targets = targets[counted]  # [M]
+
+    if chunk_size is None:
+        vocab = head.weight.shape[0]
+        chunk_size = max(_MIN_CHUNK_TOKENS, _CHUNK_LOGITS // vocab)
+    use_checkpoint = torch.is_grad_enabled() and rows.requires_grad
+    lp_parts, ent_parts = [], []
+    for start in range(0, rows.shape[0], chunk_size):
+        args = (head, rows[start : start + chunk_size], row_targets[start : start + chunk_size], temperature, return_entropy)
+        if use_checkpoint:
+            lp, ent = checkpoint(_chunk_logprobs, *args, use_reentrant=False)
+        else:
+            lp, ent = _chunk_logprobs(*args)
+        lp_parts.append(lp)
+        ent_parts.append(ent)
+
+    logprobs = _scatter_rows(lp_parts, counted, num_rows, T, hidden)
+    entropy = _scatter_rows(ent_parts, counted, num_rows, T, hidden) if return_entropy else None
+    return logprobs, entropy
+
+
+def _chunk_logprobs(
+    head: nn.Module, rows: Tensor, targets: Tensor, temperature: float, with_entropy: bool
+) -> tuple[Tensor, Tensor | None]:
+    z = head(rows).float()  # [C, V]
+    if temperature != 1.0:
+        z = z / temperature
+    logprobs = z.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(z, dim=-1)
+    entropy = entropy_from_logits(z) if with_entropy else None
+    return logprobs, entropy
+
+
+def _scatter_rows(parts: list[Tensor | None], counted: Tensor, n: int, t: int, like: Tensor) -> Tensor:
+    values = torch.cat(parts) if parts else like.new_zeros(0, dtype=torch.float32)
+    out = torch.zeros(n, t, dtype=torch.float32, device=like.device)
+    # masked_scatter is differentiable in its source: padded columns stay exactly 0 with no gradient.
+    return out.masked_scatter(counted, values)
+
+
+def _decoder(model: nn.Module) -> nn.Module:
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    if decoder is None or decoder is model:
+        raise ValueError(
+            f"cannot find the backbone of {type(model).__name__}: expected a Hugging Face *ForCausalLM "
+            "whose get_decoder() returns its base model (e.g. model.model for Llama)"
+        )
+    return decoder
+
+
+def _check_batch(input_ids: Tensor, attention_mask: Tensor) -> None:
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be [N, L], got shape {tuple(input_ids.shape)}")
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"attention_mask {tuple(attention_mask.shape)} must have the shape of input_ids {tuple(input_ids.shape)}"
+        )
