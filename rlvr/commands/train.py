@@ -23,7 +23,6 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from rlvr.config import ConfigError, load_recipe, resolve, to_yaml
-    from rlvr.train.runner import RunDirExists, train
 
     console = Console(stderr=False)
     recipe_arg = None
@@ -34,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         elif i == 0:
             recipe_arg = item
         else:
-            console.print(f"[red]error:[/] {item!r} is neither the recipe (which comes first) nor a key=value override")
+            print(f"error: {item!r} is neither the recipe (which comes first) nor a key=value override", file=sys.stderr)
             return 2
     try:
         if args.resume:
@@ -49,21 +48,23 @@ def run(args: argparse.Namespace) -> int:
             recipe = load_recipe(recipe_arg)
         cfg = resolve(recipe, overrides)
     except (ConfigError, ValueError) as err:
-        console.print(f"[red]error:[/] {err}")
+        print(f"error: {err}", file=sys.stderr)
         return 2
     if args.print_config:
         sys.stdout.write(to_yaml(cfg))
         return 0
+    from rlvr.train.runner import RunDirExists, train
+
     try:
         run_dir = train(cfg, resume=bool(args.resume), overwrite=args.overwrite, console=console,
                         progress=not args.no_progress)
     except RunDirExists as err:
-        console.print(f"[red]error:[/] {err}")
+        print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     except FloatingPointError as err:
-        console.print(f"[red]stopped:[/] {err}")
+        print(f"stopped: {err}", file=sys.stderr)
         return 1
     console.print(f"done: {run_dir}")
     return 0

@@ -1,0 +1,92 @@
+"""Recipes, overrides, presets and the rejection of meaningless combinations."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlvr.cli import main
+from rlvr.config import PRESETS, ConfigError, load_recipe, parse_overrides, resolve
+
+
+def test_default_recipe_resolves_to_grpo_on_the_embedded_model():
+    cfg = resolve(load_recipe(None))
+    assert cfg.model.name == "smollm2-135m-instruct"
+    assert cfg.task.name == "arithmetic"
+    assert cfg.algorithm.advantage == "grpo"
+    assert cfg.algorithm.loss.name == "ppo_clip"
+    assert cfg.algorithm.kl.coef == 0.0
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_resolves(preset):
+    cfg = resolve({"algorithm": {"preset": preset}})
+    spec = PRESETS[preset]
+    assert cfg.algorithm.advantage == spec["advantage"]
+    assert cfg.algorithm.loss.name == spec["loss"]["name"]
+    assert cfg.algorithm.aggregation == spec["aggregation"]
+
+
+def test_preset_values_and_overrides():
+    dapo = resolve({"algorithm": {"preset": "dapo"}})
+    assert (dapo.algorithm.loss.clip_low, dapo.algorithm.loss.clip_high) == (0.2, 0.28)
+    assert dapo.algorithm.dynamic_sampling.enabled and dapo.algorithm.overlong.enabled
+    assert dapo.algorithm.aggregation == "token_mean"
+    over = resolve({"algorithm": {"preset": "dapo"}}, ["algorithm.loss.clip_high=0.3", "rollout.group_size=4"])
+    assert over.algorithm.loss.clip_high == 0.3 and over.algorithm.loss.clip_low == 0.2
+    assert over.rollout.group_size == 4
+    # Naming another loss under a preset starts from that loss's own defaults.
+    cispo = resolve({"algorithm": {"preset": "grpo"}}, ["algorithm.loss.name=cispo"])
+    assert cispo.algorithm.loss.name == "cispo" and cispo.algorithm.loss.clip_high == 4.0
+
+
+def test_parse_overrides_types():
+    assert parse_overrides(["a.b=1", "a.c=0.5", "d=true", "e=[x, y]", "f=hello"]) == {
+        "a": {"b": 1, "c": 0.5}, "d": True, "e": ["x", "y"], "f": "hello"
+    }
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        parse_overrides(["novalue"])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["rollout.group_sise=4"], "did you mean 'rollout.group_size'"),
+        (["algorithm.los.name=pg"], "did you mean 'algorithm.loss'"),
+        (["algorithm.loss.clip_hihg=0.3"], "did you mean 'algorithm.loss.clip_high'"),
+        (["algorithm.preset=grpoo"], "unknown preset 'grpoo'; known: reinforce, grpo"),
+        (["algorithm.loss.name=ppo"], "unknown policy loss 'ppo'"),
+        (["algorithm.advantage=rlooo"], "unknown advantage estimator 'rlooo'"),
+        (["algorithm.aggregation=mean"], "unknown aggregation 'mean'"),
+        (["rollout.group_size=1"], "needs rollout.group_size >= 2"),
+        (["algorithm.advantage=gae"], "'gae' needs a critic"),
+        (["algorithm.critic.enabled=true"], "does not use values"),
+        (["algorithm.loss.name=gspo", "algorithm.aggregation=token_mean"], "gspo loss is a sequence-level"),
+        (["algorithm.preset=reinforce", "train.epochs=2"], "pg loss has no importance ratio"),
+        (["algorithm.kl.adaptive=true", "algorithm.kl.coef=0.1"], "needs algorithm.kl.target"),
+        (["rollout.prompts_per_step=6", "train.mini_batches=4"], "divisible by train.mini_batches"),
+        (["rollout.temperature=-1"], "rollout.temperature"),
+        (["algorithm.loss.clip_c=0.5"], "clip_c"),
+    ],
+)
+def test_bad_configs_are_rejected_with_the_reason(overrides, message):
+    with pytest.raises(ConfigError, match=None) as err:
+        resolve(load_recipe(None), overrides)
+    assert message in str(err.value)
+
+
+def test_cli_rejects_bad_config_before_any_work(capsys, tmp_path):
+    code = main(["train", "rollout.group_sise=4", f"run_dir={tmp_path / 'r'}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "did you mean 'rollout.group_size'" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_print_config_and_presets(capsys):
+    assert main(["train", "--print-config", "algorithm.preset=ppo"]) == 0
+    out = capsys.readouterr().out
+    assert "advantage: gae" in out and "enabled: true" in out
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name in PRESETS:
+        assert name in out
