@@ -30,6 +30,10 @@ def masked_mean(values: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
 
 def masked_var(values: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
     """Variance of the counted elements (Bessel-corrected when `unbiased` and more than one counts)."""
+    check_same_shape(values=values, mask=mask)
+    # Zero the masked-out elements first: an inf there would otherwise turn (inf - mean)**2 into a
+    # nan gradient (0 * inf) for every element, even though the forward value ignores it.
+    values = torch.where(mask.bool(), values, torch.zeros((), dtype=values.dtype, device=values.device))
     mean = masked_mean(values, mask)
     sq = masked_sum((values - mean) ** 2, mask)
     count = mask.sum().to(values.dtype)
@@ -43,6 +47,9 @@ def masked_whiten(values: Tensor, mask: Tensor, shift_mean: bool = True, eps: fl
 
     With `shift_mean=False` the mean is added back (scale only), as in PPO reward whitening.
     """
+    check_same_shape(values=values, mask=mask)
+    # As in masked_var: masked-out inf/nan must not reach the backward pass.
+    values = torch.where(mask.bool(), values, torch.zeros((), dtype=values.dtype, device=values.device))
     mean = masked_mean(values, mask)
     var = masked_var(values, mask)
     whitened = (values - mean) * torch.rsqrt(var + eps)
