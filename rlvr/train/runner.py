@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -161,27 +163,50 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, cons
     last: dict[str, float] = {}
     step = start
     bar = _progress(console, enabled=progress)
-    try:
-        with bar:
-            task_id = bar.add_task("train", total=cfg.train.steps, completed=start, reward=float("nan"), step_s=float("nan"))
-            for step in range(start + 1, cfg.train.steps + 1):
-                metrics = trainer.run(stream, step)
-                last = {"step": step, **metrics}
-                metrics_log.write(last)
-                _log_samples(samples_log, trainer, step, cfg.log_samples)
-                bar.update(task_id, advance=1, reward=metrics["reward_mean"], step_s=metrics["step_time_s"])
-                if cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.train.steps):
-                    evaluate_now(step)
-                if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step != cfg.train.steps:
-                    checkpoint(step)
-    except KeyboardInterrupt:
-        completed = step - 1 if not last or last.get("step") != step else step
-        console.print(f"interrupted: writing a checkpoint at step {completed} (resume with --resume {run_dir})")
-        checkpoint(completed)
-        raise
+    with bar, GracefulInterrupt() as interrupt:
+        task_id = bar.add_task("train", total=cfg.train.steps, completed=start, reward=float("nan"), step_s=float("nan"))
+        for step in range(start + 1, cfg.train.steps + 1):
+            metrics = trainer.run(stream, step)
+            last = {"step": step, **metrics}
+            metrics_log.write(last)
+            _log_samples(samples_log, trainer, step, cfg.log_samples)
+            bar.update(task_id, advance=1, reward=metrics["reward_mean"], step_s=metrics["step_time_s"])
+            if cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.train.steps):
+                evaluate_now(step)
+            if interrupt.requested:
+                console.print(f"interrupted: checkpoint at step {step}; continue with: rlvr train --resume {run_dir}")
+                checkpoint(step)
+                raise KeyboardInterrupt
+            if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step != cfg.train.steps:
+                checkpoint(step)
     checkpoint(cfg.train.steps)
     _finish(run_dir, console, metrics_log)
     return run_dir
+
+
+class GracefulInterrupt:
+    """The first Ctrl-C lets the current step finish, then the loop checkpoints and stops; a second one
+    interrupts at once (without a checkpoint of the half-done step)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: finishing this step, then writing a checkpoint (Ctrl-C again to stop now)", flush=True)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
 
 
 def _log_samples(writer: JsonlWriter, trainer: RLStep, step: int, limit: int) -> None:

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import pytest
+
+from rlvr.config import RunConfig, resolve
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    from rlvr.models.tiny import make_tiny_model_dir
+
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+def tiny_config(tiny_dir, run_dir, *overrides: str, preset: str = "grpo") -> RunConfig:
+    """A run of the tiny model on the symbol task, sized to take a fraction of a second per step."""
+    base = [
+        f"model.name={tiny_dir}",
+        "model.device=cpu",
+        "task.name=symbol",
+        "task.template=chat",
+        f"algorithm.preset={preset}",
+        "rollout.prompts_per_step=8",
+        "rollout.group_size=8",
+        "rollout.max_new_tokens=4",
+        "optim.lr=3e-3",
+        "train.steps=4",
+        "eval.every=0",
+        "checkpoint.every=0",
+        "log_samples=4",
+        f"run_dir={run_dir}",
+    ]
+    return resolve({}, base + list(overrides))

@@ -1,0 +1,136 @@
+"""Resume, run directories, checkpoints and faults of `rlvr.train.runner.train` on the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rlvr.train.runner import RunDirExists, train
+from tests.train.conftest import tiny_config
+
+TIMING_KEYS = {"step_time_s", "gen_time_s", "train_time_s", "gen_tokens_per_s"}
+
+
+def _rows(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
+
+
+def test_resumed_run_logs_the_same_metrics_as_an_uninterrupted_one(tiny_dir, tmp_path):
+    overrides = ["train.steps=4", "train.epochs=2", "train.mini_batches=2", "algorithm.kl.coef=0.05"]
+    full = train(tiny_config(tiny_dir, tmp_path / "full", *overrides), progress=False)
+    # Stop after step 2 (its final checkpoint), then resume to step 4.
+    part = tmp_path / "part"
+    train(tiny_config(tiny_dir, part, *[o if o != "train.steps=4" else "train.steps=2" for o in overrides]), progress=False)
+    train(tiny_config(tiny_dir, part, *overrides), resume=True, progress=False)
+    a, b = _rows(full), _rows(part)
+    assert [r["step"] for r in a] == [1, 2, 3, 4]
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    for ra, rb in zip(a[2:], b[2:]):
+        assert ra.keys() == rb.keys()
+        for key in ra:
+            assert ra[key] == pytest.approx(rb[key], rel=1e-6, abs=1e-7), key
+
+
+def test_run_directory_contents(tiny_dir, tmp_path):
+    run_dir = train(tiny_config(tiny_dir, tmp_path / "run", "eval.every=2", "eval.size=8"), progress=False)
+    assert (run_dir / "config.yaml").exists()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if "reward_mean" in r]
+    eval_rows = [r for r in rows if "eval_accuracy" in r]
+    required = {
+        "step", "reward_mean", "reward_std", "accuracy", "response_len_mean", "truncated_frac", "entropy",
+        "clip_frac_low", "clip_frac_high", "grad_norm", "lr", "is_weight_mean", "logprob_mismatch",
+        "step_time_s", "gen_time_s", "train_time_s", "gen_tokens_per_s",
+    }
+    assert required <= set(train_rows[0]), required - set(train_rows[0])
+    assert [r["step"] for r in eval_rows] == [0, 2, 4]
+    assert all("eval_accuracy_greedy" in r for r in eval_rows)
+    # The hf engine samples from exactly the policy the trainer scores.
+    assert train_rows[0]["logprob_mismatch"] < 1e-4
+    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert {"prompt", "response", "reward"} <= set(samples[0])
+    latest = (run_dir / "checkpoints" / "latest").read_text().strip()
+    ckpt = run_dir / "checkpoints" / latest
+    assert (ckpt / "model" / "model.safetensors").exists() and (ckpt / "trainer.pt").exists()
+    state = torch.load(ckpt / "trainer.pt", weights_only=False)
+    assert {"optimizer", "scheduler", "rng", "data", "step"} <= set(state)
+    assert (run_dir / "plots" / "reward.png").exists()
+
+
+def test_existing_run_dir_is_refused(tiny_dir, tmp_path):
+    cfg = tiny_config(tiny_dir, tmp_path / "run", "train.steps=1")
+    train(cfg, progress=False)
+    with pytest.raises(RunDirExists, match="--resume"):
+        train(cfg, progress=False)
+    train(cfg, overwrite=True, progress=False)
+
+
+def test_ctrl_c_finishes_the_step_and_writes_a_checkpoint(tiny_dir, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from rlvr.train import rl
+
+    original = rl.RLStep.run
+
+    def run_then_interrupt(self, stream, step):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of step 2
+        return original(self, stream, step)
+
+    monkeypatch.setattr(rl.RLStep, "run", run_then_interrupt)
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(tiny_dir, run_dir, "train.steps=5"), progress=False)
+    assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step_000002"
+
+
+def test_a_raising_reward_is_contained_and_counted(tiny_dir, tmp_path, monkeypatch):
+    from rlvr.tasks import get_task
+
+    task_cls = type(get_task("symbol"))
+    original = task_cls.score
+
+    def flaky(self, response, example):
+        if len(response) % 2:
+            raise RuntimeError("verifier exploded")
+        return original(self, response, example)
+
+    monkeypatch.setattr(task_cls, "score", flaky)
+    logged = []
+    run_dir = train(tiny_config(tiny_dir, tmp_path / "run", "train.steps=2"), progress=False,
+                    console=_ListConsole(logged))
+    rows = _rows(run_dir)
+    assert rows[-1]["reward_errors"] > 0
+    assert sum("verifier exploded" in line for line in logged) == 1
+
+
+def test_non_finite_loss_skips_then_stops(tiny_dir, tmp_path, monkeypatch):
+    from rlvr.train import rl
+
+    def nan_loss(name, **kwargs):
+        per_token = kwargs["logprobs"] * float("nan")
+        return per_token, {}
+
+    monkeypatch.setattr(rl, "policy_loss", nan_loss)
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        train(tiny_config(tiny_dir, tmp_path / "run", "train.steps=5", "train.max_bad_steps=2"), progress=False)
+
+
+class _ListConsole:
+    """A stand-in for rich's Console that keeps what is printed."""
+
+    def __init__(self, lines):
+        self.lines = lines
+        from rich.console import Console
+
+        self._console = Console(quiet=True)
+
+    def print(self, *objects, **kwargs):
+        self.lines.append(" ".join(str(o) for o in objects))
+
+    def __getattr__(self, name):
+        return getattr(self._console, name)
