@@ -1,0 +1,114 @@
+"""Per-token KL estimators between the current policy and the frozen reference, and the adaptive coefficient.
+
+The tokens were sampled from the current policy pi, so with log_ratio = logp - ref_logp each estimator
+below is a one-sample estimate of KL(pi || pi_ref) = E_pi[log pi - log pi_ref] (Schulman 2020,
+"Approximating KL Divergence", http://joschu.net/blog/kl-approx.html):
+
+- `k1`  = logp - ref_logp                                 unbiased, high variance, can be negative
+- `k2`  = 0.5 * (logp - ref_logp)^2                       biased (low bias when pi ~ pi_ref), >= 0
+- `k3`  = exp(ref_logp - logp) - (ref_logp - logp) - 1    unbiased and >= 0 (the "low-variance KL"
+                                                           that GRPO puts in its loss, Shao et al. 2024,
+                                                           arXiv:2402.03300, Eq. 4)
+- `abs` = |logp - ref_logp|                               >= 0, biased
+
+The same functions serve both placements: detached, as a per-token penalty in the reward
+(`token_rewards - coef * kl.detach()`, Ziegler et al. 2019 / Ouyang et al. 2022), or with gradient, as
+a loss term (`coef * aggregate(kl, loss_mask, mode)`, GRPO). The estimates are per token [N, T]; the
+caller masks and aggregates them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from rlvr.core.aggregation import as_bool_mask
+from rlvr.core.masked import check_same_shape
+from rlvr.core.registry import Registry
+
+KLEstimatorFn = Callable[[Tensor, Tensor], Tensor]
+KL_ESTIMATORS: Registry[KLEstimatorFn] = Registry("KL estimator")
+
+
+@KL_ESTIMATORS.register("k1")
+def k1(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
+    """logp - ref_logp."""
+    return logprobs - ref_logprobs
+
+
+@KL_ESTIMATORS.register("k2")
+def k2(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
+    """0.5 * (logp - ref_logp)^2."""
+    return 0.5 * (logprobs - ref_logprobs).square()
+
+
+@KL_ESTIMATORS.register("k3")
+def k3(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
+    """exp(ref_logp - logp) - (ref_logp - logp) - 1 (>= 0 because e^x >= 1 + x)."""
+    log_ratio = ref_logprobs - logprobs
+    # expm1 keeps the small-|x| regime accurate: (e^x - 1) - x without the cancellation of e^x - 1.
+    return torch.expm1(log_ratio) - log_ratio
+
+
+@KL_ESTIMATORS.register("abs")
+def abs_kl(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
+    """|logp - ref_logp|."""
+    return (logprobs - ref_logprobs).abs()
+
+
+def kl_divergence(
+    logprobs: Tensor,
+    ref_logprobs: Tensor,
+    estimator: str,
+    *,
+    clamp: float | None = None,
+    loss_mask: Tensor | None = None,
+) -> Tensor:
+    """Per-token estimate [N, T] of KL(pi || pi_ref) with the named estimator (see the module docstring).
+
+    clamp: bound the estimate to [-clamp, clamp] (verl clamps its k3 to +-10 for stability); the
+        gradient is zero where the bound is active. None leaves it exact.
+    loss_mask: when given, the estimate is 0 where the mask is False and inf/nan log-probs there cannot
+        reach the values or the gradient.
+    """
+    check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs, loss_mask=loss_mask)
+    fn = KL_ESTIMATORS[estimator]
+    if clamp is not None and not clamp > 0:
+        raise ValueError(f"clamp must be > 0 (the estimate is bounded to [-clamp, clamp]) or None, got {clamp}")
+    if loss_mask is not None:
+        mask = as_bool_mask(loss_mask)
+        zero = torch.zeros((), dtype=logprobs.dtype, device=logprobs.device)
+        logprobs = torch.where(mask, logprobs, zero)
+        ref_logprobs = torch.where(mask, ref_logprobs, zero)
+    kl = fn(logprobs, ref_logprobs)
+    if clamp is not None:
+        kl = kl.clamp(min=-clamp, max=clamp)
+    if loss_mask is not None:
+        kl = torch.where(mask, kl, torch.zeros((), dtype=kl.dtype, device=kl.device))
+    return kl
+
+
+def adaptive_kl_coef(
+    coef: float, observed_kl: float, target_kl: float, horizon: float, n_steps: int
+) -> float:
+    """One update of the adaptive KL coefficient (Ziegler et al. 2019, "Fine-Tuning Language Models from
+    Human Preferences", arXiv:1909.08593, section 2.2):
+
+        error = clip(observed_kl / target_kl - 1, -0.2, 0.2)
+        coef  = coef * (1 + error * n_steps / horizon)
+
+    `observed_kl` is the measured KL of the last batch (a float: the trainer reads it off the metrics),
+    `n_steps` the number of samples (or steps) since the last update, `horizon` the time scale.
+    """
+    if not target_kl > 0:
+        raise ValueError(f"target_kl must be > 0, got {target_kl}")
+    if not horizon > 0:
+        raise ValueError(f"horizon must be > 0, got {horizon}")
+    if n_steps < 0:
+        raise ValueError(f"n_steps must be >= 0, got {n_steps}")
+    if coef < 0:
+        raise ValueError(f"coef must be >= 0, got {coef}")
+    error = min(max(float(observed_kl) / target_kl - 1.0, -0.2), 0.2)
+    return float(coef) * (1.0 + error * n_steps / horizon)
