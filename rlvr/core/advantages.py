@@ -119,11 +119,11 @@ def _validate(
         _check_vector("baseline_rewards", baseline_rewards, n, shape)
         check_finite("baseline_rewards", baseline_rewards)
     if token_rewards is not None:
-        token_rewards = _as_float(token_rewards)
+        token_rewards = _as_float(torch.as_tensor(token_rewards, device=device))
         check_same_shape(token_rewards=token_rewards, loss_mask=mask)
         check_finite("token_rewards", token_rewards, mask)
     if values is not None:
-        values = _as_float(values.detach())
+        values = _as_float(torch.as_tensor(values, device=device).detach())
         check_same_shape(values=values, loss_mask=mask)
         check_finite("values", values, mask, hint="check the value model (critic)")
     if not 0.0 <= gamma <= 1.0:
@@ -203,6 +203,19 @@ def compute_advantages(
 ) -> tuple[Tensor, Tensor]:
     """(advantages [N, T], returns [N, T]) from the estimator registered as `estimator`.
 
+    Which inputs each estimator reads (the others are accepted and ignored):
+
+    | estimator             | reads                                             | returns            |
+    | --------------------- | ------------------------------------------------- | ------------------ |
+    | reinforce             | rewards (or sum of token_rewards)                 | = advantages       |
+    | grpo                  | rewards / token_rewards, group_ids, eps           | = advantages       |
+    | dr_grpo, rloo         | rewards / token_rewards, group_ids                | = advantages       |
+    | remax                 | rewards / token_rewards, baseline_rewards         | = advantages       |
+    | reinforce_pp          | token_rewards (default: rewards on last token), gamma, whiten | reward-to-go |
+    | reinforce_pp_baseline | rewards, group_ids, token_rewards, whiten (gamma must be 1) | before whitening |
+    | gae                   | values, token_rewards (default as above), gamma, lam, whiten | A + V |
+
+    `eps` is only grpo's std guard; whitening uses masked_whiten's own 1e-8 under the square root.
     Unknown names raise the registry's KeyError, which lists the known ones.
     """
     return ADVANTAGE_ESTIMATORS[estimator](
