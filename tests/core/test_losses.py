@@ -441,6 +441,22 @@ def test_value_loss_hand_values():
     assert m["vf_clip_frac"] == 0
 
 
+def test_value_loss_matches_slow_reference():
+    g = torch.Generator().manual_seed(8)
+    values, old_values, returns = (torch.randn(5, 6, generator=g, dtype=D) for _ in range(3))
+    mask = torch.rand(5, 6, generator=g) < 0.7
+    loss, m = value_loss(values, old_values, returns, mask, clip_range=0.3)
+    n_clipped = 0
+    for i in range(5):
+        for j in range(6):
+            v, o, r = values[i, j].item(), old_values[i, j].item(), returns[i, j].item()
+            unclipped, clipped = (v - r) ** 2, (o + min(max(v - o, -0.3), 0.3) - r) ** 2
+            want = 0.5 * max(unclipped, clipped) if mask[i, j] else 0.0
+            n_clipped += bool(mask[i, j]) and clipped > unclipped
+            assert loss[i, j].item() == pytest.approx(want, rel=1e-13, abs=1e-15)
+    assert m["vf_clip_frac"].item() == pytest.approx(n_clipped / int(mask.sum()))
+
+
 def test_value_loss_masked_garbage_and_errors():
     mask = torch.tensor([[True, False]])
     v = t([[1.0, math.nan]]).requires_grad_(True)
