@@ -5,14 +5,14 @@ produced the data), `advantages` and `loss_mask`, all [N, T], to a per-token los
 where the mask is False, plus detached 0-dim metrics. Aggregation to a scalar is a separate step
 (`rlvr.core.aggregation.aggregate`). With r = exp(logp - old_logp) the probability ratio:
 
-| name       | per-token loss                                                        | source                  |
-| ---------- | --------------------------------------------------------------------- | ----------------------- |
-| `pg`       | -A logp                                                               | REINFORCE (Williams 1992) |
-| `ppo_clip` | max(-A r, -A clip(r, 1-el, 1+eh)); for A < 0 also min(., -A c)        | PPO, DAPO, dual-clip    |
-| `gspo`     | ppo_clip on the sequence ratio, token form                            | GSPO                    |
-| `cispo`    | -sg(clip(r, 1-el, 1+eh)) A logp                                       | MiniMax-M1              |
-| `clip_cov` | ppo_clip, with a few high-covariance tokens' gradients cut            | Cui et al. 2025         |
-| `kl_cov`   | -A r, plus coef |log r| on the highest-covariance tokens               | Cui et al. 2025         |
+| name       | per-token loss                                                        | source                   |
+| ---------- | --------------------------------------------------------------------- | ------------------------ |
+| `pg`       | -A logp                                                               | REINFORCE, Williams 1992 |
+| `ppo_clip` | max(-A r, -A clip(r, 1-el, 1+eh)); for A < 0 also min(., -A c)        | PPO, DAPO, dual-clip     |
+| `gspo`     | ppo_clip on the sequence ratio, token form                            | GSPO                     |
+| `cispo`    | -sg(clip(r, 1-el, 1+eh)) A logp                                       | MiniMax-M1               |
+| `clip_cov` | ppo_clip, with a few high-covariance tokens' gradients cut            | Cui et al. 2025          |
+| `kl_cov`   | -A r, plus coef abs(log r) on the highest-covariance tokens           | Cui et al. 2025          |
 
 `old_logprobs` and `advantages` are constants (detached here). Masked positions are zeroed before any
 arithmetic, so inf/nan there reach neither the values nor the gradients.
@@ -209,8 +209,8 @@ def gspo(
 
     s_it equals s_i in value, and its gradient is s_i grad logp_it; averaged over the tokens of a
     sequence (aggregation `seq_mean_token_mean`) this is exactly the gradient of the sequence-level
-    objective min(s_i A_i, clip(s_i) A_i) when the advantage is constant along the sequence. The defaults 3e-4 / 4e-4 are
-    the paper's. A row with no valid token has s_i = 1 and contributes nothing.
+    objective min(s_i A_i, clip(s_i) A_i) when the advantage is constant along the sequence. The
+    defaults 3e-4 / 4e-4 are the paper's. A row with no valid token has s_i = 1 and contributes nothing.
     Extra metric: seq_ratio_mean (mean of s_i over rows with a valid token).
     """
     _check_clip(clip_low, clip_high)
