@@ -68,15 +68,17 @@ class CISPOLoss(_Strict):
 
 
 class ClipCovLoss(_Strict):
-    """Clip-Cov (Cui et al. 2025): detach the gradient of a few high-covariance tokens."""
+    """Clip-Cov (Cui et al. 2025): detach the gradient of a few high-covariance tokens.
+
+    Defaults follow the paper's scripts (PPO clip 1.0/1.0, i.e. the ratio stays in [0, 2])."""
 
     name: Literal["clip_cov"] = "clip_cov"
-    clip_low: float = Field(0.2, gt=0, lt=1)
-    clip_high: float = Field(0.2, gt=0)
-    clip_ratio: float = Field(2e-4, gt=0, le=1)
+    clip_low: float = Field(1.0, gt=0, le=1)
+    clip_high: float = Field(1.0, gt=0)
+    clip_cov_ratio: float = Field(2e-4, gt=0, le=1)
     """Fraction of tokens whose gradient is detached."""
-    cov_lb: float = 1.0
-    cov_ub: float = 5.0
+    clip_cov_lb: float = 1.0
+    clip_cov_ub: float = 5.0
 
 
 class KLCovLoss(_Strict):
@@ -84,8 +86,8 @@ class KLCovLoss(_Strict):
 
     name: Literal["kl_cov"] = "kl_cov"
     kl_cov_ratio: float = Field(2e-3, gt=0, le=1)
-    """Fraction of tokens that get the KL penalty."""
-    ppo_kl_coef: float = Field(1.0, ge=0)
+    """Fraction of tokens that get the KL penalty (the paper's 7B setting)."""
+    kl_cov_coef: float = Field(1.0, ge=0)
 
 
 LossConfig = Annotated[
