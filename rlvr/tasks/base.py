@@ -1,0 +1,186 @@
+"""A task is a dataset, its prompts and its reward, kept together so that grading cannot drift.
+
+As in nanochat, the task that makes a problem also scores the answer: `Task.score` is both the
+training reward and the evaluation grader (`RewardResult.correct` is what pass@k counts).
+
+Held-out problems are never trained on. Generated tasks put each problem in a split by a hash of
+its canonical text (`hash_unit`), independent of the seed, so two runs with different seeds still
+share one test set and no seed can move a problem across splits; each split then de-duplicates.
+Where a split has fewer distinct problems than asked for, they are repeated round-robin (ids get
+a "#rK" suffix; `meta["problem_id"]` keeps the problem's own id), so an evaluation of 200 samples
+over 20 held-out problems weighs every problem equally (10 samples each).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from rlvr.core.registry import Registry
+from rlvr.rewards.base import CompositeReward, RewardResult
+from rlvr.rewards.format import extract_answer_tag, format_reward
+from rlvr.tasks.templates import check_template, render_prompt
+
+SPLITS = ("train", "test")
+TASKS: Registry = Registry("task")
+"""Task classes by name; build one with `get_task(name, **options)`."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One problem: a stable `id`, the `question` text, the gold `answer` the reward needs, and `meta`."""
+
+    id: str
+    question: str
+    answer: Any
+    meta: dict = field(default_factory=dict)
+
+
+def check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; known: train, test")
+    return split
+
+
+def hash_unit(key: str, salt: str = "") -> float:
+    """A deterministic number in [0, 1) for `key` (SHA-256), the same on every machine and run."""
+    digest = hashlib.sha256(f"{salt}\x00{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_by_hash(keys: Sequence[str], test_fraction: float, salt: str) -> dict[str, list[str]]:
+    """Distinct `keys` into train/test with exactly round(test_fraction * n) test keys (at least one
+    of each when n >= 2 and 0 < test_fraction < 1): the keys with the smallest `hash_unit`."""
+    unique = sorted(set(keys), key=lambda k: (hash_unit(k, salt), k))
+    n_test = round(test_fraction * len(unique))
+    if len(unique) >= 2 and 0 < test_fraction < 1:
+        n_test = min(max(n_test, 1), len(unique) - 1)
+    return {"test": unique[:n_test], "train": unique[n_test:]}
+
+
+def repeat_to_size(pool: Sequence[Example], size: int | None) -> list[Example]:
+    """`size` examples from `pool`: its first `size`, or the pool repeated round-robin if smaller."""
+    if size is None or size <= len(pool):
+        return list(pool if size is None else pool[:size])
+    if not pool:
+        raise ValueError(f"cannot make {size} examples: this split has no problems")
+    out = list(pool)
+    for i in range(len(pool), size):
+        ex = pool[i % len(pool)]
+        meta = {**ex.meta, "problem_id": ex.id}
+        out.append(replace(ex, id=f"{ex.id}#r{i // len(pool)}", meta=meta))
+    return out
+
+
+class Task:
+    """Base class. Subclasses set `name` and `default_template`, and implement `_build(split)` and
+    `answer_reward(response, answer)`; `question` text becomes the user message.
+
+    Options shared by every task:
+      template: "chat" | "r1_zero" | "plain" (see rlvr.tasks.templates); default per task.
+      system_prompt: an optional system message.
+      answer_in_tags: grade only the content of the last <answer>...</answer> (no tag: 0).
+        Default: on for the r1_zero template, off otherwise.
+      format_weight: weight of the R1 format reward (rlvr.rewards.format) added to the answer
+        reward; the format component is reported whenever answer_in_tags is on.
+    """
+
+    name: str = ""
+    default_template: str = "chat"
+
+    def __init__(
+        self,
+        *,
+        template: str | None = None,
+        system_prompt: str | None = None,
+        answer_in_tags: bool | None = None,
+        format_weight: float = 0.0,
+    ):
+        self.template = check_template(template or self.default_template)
+        self.system_prompt = system_prompt
+        self.answer_in_tags = self.template == "r1_zero" if answer_in_tags is None else bool(answer_in_tags)
+        self.format_weight = float(format_weight)
+        components: dict = {"answer": (self._graded_answer, 1.0)}
+        if self.answer_in_tags or self.format_weight:
+            components["format"] = (format_reward, self.format_weight)
+        self.reward = CompositeReward(components, correct_from="answer")
+        self._cache: dict[str, list[Example]] = {}
+
+    # -- data -------------------------------------------------------------------------------------
+    def examples(self, split: str, limit: int | None = None) -> list[Example]:
+        """The problems of `split` ("train" or "test"), in a fixed order; the first `limit` of them."""
+        check_split(split)
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0 or None; got {limit}")
+        if split not in self._cache:
+            self._cache[split] = self._build(split)
+        data = self._cache[split]
+        return list(data if limit is None else data[:limit])
+
+    def _build(self, split: str) -> list[Example]:
+        raise NotImplementedError
+
+    # -- prompts ----------------------------------------------------------------------------------
+    def messages(self, example: Example) -> list[dict[str, str]]:
+        """Chat messages for `example`: the system prompt (if set), then the question as the user."""
+        out = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        return out + [{"role": "user", "content": example.question}]
+
+    def prompt(self, example: Example, tokenizer: Any = None) -> str:
+        """The rendered prompt text under this task's template."""
+        return render_prompt(tokenizer, self.messages(example), self.template)
+
+    # -- reward -----------------------------------------------------------------------------------
+    def answer_reward(self, response: str, answer: Any) -> float | RewardResult:
+        raise NotImplementedError
+
+    def _graded_answer(self, response: str, answer: Any) -> float | RewardResult:
+        if self.answer_in_tags:
+            response = extract_answer_tag(response)
+            if response is None:
+                return 0.0
+        return self.answer_reward(response, answer)
+
+    def score(self, response: str, example: Example) -> RewardResult:
+        """Reward, correctness and components of one response to `example`."""
+        return self.reward(response, example.answer)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, template={self.template!r})"
+
+
+def task_options(cls: type) -> dict[str, inspect.Parameter]:
+    """The keyword options a task class accepts: its own and those of every base up to Task."""
+    options: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        if klass is object or "__init__" not in vars(klass):
+            continue
+        for p in inspect.signature(klass.__init__).parameters.values():
+            if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                options.setdefault(p.name, p)
+    return options
+
+
+def get_task(name: str, **options: Any) -> Task:
+    """Build the task registered as `name` with `options`, rejecting unknown or missing options.
+
+    >>> get_task("arithmetic", digit=2)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: task 'arithmetic' has no option 'digit' (did you mean 'digits'?); options: digits, n_terms, ...
+    """
+    cls = TASKS[name]
+    known = task_options(cls)
+    for key in options:
+        if key not in known:
+            close = difflib.get_close_matches(key, list(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"task {name!r} has no option {key!r}{hint}; options: {', '.join(known)}")
+    missing = [k for k, p in known.items() if p.default is p.empty and k not in options]
+    if missing:
+        raise ValueError(f"task {name!r} needs option(s) {', '.join(missing)}")
+    return cls(**options)

@@ -1,0 +1,172 @@
+"""Tasks read from data: JSONL files or Hugging Face hub datasets, with a named reward.
+
+Where the rows come from (`source_rows`):
+- a directory: `<dir>/train.jsonl` and `<dir>/test.jsonl`;
+- a single JSONL file: split by a hash of each row's question (`test_fraction` held out), so the
+  two splits never share a question;
+- a hub dataset (`hub_id`, with `datasets` imported only then; it needs network access).
+With two given splits, training rows whose question also appears in the test split are dropped
+(their number is in `task.dropped_overlap`), so held-out questions are never trained on.
+
+JSONL errors name the file and line: a malformed line, a line that is not a JSON object, and a
+row missing a field (with the fields the row has).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rlvr.rewards.base import REWARDS
+from rlvr.tasks.base import TASKS, Example, Task, hash_unit
+
+Row = tuple[dict[str, Any], str]  # (row, where: "file.jsonl:12" or "hub:openai/gsm8k[test]#12")
+
+
+def read_jsonl(path: str | Path) -> list[Row]:
+    """The JSON objects of a JSONL file (blank lines skipped), each with its "path:line" location."""
+    path = Path(path)
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            rows.append((row, f"{path}:{lineno}"))
+    return rows
+
+
+def field_of(row: dict[str, Any], name: str, where: str) -> Any:
+    """`row[name]`, or a KeyError naming the field, the location and the fields the row has."""
+    if name not in row:
+        raise KeyError(f"{where}: missing field {name!r}; the row has fields: {', '.join(map(str, row)) or '(none)'}")
+    return row[name]
+
+
+def load_hub_rows(hub_id: str, config: str | None, split: str) -> list[Row]:
+    """Rows of a Hugging Face hub dataset split (imports `datasets` lazily; needs network access)."""
+    try:
+        import datasets
+    except ImportError:
+        raise ImportError(
+            f"loading {hub_id!r} from the hub needs the `datasets` package (pip install datasets); "
+            "or pass path=... (a JSONL file or a directory with train.jsonl and test.jsonl)"
+        ) from None
+    ds = datasets.load_dataset(hub_id, config, split=split)
+    return [(dict(row), f"hub:{hub_id}[{split}]#{i}") for i, row in enumerate(ds)]
+
+
+def source_rows(
+    split: str,
+    *,
+    path: str | None,
+    hub_id: str | None,
+    hub_config: str | None,
+    hub_splits: dict[str, str],
+    question_field: str,
+    test_fraction: float,
+) -> tuple[list[Row], int]:
+    """(rows of `split`, number of training rows dropped as duplicates of test questions)."""
+
+    def load(s: str) -> list[Row]:
+        if path is None:
+            return load_hub_rows(hub_id, hub_config, hub_splits[s])  # type: ignore[arg-type]
+        file = Path(path) / f"{s}.jsonl"
+        if not file.is_file():
+            present = sorted(p.name for p in Path(path).glob("*.jsonl"))
+            raise FileNotFoundError(f"{file} not found; a dataset directory needs train.jsonl and test.jsonl "
+                                    f"(it has: {', '.join(present) or 'no .jsonl files'})")
+        return read_jsonl(file)
+
+    if path is not None and not Path(path).exists():
+        raise FileNotFoundError(f"dataset path {path} does not exist")
+    if path is not None and Path(path).is_file():
+        rows = read_jsonl(path)
+        keep = [(r, w) for r, w in rows
+                if (hash_unit(str(field_of(r, question_field, w)), "file-split") < test_fraction) == (split == "test")]
+        return keep, 0
+    rows = load(split)
+    if split == "test":
+        return rows, 0
+    test_questions = {str(field_of(r, question_field, w)).strip() for r, w in load("test")}
+    kept = [(r, w) for r, w in rows if str(field_of(r, question_field, w)).strip() not in test_questions]
+    return kept, len(rows) - len(kept)
+
+
+class DatasetTask(Task):
+    """A task over rows with a question field and an answer field; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        path: str | None = None,
+        hub_id: str | None = None,
+        hub_config: str | None = None,
+        hub_splits: dict[str, str] | None = None,
+        question_field: str = "question",
+        answer_field: str = "answer",
+        id_field: str | None = None,
+        reward: str = "math",
+        instruction: str = "",
+        test_fraction: float = 0.1,
+        **common: Any,
+    ):
+        """instruction: text appended to each question (after a blank line)."""
+        super().__init__(**common)
+        if (path is None) == (hub_id is None):
+            raise ValueError(f"the {self.name!r} task needs exactly one of path=... or hub_id=...")
+        if not 0 < test_fraction < 1:
+            raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction}")
+        self.reward_fn: Callable[[str, Any], float] = REWARDS[reward]
+        self.path, self.hub_id, self.hub_config = path, hub_id, hub_config
+        self.hub_splits = {"train": "train", "test": "test", **(hub_splits or {})}
+        self.question_field, self.answer_field, self.id_field = question_field, answer_field, id_field
+        self.instruction, self.test_fraction = instruction, test_fraction
+        self.dropped_overlap = 0
+
+    def gold(self, value: Any, where: str) -> Any:
+        """The gold answer of a row's answer field (subclasses normalise it)."""
+        return value
+
+    def _build(self, split: str) -> list[Example]:
+        rows, dropped = source_rows(
+            split, path=self.path, hub_id=self.hub_id, hub_config=self.hub_config, hub_splits=self.hub_splits,
+            question_field=self.question_field, test_fraction=self.test_fraction,
+        )
+        if split == "train":
+            self.dropped_overlap = dropped
+        out = []
+        for i, (row, where) in enumerate(rows):
+            question = str(field_of(row, self.question_field, where))
+            if self.instruction:
+                question = f"{question}\n\n{self.instruction}"
+            answer = self.gold(field_of(row, self.answer_field, where), where)
+            ex_id = str(field_of(row, self.id_field, where)) if self.id_field else f"{self.name}:{split}:{i}"
+            out.append(Example(id=ex_id, question=question, answer=answer, meta={"source": where, "row": row}))
+        return out
+
+    def answer_reward(self, response: str, answer: Any) -> float:
+        return self.reward_fn(response, answer)
+
+
+@TASKS.register("jsonl")
+class JsonlTask(DatasetTask):
+    name = "jsonl"
+
+    def __init__(self, *, path: str, **options: Any):
+        super().__init__(path=path, **options)
+
+
+@TASKS.register("hf")
+class HubTask(DatasetTask):
+    name = "hf"
+
+    def __init__(self, *, hub_id: str, **options: Any):
+        super().__init__(hub_id=hub_id, **options)
