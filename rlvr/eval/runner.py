@@ -1,0 +1,351 @@
+"""Evaluate a model on a task: sample n responses per problem, score them, summarise.
+
+`evaluate` is the one evaluation path: `rlvr eval` calls it, and so does the trainer's periodic
+held-out evaluation (passing its own rollout engine, so the weights it samples from are the ones
+being trained).
+
+Metrics, each computed per problem and then averaged over problems, with a 95% normal-approximation
+confidence interval over problems (`rlvr.eval.metrics.mean_ci`):
+
+- `pass@k` for each requested k <= n: unbiased estimator from the problem's c correct of n.
+- `mean@n`: fraction of the n samples that are correct.
+- `maj@n`: whether the majority extracted answer is correct (needs `task.extract_answer`; ties go to
+  the answer sampled first).
+- `reward_mean`: mean scalar reward.
+- `format_rate`: fraction of samples whose reward components say the format is right (only when the
+  task reports a format component).
+- `response_len_mean` (tokens), `truncated_frac` (stopped by the length limit).
+- `entropy`: mean per-token entropy (nats) of the policy over the problem's response tokens, at the
+  sampling temperature (at temperature 1 for greedy decoding, whose temperature-0 distribution is
+  degenerate).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from rlvr.core.masked import masked_sum
+from rlvr.eval.metrics import maj_at_n, pass_at_k, summarize
+
+
+@dataclass
+class EvalResult:
+    """The outcome of `evaluate`.
+
+    `metrics`: metric name -> value, plus `<name>_ci_low` / `<name>_ci_high` (NaN when undefined).
+    `samples`: one dict per generated response, problem-major (sample j of problem i at i*n+j).
+    `settings`: what was evaluated and how. `timing`: seconds spent and throughput.
+    """
+
+    metrics: dict[str, float]
+    samples: list[dict[str, Any]]
+    settings: dict[str, Any] = field(default_factory=dict)
+    timing: dict[str, float] = field(default_factory=dict)
+
+    def headline(self) -> list[str]:
+        """Metric names without their CI bounds, in display order."""
+        return [m for m in self.metrics if not m.endswith(("_ci_low", "_ci_high"))]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Metrics, settings and timing (not the samples) as JSON-ready values; NaN becomes None."""
+        return {
+            "metrics": {k: _json_float(v) for k, v in self.metrics.items()},
+            "settings": self.settings,
+            "timing": {k: _json_float(v) for k, v in self.timing.items()},
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """`to_dict()` as strict JSON text."""
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    def samples_jsonl(self) -> str:
+        """The samples, one JSON object per line."""
+        return "".join(json.dumps(s, allow_nan=False, default=str) + "\n" for s in self.samples)
+
+    def print_table(self, console=None, title: str | None = None) -> None:
+        """Print the metrics as a rich table: value and 95% confidence interval."""
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=title or _default_title(self.settings))
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        table.add_column("95% CI", justify="right")
+        for name in self.headline():
+            low = self.metrics.get(f"{name}_ci_low", math.nan)
+            high = self.metrics.get(f"{name}_ci_high", math.nan)
+            ci = "" if math.isnan(low) or math.isnan(high) else f"[{_fmt(low)}, {_fmt(high)}]"
+            table.add_row(name, _fmt(self.metrics[name]), ci)
+        (console or Console()).print(table)
+
+
+def evaluate(
+    model,
+    tokenizer,
+    task,
+    examples: Sequence,
+    *,
+    n: int = 1,
+    k: Sequence[int] = (1,),
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    max_new_tokens: int = 256,
+    template: str | None = None,
+    seed: int = 0,
+    engine=None,
+    batch_size: int = 64,
+    with_entropy: bool = True,
+    stop: Sequence[str] | None = None,
+) -> EvalResult:
+    """Sample `n` responses to each of `examples`, score them with `task.score`, summarise.
+
+    `temperature=0` is greedy decoding and needs `n=1` (the samples would be identical).
+    `batch_size` is the number of sequences (prompts × n) per generation call and per entropy
+    forward pass. `engine` is a rollout engine to reuse (default: a new `hf` engine on `model`).
+    `template`: prompt template; default: the task's own (`task.template`), else "chat". The task
+    grades with its own settings, so a template different from the task's is allowed but suspect.
+    `stop`: extra stop strings for generation. An exception raised by `task.score` propagates as a
+    RuntimeError that names the problem.
+    """
+    ks = _check_settings(examples, n, k, temperature, top_p, top_k, max_new_tokens, batch_size)
+    from rlvr.rollout import SamplingParams, get_engine
+    from rlvr.tasks.templates import render_prompt
+
+    if template is None:
+        template = getattr(task, "template", None) or "chat"
+    if engine is None:
+        engine = get_engine("hf", model, tokenizer)
+    prompt_ids = [
+        tokenizer(render_prompt(tokenizer, task.messages(ex), template=template), add_special_tokens=False)["input_ids"]
+        for ex in examples
+    ]
+    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    entropy_temperature = temperature if temperature > 0 else 1.0
+    extract = getattr(task, "extract_answer", None)
+
+    t_start = time.perf_counter()
+    gen_time = entropy_time = score_time = 0.0
+    generated_tokens = 0
+    samples: list[dict[str, Any]] = []
+    prompts_per_call = max(1, batch_size // n)
+    for call_index, start in enumerate(range(0, len(examples), prompts_per_call)):
+        chunk = list(range(start, min(start + prompts_per_call, len(examples))))
+        params = SamplingParams(
+            n=n,
+            temperature=float(temperature),
+            top_p=float(top_p),
+            top_k=int(top_k),
+            max_new_tokens=int(max_new_tokens),
+            stop=list(stop or []),
+            stop_token_ids=[],
+            # A distinct seed per call: the same seed would replay the same random stream per chunk.
+            seed=seed + call_index,
+        )
+        t0 = time.perf_counter()
+        batch = engine.generate([prompt_ids[i] for i in chunk], params)
+        gen_time += time.perf_counter() - t0
+        generated_tokens += int(batch.num_generated_tokens)
+
+        entropy_sums: list[float | None] = [None] * len(batch.response_ids)
+        if with_entropy:
+            t0 = time.perf_counter()
+            entropy_sums = _entropy_sums(model, batch, pad_token_id, entropy_temperature, batch_size)
+            entropy_time += time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        for row, response_ids in enumerate(batch.response_ids):
+            ex = examples[chunk[row // n]]
+            response = tokenizer.decode(list(response_ids), skip_special_tokens=True)
+            try:
+                result = task.score(response, ex)
+                extracted = extract(response) if extract is not None else None
+            except Exception as e:
+                raise RuntimeError(
+                    f"scoring problem {ex.id!r} (sample {row % n}) failed: {type(e).__name__}: {e}"
+                ) from e
+            length = int(batch.response_lengths[row])
+            samples.append(
+                {
+                    "problem_id": ex.id,
+                    "sample_index": row % n,
+                    "question": ex.question,
+                    "answer": ex.answer,
+                    "response": response,
+                    "reward": float(result.reward),
+                    "correct": bool(result.correct),
+                    "extracted_answer": extracted,
+                    "components": {c: float(v) for c, v in (result.components or {}).items()},
+                    "length": length,
+                    "finish_reason": batch.finish_reasons[row],
+                    "entropy": None if entropy_sums[row] is None or length == 0 else entropy_sums[row] / length,
+                    "_entropy_sum": entropy_sums[row],
+                }
+            )
+        score_time += time.perf_counter() - t0
+
+    metrics = summarize(_per_problem(samples, n, ks, has_extractor=extract is not None))
+    for s in samples:
+        del s["_entropy_sum"]
+    total = time.perf_counter() - t_start
+    settings = {
+        "task": getattr(task, "name", type(task).__name__),
+        "num_problems": len(examples),
+        "n": n,
+        "k": ks,
+        "temperature": float(temperature),
+        "top_p": float(top_p),
+        "top_k": int(top_k),
+        "max_new_tokens": int(max_new_tokens),
+        "template": template,
+        "seed": seed,
+        "batch_size": batch_size,
+        "entropy_temperature": entropy_temperature if with_entropy else None,
+    }
+    timing = {
+        "total_s": total,
+        "generate_s": gen_time,
+        "entropy_s": entropy_time,
+        "score_s": score_time,
+        "generated_tokens": float(generated_tokens),
+        "tokens_per_s": generated_tokens / gen_time if gen_time > 0 else math.nan,
+    }
+    return EvalResult(metrics=metrics, samples=samples, settings=settings, timing=timing)
+
+
+def _check_settings(examples, n, k, temperature, top_p, top_k, max_new_tokens, batch_size) -> list[int]:
+    if len(examples) == 0:
+        raise ValueError("no problems to evaluate: the example list is empty (check the split and --limit)")
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer (samples per problem); got {n!r}")
+    ks = sorted({int(x) for x in k})
+    if not ks:
+        raise ValueError("k is empty; give at least one k for pass@k, e.g. k=(1,)")
+    bad = [x for x in ks if not 1 <= x <= n]
+    if bad:
+        raise ValueError(f"pass@k needs 1 <= k <= n; got k={bad} with n={n}: raise n or drop those k")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 is greedy); got {temperature}")
+    if temperature == 0 and n > 1:
+        raise ValueError(
+            f"greedy decoding (temperature 0) gives {n} identical samples per problem; use n=1, or sample with temperature > 0"
+        )
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1]; got {top_p}")
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0 turns it off); got {top_k}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1; got {max_new_tokens}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    return ks
+
+
+@torch.no_grad()
+def _entropy_sums(model, batch, pad_token_id: int, temperature: float, batch_size: int) -> list[float]:
+    """Sum over each response's tokens of the policy entropy (nats), in forward passes of batch_size rows."""
+    from rlvr.models.logprobs import response_logprobs
+
+    tensors = batch.to_tensors(pad_token_id)
+    input_ids, attention_mask, loss_mask = tensors["input_ids"], tensors["attention_mask"], tensors["loss_mask"]
+    num_response_tokens = loss_mask.shape[1]
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    sums: list[float] = []
+    try:
+        for start in range(0, input_ids.shape[0], batch_size):
+            rows = slice(start, start + batch_size)
+            _, entropy = response_logprobs(
+                model,
+                input_ids[rows].to(device),
+                attention_mask[rows].to(device),
+                num_response_tokens,
+                temperature=temperature,
+                return_entropy=True,
+            )
+            mask = loss_mask[rows].to(entropy.device)
+            sums.extend(masked_sum(entropy.float(), mask, dim=1).tolist())  # [rows]
+    finally:
+        model.train(was_training)
+    return sums
+
+
+def _per_problem(samples: list[dict], n: int, ks: list[int], has_extractor: bool) -> dict[str, list[float]]:
+    """Per-problem values of every metric, in display order."""
+    per: dict[str, list[float]] = {f"pass@{k}": [] for k in ks}
+    per[f"mean@{n}"] = []
+    if has_extractor:
+        per[f"maj@{n}"] = []
+    per["reward_mean"] = []
+    with_format = any(_format_ok(s["components"]) is not None for s in samples)
+    if with_format:
+        per["format_rate"] = []
+    per["response_len_mean"] = []
+    per["truncated_frac"] = []
+    with_entropy = any(s["_entropy_sum"] is not None for s in samples)
+    if with_entropy:
+        per["entropy"] = []
+
+    for start in range(0, len(samples), n):
+        group = samples[start : start + n]
+        c = sum(s["correct"] for s in group)
+        for k in ks:
+            per[f"pass@{k}"].append(pass_at_k(n, c, k))
+        per[f"mean@{n}"].append(c / n)
+        if has_extractor:
+            answers = [_hashable(s["extracted_answer"]) for s in group]
+            per[f"maj@{n}"].append(maj_at_n(answers, [s["correct"] for s in group]))
+        per["reward_mean"].append(sum(s["reward"] for s in group) / n)
+        if with_format:
+            per["format_rate"].append(sum(bool(_format_ok(s["components"])) for s in group) / n)
+        per["response_len_mean"].append(sum(s["length"] for s in group) / n)
+        per["truncated_frac"].append(sum(s["finish_reason"] == "length" for s in group) / n)
+        if with_entropy:
+            tokens = sum(s["length"] for s in group)
+            # Token mean within the problem; a problem whose responses are all empty has none.
+            per["entropy"].append(sum(s["_entropy_sum"] for s in group) / tokens if tokens else math.nan)
+    return per
+
+
+def _format_ok(components: dict[str, float]) -> bool | None:
+    """Whether the reward components say the format is right; None when there is no format component."""
+    if "format" not in components:
+        return None
+    return components["format"] >= 1.0
+
+
+def _hashable(answer):
+    if answer is None:
+        return None
+    try:
+        hash(answer)
+        return answer
+    except TypeError:
+        return repr(answer)
+
+
+def _json_float(v):
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def _fmt(v: float) -> str:
+    if math.isnan(v):
+        return "n/a"
+    return f"{v:.4f}" if abs(v) < 1000 else f"{v:.1f}"
+
+
+def _default_title(settings: dict) -> str:
+    if not settings:
+        return "evaluation"
+    return (
+        f"{settings.get('task')}: {settings.get('num_problems')} problems, n={settings.get('n')}, "
+        f"temperature={settings.get('temperature')}"
+    )
