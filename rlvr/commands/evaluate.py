@@ -74,15 +74,16 @@ def _run(args: argparse.Namespace, console) -> int:
     # The run's task arguments and template apply only when evaluating the run's own task.
     task_kwargs = dict(run_task.get("kwargs") or {}) if own_task else {}
     template = args.template or (run_task.get("template") if own_task else None)
-    if template is not None:
+    if template is not None and (args.template or "template" not in task_kwargs):
         # The task grades with its template (r1_zero answers are read from <answer> tags), so the
         # prompt template is a task option, not only a rendering choice.
         task_kwargs["template"] = template
     task = _make_task(task_name, task_kwargs, args.data)
     try:
         examples = task.examples(args.split, limit=args.limit)
-    except (ValueError, KeyError, FileNotFoundError) as err:
-        raise EvalCommandError(f"cannot read split {args.split!r} of task {task_name!r}: {_message(err)}") from None
+    except (ValueError, KeyError, ImportError, OSError) as err:
+        hint = "" if args.data or "path" in task_kwargs else " (for a dataset task, pass --data PATH)"
+        raise EvalCommandError(f"cannot read split {args.split!r} of task {task_name!r}: {_message(err)}{hint}") from None
     if not examples:
         raise EvalCommandError(f"task {task_name!r} split {args.split!r} has no problems (check --data and --limit)")
 
@@ -95,7 +96,7 @@ def _run(args: argparse.Namespace, console) -> int:
 
     try:
         model, tokenizer = load_model(str(model_path), dtype=dtype, device=args.device)
-    except (ModelLoadError, ValueError, KeyError, OSError) as err:
+    except (ModelLoadError, RuntimeError, ValueError, KeyError, OSError) as err:
         raise EvalCommandError(f"cannot load model {str(model_path)!r}: {_message(err)}") from None
     try:
         engine = get_engine(args.engine, model, tokenizer)
@@ -111,7 +112,7 @@ def _run(args: argparse.Namespace, console) -> int:
     result.settings.update(
         model=str(model_path), run_dir=str(run_dir) if run_dir else None, data=args.data, split=args.split,
         limit=args.limit, engine=args.engine, device=args.device, dtype=args.dtype, task_kwargs=_jsonable(task_kwargs),
-        command=" ".join(["rlvr", "eval", *sys.argv[2:]]) if sys.argv[1:2] == ["eval"] else None,
+        cli_args={k: _jsonable(v) for k, v in vars(args).items() if not k.startswith("_")},
     )
     out = Path(args.out) if args.out else (run_dir or Path(f"eval_{task_name}_{time.strftime('%Y%m%d-%H%M%S')}"))
     out.mkdir(parents=True, exist_ok=True)
@@ -226,4 +227,4 @@ def _jsonable(value: Any) -> Any:
         json.dumps(value)
         return value
     except TypeError:
-        return repr(value)
+        return str(value)

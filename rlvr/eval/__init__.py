@@ -3,7 +3,8 @@ response length, truncation and entropy with 95% confidence intervals over probl
 
 from __future__ import annotations
 
-from rlvr.eval.metrics import maj_at_n, majority_vote, mean_ci, pass_at_k
-from rlvr.eval.runner import EvalResult, evaluate
+from rlvr.eval.metrics import maj_at_n, majority_vote, mean_ci, pass_at_k, per_problem_metrics
+from rlvr.eval.result import EvalResult
+from rlvr.eval.runner import evaluate
 
-__all__ = ["EvalResult", "evaluate", "maj_at_n", "majority_vote", "mean_ci", "pass_at_k"]
+__all__ = ["EvalResult", "evaluate", "maj_at_n", "majority_vote", "mean_ci", "pass_at_k", "per_problem_metrics"]

@@ -101,3 +101,63 @@ def summarize(per_problem: dict[str, Sequence[float]]) -> dict[str, float]:
         metrics[f"{name}_ci_low"] = low
         metrics[f"{name}_ci_high"] = high
     return metrics
+
+
+def per_problem_metrics(
+    samples: Sequence[dict], n: int, ks: Sequence[int], has_extractor: bool
+) -> dict[str, list[float]]:
+    """Per-problem values of every metric, in display order (see rlvr.eval.runner for the list).
+
+    `samples` are problem-major (n per problem), each with "correct", "reward", "extracted_answer",
+    "components", "length", "finish_reason" and "_entropy_sum" (summed token entropy, or None).
+    """
+    per: dict[str, list[float]] = {f"pass@{k}": [] for k in ks}
+    per[f"mean@{n}"] = []
+    if has_extractor:
+        per[f"maj@{n}"] = []
+    per["reward_mean"] = []
+    with_format = any(format_ok(s["components"]) is not None for s in samples)
+    if with_format:
+        per["format_rate"] = []
+    per["response_len_mean"] = []
+    per["truncated_frac"] = []
+    with_entropy = any(s["_entropy_sum"] is not None for s in samples)
+    if with_entropy:
+        per["entropy"] = []
+
+    for start in range(0, len(samples), n):
+        group = samples[start : start + n]
+        c = sum(s["correct"] for s in group)
+        for k in ks:
+            per[f"pass@{k}"].append(pass_at_k(n, c, k))
+        per[f"mean@{n}"].append(c / n)
+        if has_extractor:
+            answers = [_hashable(s["extracted_answer"]) for s in group]
+            per[f"maj@{n}"].append(maj_at_n(answers, [s["correct"] for s in group]))
+        per["reward_mean"].append(sum(s["reward"] for s in group) / n)
+        if with_format:
+            per["format_rate"].append(sum(bool(format_ok(s["components"])) for s in group) / n)
+        per["response_len_mean"].append(sum(s["length"] for s in group) / n)
+        per["truncated_frac"].append(sum(s["finish_reason"] == "length" for s in group) / n)
+        if with_entropy:
+            tokens = sum(s["length"] for s in group)
+            # Token mean within the problem; a problem whose responses are all empty has none.
+            per["entropy"].append(sum(s["_entropy_sum"] for s in group) / tokens if tokens else math.nan)
+    return per
+
+
+def format_ok(components: dict[str, float]) -> bool | None:
+    """Whether the reward components say the format is right; None when there is no format component."""
+    if "format" not in components:
+        return None
+    return components["format"] >= 1.0
+
+
+def _hashable(answer):
+    if answer is None:
+        return None
+    try:
+        hash(answer)
+        return answer
+    except TypeError:
+        return repr(answer)

@@ -14,76 +14,26 @@ confidence interval over problems (`rlvr.eval.metrics.mean_ci`):
 - `reward_mean`: mean scalar reward.
 - `format_rate`: fraction of samples whose reward components say the format is right (only when the
   task reports a format component).
-- `response_len_mean` (tokens), `truncated_frac` (stopped by the length limit).
-- `entropy`: mean per-token entropy (nats) of the policy over the problem's response tokens, at the
-  sampling temperature (at temperature 1 for greedy decoding, whose temperature-0 distribution is
-  degenerate).
+- `response_len_mean`: tokens per response, counting the eos token that ended it (as sampled).
+- `truncated_frac`: fraction stopped by the length limit (finish reason "length").
+- `entropy`: per-token entropy (nats) of softmax(logits / temperature), averaged over all response
+  tokens of the problem (a token mean within the problem, then a mean over problems). It is the
+  entropy before any top-p / top-k truncation. Greedy decoding (temperature 0) reports it at
+  temperature 1, since the temperature-0 distribution is a point mass.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from rlvr.core.masked import masked_sum
-from rlvr.eval.metrics import maj_at_n, pass_at_k, summarize
-
-
-@dataclass
-class EvalResult:
-    """The outcome of `evaluate`.
-
-    `metrics`: metric name -> value, plus `<name>_ci_low` / `<name>_ci_high` (NaN when undefined).
-    `samples`: one dict per generated response, problem-major (sample j of problem i at i*n+j).
-    `settings`: what was evaluated and how. `timing`: seconds spent and throughput.
-    """
-
-    metrics: dict[str, float]
-    samples: list[dict[str, Any]]
-    settings: dict[str, Any] = field(default_factory=dict)
-    timing: dict[str, float] = field(default_factory=dict)
-
-    def headline(self) -> list[str]:
-        """Metric names without their CI bounds, in display order."""
-        return [m for m in self.metrics if not m.endswith(("_ci_low", "_ci_high"))]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Metrics, settings and timing (not the samples) as JSON-ready values; NaN becomes None."""
-        return {
-            "metrics": {k: _json_float(v) for k, v in self.metrics.items()},
-            "settings": self.settings,
-            "timing": {k: _json_float(v) for k, v in self.timing.items()},
-        }
-
-    def to_json(self, indent: int | None = 2) -> str:
-        """`to_dict()` as strict JSON text."""
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
-
-    def samples_jsonl(self) -> str:
-        """The samples, one JSON object per line."""
-        return "".join(json.dumps(s, allow_nan=False, default=str) + "\n" for s in self.samples)
-
-    def print_table(self, console=None, title: str | None = None) -> None:
-        """Print the metrics as a rich table: value and 95% confidence interval."""
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title=title or _default_title(self.settings))
-        table.add_column("metric")
-        table.add_column("value", justify="right")
-        table.add_column("95% CI", justify="right")
-        for name in self.headline():
-            low = self.metrics.get(f"{name}_ci_low", math.nan)
-            high = self.metrics.get(f"{name}_ci_high", math.nan)
-            ci = "" if math.isnan(low) or math.isnan(high) else f"[{_fmt(low)}, {_fmt(high)}]"
-            table.add_row(name, _fmt(self.metrics[name]), ci)
-        (console or Console()).print(table)
+from rlvr.eval.metrics import per_problem_metrics, summarize
+from rlvr.eval.result import EvalResult
 
 
 def evaluate(
@@ -152,6 +102,11 @@ def evaluate(
         t0 = time.perf_counter()
         batch = engine.generate([prompt_ids[i] for i in chunk], params)
         gen_time += time.perf_counter() - t0
+        if len(batch.response_ids) != len(chunk) * n:
+            raise RuntimeError(
+                f"the rollout engine returned {len(batch.response_ids)} samples for {len(chunk)} prompts x n={n}; "
+                "an engine must return exactly n samples per prompt, in prompt-major order"
+            )
         generated_tokens += int(batch.num_generated_tokens)
 
         entropy_sums: list[float | None] = [None] * len(batch.response_ids)
@@ -191,7 +146,7 @@ def evaluate(
             )
         score_time += time.perf_counter() - t0
 
-    metrics = summarize(_per_problem(samples, n, ks, has_extractor=extract is not None))
+    metrics = summarize(per_problem_metrics(samples, n, ks, has_extractor=extract is not None))
     for s in samples:
         del s["_entropy_sum"]
     total = time.perf_counter() - t_start
@@ -204,6 +159,7 @@ def evaluate(
         "top_p": float(top_p),
         "top_k": int(top_k),
         "max_new_tokens": int(max_new_tokens),
+        "stop": list(stop or []),
         "template": template,
         "seed": seed,
         "batch_size": batch_size,
@@ -276,76 +232,3 @@ def _entropy_sums(model, batch, pad_token_id: int, temperature: float, batch_siz
     finally:
         model.train(was_training)
     return sums
-
-
-def _per_problem(samples: list[dict], n: int, ks: list[int], has_extractor: bool) -> dict[str, list[float]]:
-    """Per-problem values of every metric, in display order."""
-    per: dict[str, list[float]] = {f"pass@{k}": [] for k in ks}
-    per[f"mean@{n}"] = []
-    if has_extractor:
-        per[f"maj@{n}"] = []
-    per["reward_mean"] = []
-    with_format = any(_format_ok(s["components"]) is not None for s in samples)
-    if with_format:
-        per["format_rate"] = []
-    per["response_len_mean"] = []
-    per["truncated_frac"] = []
-    with_entropy = any(s["_entropy_sum"] is not None for s in samples)
-    if with_entropy:
-        per["entropy"] = []
-
-    for start in range(0, len(samples), n):
-        group = samples[start : start + n]
-        c = sum(s["correct"] for s in group)
-        for k in ks:
-            per[f"pass@{k}"].append(pass_at_k(n, c, k))
-        per[f"mean@{n}"].append(c / n)
-        if has_extractor:
-            answers = [_hashable(s["extracted_answer"]) for s in group]
-            per[f"maj@{n}"].append(maj_at_n(answers, [s["correct"] for s in group]))
-        per["reward_mean"].append(sum(s["reward"] for s in group) / n)
-        if with_format:
-            per["format_rate"].append(sum(bool(_format_ok(s["components"])) for s in group) / n)
-        per["response_len_mean"].append(sum(s["length"] for s in group) / n)
-        per["truncated_frac"].append(sum(s["finish_reason"] == "length" for s in group) / n)
-        if with_entropy:
-            tokens = sum(s["length"] for s in group)
-            # Token mean within the problem; a problem whose responses are all empty has none.
-            per["entropy"].append(sum(s["_entropy_sum"] for s in group) / tokens if tokens else math.nan)
-    return per
-
-
-def _format_ok(components: dict[str, float]) -> bool | None:
-    """Whether the reward components say the format is right; None when there is no format component."""
-    if "format" not in components:
-        return None
-    return components["format"] >= 1.0
-
-
-def _hashable(answer):
-    if answer is None:
-        return None
-    try:
-        hash(answer)
-        return answer
-    except TypeError:
-        return repr(answer)
-
-
-def _json_float(v):
-    return None if isinstance(v, float) and math.isnan(v) else v
-
-
-def _fmt(v: float) -> str:
-    if math.isnan(v):
-        return "n/a"
-    return f"{v:.4f}" if abs(v) < 1000 else f"{v:.1f}"
-
-
-def _default_title(settings: dict) -> str:
-    if not settings:
-        return "evaluation"
-    return (
-        f"{settings.get('task')}: {settings.get('num_problems')} problems, n={settings.get('n')}, "
-        f"temperature={settings.get('temperature')}"
-    )
