@@ -331,6 +331,8 @@ def _steps(enabled: bool, total: int) -> Iterator[Callable[[str], None]]:
                 bar.advance(task)
             started = True
             bar.update(task, description=description)
+            if not bar.console.is_terminal:  # a log file gets one line per step instead of a live bar
+                bar.console.print(f"rlvr: {description}")
 
         yield step
         bar.update(task, completed=total, description="done")

@@ -97,7 +97,8 @@ def response_logprobs(
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
-    head = model.get_output_embeddings()
+    _decoder(model)  # fail on a model without a backbone before any work
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is None:
         raise ValueError(f"{type(model).__name__} has no output projection (get_output_embeddings() is None)")
 

@@ -1,0 +1,203 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlvr.models.logprobs import backbone_hidden_states, position_ids_from_mask, response_logprobs
+
+ATOL = 1e-5
+
+
+def make_batch(vocab: int, prompt_lens: list[int], response_lens: list[int], seed: int = 0):
+    """input_ids/attention_mask [N, P + T]: prompts left-padded to P, responses right-padded to T."""
+    g = torch.Generator().manual_seed(seed)
+    P, T = max(prompt_lens), max(response_lens)
+    n = len(prompt_lens)
+    input_ids = torch.zeros(n, P + T, dtype=torch.long)  # 0 = <pad>
+    attention_mask = torch.zeros(n, P + T, dtype=torch.long)
+    for i, (p, r) in enumerate(zip(prompt_lens, response_lens)):
+        input_ids[i, P - p : P + r] = torch.randint(4, vocab, (p + r,), generator=g)
+        attention_mask[i, P - p : P + r] = 1
+    return input_ids, attention_mask, T
+
+
+def naive(model, input_ids, attention_mask, T, temperature=1.0):
+    """Full [N, L, V] logits, log_softmax, gather: the reference the chunked version must equal."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)).logits
+    z = logits[:, -T - 1 : -1].float() / temperature
+    logp = torch.log_softmax(z, dim=-1)
+    lp = logp.gather(-1, input_ids[:, -T:, None]).squeeze(-1)
+    ent = -(logp.exp() * logp).sum(-1)
+    counted = attention_mask[:, -T:].bool()
+    return lp * counted, ent * counted
+
+
+PROMPTS, RESPONSES = [3, 7, 1, 5], [6, 2, 4, 1]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.6, 1.7])
+@pytest.mark.parametrize("chunk_size", [None, 1, 3, 1000])
+def test_matches_full_log_softmax(tiny, temperature, chunk_size):
+    model, tok = tiny
+    ids, mask, T = make_batch(len(tok), PROMPTS, RESPONSES)
+    with torch.no_grad():
+        lp, ent = response_logprobs(model, ids, mask, T, temperature=temperature, chunk_size=chunk_size, return_entropy=True)
+        ref_lp, ref_ent = naive(model, ids, mask, T, temperature)
+    assert lp.shape == ent.shape == (4, T) and lp.dtype == torch.float32
+    torch.testing.assert_close(lp, ref_lp, atol=ATOL, rtol=0)
+    torch.testing.assert_close(ent, ref_ent, atol=ATOL, rtol=0)
+    assert (lp[mask[:, -T:].bool()] < 0).all()
+
+
+def test_matches_unpadded_per_sequence_loop(tiny):
+    """Each sequence run alone without any padding: left padding and position ids change nothing."""
+    model, tok = tiny
+    ids, mask, T = make_batch(len(tok), PROMPTS, RESPONSES, seed=1)
+    with torch.no_grad():
+        lp, _ = response_logprobs(model, ids, mask, T, temperature=0.8)
+        for i, (p, r) in enumerate(zip(PROMPTS, RESPONSES)):
+            seq = ids[i][mask[i].bool()].unsqueeze(0)  # [1, p + r]
+            logp = torch.log_softmax(model(seq).logits[0] / 0.8, dim=-1)
+            for t in range(r):
+                expected = logp[p + t - 1, seq[0, p + t]]
+                assert abs(lp[i, t] - expected) < ATOL
+            assert (lp[i, r:] == 0).all()
+
+
+def test_gradients_match_full_log_softmax(tiny):
+    model, tok = tiny
+    ids, mask, T = make_batch(len(tok), PROMPTS, RESPONSES, seed=2)
+    weights = torch.randn(4, T, generator=torch.Generator().manual_seed(0))
+    params = list(model.parameters())
+
+    lp, ent = response_logprobs(model, ids, mask, T, temperature=0.7, chunk_size=3, return_entropy=True)
+    grads = torch.autograd.grad((lp * weights).sum() + 0.1 * ent.sum(), params)
+    ref_lp, ref_ent = naive(model, ids, mask, T, temperature=0.7)
+    ref_grads = torch.autograd.grad((ref_lp * weights).sum() + 0.1 * ref_ent.sum(), params)
+    for g, ref in zip(grads, ref_grads):
+        assert torch.isfinite(g).all()
+        torch.testing.assert_close(g, ref, atol=ATOL, rtol=1e-4)
+    assert max(g.abs().max() for g in grads) > 1e-3  # the comparison is not between zeros
+
+
+def test_padding_gets_zero_and_no_gradient(tiny):
+    model, tok = tiny
+    ids, mask, T = make_batch(len(tok), PROMPTS, RESPONSES, seed=3)
+    lp, ent = response_logprobs(model, ids, mask, T, return_entropy=True)
+    padded = ~mask[:, -T:].bool()
+    assert padded.any() and (lp[padded] == 0).all() and (ent[padded] == 0).all()
+    hidden_grad = torch.autograd.grad(lp[padded].sum() + ent[padded].sum(), model.lm_head.weight, allow_unused=True)[0]
+    assert hidden_grad is None or (hidden_grad == 0).all()
+
+
+def test_extra_padding_changes_nothing(tiny):
+    model, tok = tiny
+    ids, mask, T = make_batch(len(tok), PROMPTS, RESPONSES, seed=4)
+    more_ids = torch.cat([torch.zeros(4, 3, dtype=torch.long), ids, torch.zeros(4, 2, dtype=torch.long)], dim=1)
+    more_mask = torch.cat([torch.zeros(4, 3, dtype=torch.long), mask, torch.zeros(4, 2, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        lp, ent = response_logprobs(model, ids, mask, T, return_entropy=True)
+        lp2, ent2 = response_logprobs(model, more_ids, more_mask, T + 2, return_entropy=True)
+    torch.testing.assert_close(lp2[:, :T], lp, atol=ATOL, rtol=0)
+    torch.testing.assert_close(ent2[:, :T], ent, atol=ATOL, rtol=0)
+    assert (lp2[:, T:] == 0).all()
+
+
+def test_entropy_is_none_unless_asked(tiny):
+    model, tok = tiny
+    ids, mask, T = make_batch(len(tok), PROMPTS, RESPONSES)
+    with torch.no_grad():
+        _, ent = response_logprobs(model, ids, mask, T)
+    assert ent is None
+
+
+def test_no_grad_builds_no_graph(tiny):
+    model, tok = tiny
+    ids, mask, T = make_batch(len(tok), PROMPTS, RESPONSES)
+    with torch.no_grad():
+        lp, _ = response_logprobs(model, ids, mask, T)
+    assert not lp.requires_grad
+
+
+def test_autograd_keeps_no_full_vocabulary_tensor(tiny):
+    """With gradient, what autograd saves outside the checkpointed chunks has no [*, V] tensor bigger than
+    one chunk: the memory claim of the module, checked on the saved tensors themselves."""
+    model, tok = tiny
+    V = model.config.vocab_size
+    ids, mask, T = make_batch(len(tok), [6] * 8, [20] * 8)  # 160 response tokens
+    chunk = 16
+    saved = []
+
+    def pack(t):
+        if t.dim() > 0 and t.shape[-1] == V:  # a logits-like tensor (the tiny model's H is not V)
+            saved.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        lp, ent = response_logprobs(model, ids, mask, T, chunk_size=chunk, return_entropy=True)
+    assert max(saved, default=0) <= chunk * V < 160 * V
+    saved.clear()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        naive(model, ids, mask, T)
+    assert max(saved) >= 160 * V  # the hook does see full-vocabulary tensors when they are kept
+    (lp.sum() + ent.sum()).backward()  # and the checkpointed backward runs
+
+
+def test_backbone_hidden_states(tiny):
+    model, tok = tiny
+    ids, mask, _ = make_batch(len(tok), PROMPTS, RESPONSES)
+    with torch.no_grad():
+        hidden = backbone_hidden_states(model, ids, mask)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), output_hidden_states=True)
+    assert hidden.shape == (4, ids.shape[1], model.config.hidden_size)
+    torch.testing.assert_close(hidden, out.hidden_states[-1], atol=0, rtol=0)
+    torch.testing.assert_close(model.lm_head(hidden), out.logits, atol=ATOL, rtol=0)
+
+
+def test_position_ids_from_mask():
+    mask = torch.tensor([[0, 0, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0]])
+    assert position_ids_from_mask(mask).tolist() == [[0, 0, 0, 1, 2, 2], [0, 1, 2, 3, 3, 3]]
+
+
+def test_bfloat16_model_gives_float32_logprobs(tiny):
+    model, tok = tiny
+    ids, mask, T = make_batch(len(tok), PROMPTS, RESPONSES)
+    import copy
+
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    with torch.no_grad():
+        lp, _ = response_logprobs(bf16, ids, mask, T)
+        ref, _ = naive(model, ids, mask, T)
+    assert lp.dtype == torch.float32
+    torch.testing.assert_close(lp, ref, atol=0.05, rtol=0)  # bfloat16 weights: about 3 significant digits
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"num_response_tokens": 0}, "num_response_tokens must be in"),
+        ({"num_response_tokens": 13}, "num_response_tokens must be in"),
+        ({"num_response_tokens": 6, "temperature": 0.0}, "temperature must be > 0"),
+        ({"num_response_tokens": 6, "chunk_size": 0}, "chunk_size must be >= 1"),
+    ],
+)
+def test_bad_arguments(tiny, kwargs, match):
+    model, tok = tiny
+    ids, mask, _ = make_batch(len(tok), PROMPTS, RESPONSES)  # L = 7 + 6 = 13
+    with pytest.raises(ValueError, match=match):
+        response_logprobs(model, ids, mask, **kwargs)
+
+
+def test_bad_layouts(tiny):
+    model, tok = tiny
+    ids, mask, T = make_batch(len(tok), PROMPTS, RESPONSES)
+    with pytest.raises(ValueError, match="must have the shape of input_ids"):
+        response_logprobs(model, ids, mask[:, 1:], T)
+    with pytest.raises(ValueError, match=r"input_ids must be \[N, L\]"):
+        response_logprobs(model, ids[0], mask[0], T)
+    empty_prompt = mask.clone()
+    empty_prompt[2, : -T] = 0  # row 2 keeps its response but loses its prompt
+    with pytest.raises(ValueError, match="must follow a real token"):
+        response_logprobs(model, ids, empty_prompt, T)
+    with pytest.raises(ValueError, match="cannot find the backbone"):
+        response_logprobs(torch.nn.Linear(2, 2), ids, mask, T)
