@@ -104,11 +104,14 @@ def _run(args: argparse.Namespace, console) -> int:
         raise EvalCommandError(_message(err)) from None
 
     console.print(f"evaluating {model_path} on {task_name}/{args.split}: {len(examples)} problems x {args.n} samples")
-    result = evaluate(
-        model, tokenizer, task, examples, n=args.n, k=ks, temperature=temperature, top_p=args.top_p,
-        max_new_tokens=args.max_new_tokens, template=getattr(task, "template", None), seed=args.seed, engine=engine,
-        batch_size=args.batch_size, with_entropy=not args.no_entropy, stop=args.stop,
-    )
+    try:
+        result = evaluate(
+            model, tokenizer, task, examples, n=args.n, k=ks, temperature=temperature, top_p=args.top_p,
+            max_new_tokens=args.max_new_tokens, template=getattr(task, "template", None), seed=args.seed,
+            engine=engine, batch_size=args.batch_size, with_entropy=not args.no_entropy, stop=args.stop,
+        )
+    except ValueError as err:  # bad input found late, e.g. a prompt longer than the model's context
+        raise EvalCommandError(str(err)) from None
     result.settings.update(
         model=str(model_path), run_dir=str(run_dir) if run_dir else None, data=args.data, split=args.split,
         limit=args.limit, engine=args.engine, device=args.device, dtype=args.dtype, task_kwargs=_jsonable(task_kwargs),

@@ -10,7 +10,7 @@ Plain Python floats: these run once per evaluation, on a few thousand numbers, o
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Collection, Hashable, Sequence
 
 from rlvr.core.passk import pass_at_k as _pass_at_k
 
@@ -92,15 +92,26 @@ def mean_ci(values: Sequence[float], z: float = Z_95) -> tuple[float, float, flo
     return mean, mean - half, mean + half
 
 
-def summarize(per_problem: dict[str, Sequence[float]]) -> dict[str, float]:
-    """Average each per-problem metric over problems and add `<name>_ci_low` / `<name>_ci_high`."""
+def summarize(per_problem: dict[str, Sequence[float]], rates: Collection[str] = ()) -> dict[str, float]:
+    """Average each per-problem metric over problems and add `<name>_ci_low` / `<name>_ci_high`.
+
+    The interval of a metric named in `rates` (a fraction, such as pass@k) is clipped to [0, 1],
+    where the normal approximation can overshoot.
+    """
     metrics: dict[str, float] = {}
     for name, values in per_problem.items():
         mean, low, high = mean_ci(values)
+        if name in rates:
+            low, high = max(low, 0.0), min(high, 1.0)  # NaN stays NaN: max/min return their first argument
         metrics[name] = mean
         metrics[f"{name}_ci_low"] = low
         metrics[f"{name}_ci_high"] = high
     return metrics
+
+
+def rate_metrics(names: Sequence[str]) -> list[str]:
+    """The metrics among `names` that are fractions in [0, 1]."""
+    return [m for m in names if m.startswith(("pass@", "mean@", "maj@")) or m in ("format_rate", "truncated_frac")]
 
 
 def per_problem_metrics(

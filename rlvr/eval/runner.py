@@ -5,7 +5,8 @@ held-out evaluation (passing its own rollout engine, so the weights it samples f
 being trained).
 
 Metrics, each computed per problem and then averaged over problems, with a 95% normal-approximation
-confidence interval over problems (`rlvr.eval.metrics.mean_ci`):
+confidence interval over problems (`rlvr.eval.metrics.mean_ci`: mean ± 1.96 · std / sqrt(problems);
+clipped to [0, 1] for rates; NaN, written as null, with fewer than two problems):
 
 - `pass@k` for each requested k <= n: unbiased estimator from the problem's c correct of n.
 - `mean@n`: fraction of the n samples that are correct.
@@ -32,7 +33,7 @@ from typing import Any
 import torch
 
 from rlvr.core.masked import masked_sum
-from rlvr.eval.metrics import per_problem_metrics, summarize
+from rlvr.eval.metrics import per_problem_metrics, rate_metrics, summarize
 from rlvr.eval.result import EvalResult
 
 
@@ -146,7 +147,8 @@ def evaluate(
             )
         score_time += time.perf_counter() - t0
 
-    metrics = summarize(per_problem_metrics(samples, n, ks, has_extractor=extract is not None))
+    per_problem = per_problem_metrics(samples, n, ks, has_extractor=extract is not None)
+    metrics = summarize(per_problem, rates=rate_metrics(list(per_problem)))
     for s in samples:
         del s["_entropy_sum"]
     total = time.perf_counter() - t_start

@@ -89,6 +89,8 @@ def test_eval_run_dir_uses_latest_checkpoint_and_run_task(files, capsys, tmp_pat
         (["--task", "gsm8k", "--data", "DATA", "--n", "4", "--greedy"], "--greedy gives identical samples; use --n 1"),
         (["--task", "gsm8k", "--data", "DATA", "--split", "dev"], "unknown split 'dev'"),
         (["--task", "gsm8k", "--data", "DATA", "--dtype", "float33"], "unknown --dtype 'float33'"),
+        # found by the engine, after loading: the tiny model's context is 512 tokens
+        (["--task", "gsm8k", "--data", "DATA", "--max-new-tokens", "500"], "max_new_tokens=500"),
     ],
 )
 def test_bad_input_is_one_clear_line(files, capsys, extra, message):
@@ -116,3 +118,13 @@ def test_run_dir_without_checkpoint(capsys, tmp_path):
     (run_dir / "checkpoints" / "latest").write_text("step_000005\n")
     code, _, err = run_cli(capsys, run_dir)
     assert code == 2 and "names 'step_000005'" in err and "does not exist" in err
+
+
+def test_default_out_dir(files, capsys, tmp_path, monkeypatch):
+    _, model_dir, data = files
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, model_dir, "--data", data, "--limit", 1, "--max-new-tokens", 2, "--no-entropy")
+    assert code == 0, err
+    (out,) = tmp_path.glob("eval_gsm8k_*")
+    assert json.loads((out / "eval.json").read_text())["settings"]["task"] == "gsm8k"
+    assert len((out / "eval_samples.jsonl").read_text().splitlines()) == 1

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from rlvr.eval.metrics import Z_95, maj_at_n, majority_vote, mean_ci, pass_at_k, summarize
+from rlvr.eval.metrics import Z_95, maj_at_n, majority_vote, mean_ci, pass_at_k, rate_metrics, summarize
 
 
 def test_pass_at_k_hand_values():
@@ -89,3 +89,19 @@ def test_summarize_adds_bounds():
     # s = sqrt(0.5), se = s / sqrt(2) = 0.5
     assert metrics["pass@1_ci_high"] == pytest.approx(0.5 + Z_95 * 0.5, abs=1e-12)
     assert metrics["entropy"] == 2.0 and math.isnan(metrics["entropy_ci_low"])
+
+
+def test_summarize_clips_rates_to_unit_interval():
+    # values 1,1,0: mean 2/3, s^2 = (2 * (1/3)^2 + (2/3)^2) / 2 = 1/3, se = 1/3
+    raw = summarize({"x": [1.0, 1.0, 0.0]})
+    assert raw["x_ci_low"] == pytest.approx(2 / 3 - Z_95 / 3, abs=1e-12)
+    assert raw["x_ci_high"] == pytest.approx(2 / 3 + Z_95 / 3, abs=1e-12)  # above 1
+    clipped = summarize({"x": [1.0, 1.0, 0.0]}, rates=["x"])
+    assert clipped["x_ci_low"] == raw["x_ci_low"] and clipped["x_ci_high"] == 1.0
+    single = summarize({"x": [1.0]}, rates=["x"])
+    assert math.isnan(single["x_ci_low"]) and math.isnan(single["x_ci_high"])
+
+
+def test_rate_metrics():
+    names = ["pass@1", "pass@8", "mean@8", "maj@8", "reward_mean", "format_rate", "response_len_mean", "truncated_frac", "entropy"]
+    assert rate_metrics(names) == ["pass@1", "pass@8", "mean@8", "maj@8", "format_rate", "truncated_frac"]

@@ -49,9 +49,13 @@ def test_metrics_match_hand_values(tiny):
     # reward = correct + 0.1 * format: p0 (1.1 + 0.1 + 1 + 0) / 4, p1 (0.1 + 0.1 + 1 + 0) / 4
     assert m["reward_mean"] == pytest.approx((2.2 / 4 + 1.2 / 4) / 2, abs=1e-12)
     assert "entropy" not in m
-    # maj@4 per problem is [1, 0]: mean 0.5, s = sqrt(0.5), se = 0.5
-    assert m["maj@4_ci_low"] == pytest.approx(0.5 - Z_95 * 0.5, abs=1e-12)
-    assert m["maj@4_ci_high"] == pytest.approx(0.5 + Z_95 * 0.5, abs=1e-12)
+    # reward_mean per problem is [0.55, 0.3]: s = sqrt(2 * 0.125^2 / 1), se = s / sqrt(2) = 0.125
+    assert m["reward_mean_ci_low"] == pytest.approx(0.425 - Z_95 * 0.125, abs=1e-12)
+    assert m["reward_mean_ci_high"] == pytest.approx(0.425 + Z_95 * 0.125, abs=1e-12)
+    # maj@4 per problem is [1, 0]: 0.5 ± 1.96 * 0.5 overshoots [0, 1] and is clipped to it
+    assert (m["maj@4_ci_low"], m["maj@4_ci_high"]) == (0.0, 1.0)
+    # the length is not a rate: its interval is not clipped (per problem [2, 2.25], se = 0.125)
+    assert m["response_len_mean_ci_low"] == pytest.approx(2.125 - Z_95 * 0.125, abs=1e-12)
     # pass@4 is 1 on both problems: a zero-width interval
     assert m["pass@4_ci_low"] == m["pass@4_ci_high"] == pytest.approx(1.0, abs=1e-12)
     assert result.headline() == [
