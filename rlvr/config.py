@@ -177,7 +177,8 @@ class TaskConfig(_Strict):
     name: str = "arithmetic"
     kwargs: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments of the task (see rlvr.tasks)."""
-    template: Literal["chat", "r1_zero", "plain"] = "chat"
+    template: Literal["chat", "r1_zero", "plain"] | None = None
+    """Prompt template; None: the task's own default."""
 
 
 class RolloutConfig(_Strict):
@@ -315,6 +316,7 @@ def check_combinations(cfg: RunConfig) -> None:
 
     alg = cfg.algorithm
     problems: list[str] = []
+    problems += _task_problems(cfg.task)
     if alg.advantage not in ADVANTAGE_ESTIMATORS:
         problems.append(unknown_name_message("advantage estimator", alg.advantage, ADVANTAGE_ESTIMATORS))
     if alg.aggregation not in AGGREGATIONS:
@@ -361,6 +363,26 @@ def check_combinations(cfg: RunConfig) -> None:
         )
     if problems:
         raise ValueError("; ".join(problems))
+
+
+def _task_problems(task: TaskConfig) -> list[str]:
+    """Unknown task names and options, found without building the task (no data is read)."""
+    from rlvr.core.registry import unknown_name_message
+    from rlvr.tasks import TASKS
+    from rlvr.tasks.base import task_options
+
+    if task.name not in TASKS:
+        return [unknown_name_message("task", task.name, TASKS)]
+    known = task_options(TASKS[task.name])
+    problems = []
+    for key in task.kwargs:
+        if key in ("template",):
+            problems.append("set the prompt template with task.template, not task.kwargs.template")
+        elif key not in known:
+            close = difflib.get_close_matches(key, list(known), n=1)
+            hint = f" (did you mean 'task.kwargs.{close[0]}'?)" if close else ""
+            problems.append(f"task {task.name!r} has no option {key!r}{hint}; options: {', '.join(known)}")
+    return problems
 
 
 # --- loading recipes and overrides -------------------------------------------------------------------

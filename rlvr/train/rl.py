@@ -31,7 +31,6 @@ from rlvr.core.masked import masked_mean
 from rlvr.core.shaping import filter_groups, overlong_penalty
 from rlvr.models.logprobs import response_logprobs
 from rlvr.rollout import SamplingParams
-from rlvr.tasks.templates import render_prompt
 
 
 @dataclass
@@ -117,8 +116,7 @@ class RLStep:
         )
 
     def prompt_ids(self, examples: list[Any]) -> list[list[int]]:
-        template = self.cfg.task.template
-        texts = [render_prompt(self.tokenizer, self.task.messages(ex), template=template) for ex in examples]
+        texts = [self.task.prompt(ex, self.tokenizer) for ex in examples]
         return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
     def score(self, examples: list[Any], rollout) -> Scored:

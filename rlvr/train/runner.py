@@ -73,7 +73,10 @@ def build(cfg: RunConfig, model_path: str | None = None, log=print) -> RLStep:
                                       trust_remote_code=cfg.model.trust_remote_code)
         ref_model.eval().requires_grad_(False)
     critic = make_value_model(model) if cfg.algorithm.critic.enabled else None
-    task = get_task(cfg.task.name, **cfg.task.kwargs)
+    task_kwargs = dict(cfg.task.kwargs)
+    if cfg.task.template is not None:
+        task_kwargs["template"] = cfg.task.template
+    task = get_task(cfg.task.name, **task_kwargs)
     engine = get_engine(cfg.rollout.engine, model, tokenizer)
     return RLStep(cfg, model, tokenizer, task, engine, ref_model=ref_model, critic=critic, log=log)
 
@@ -84,7 +87,7 @@ def held_out_eval(trainer: RLStep, examples: list[Any], step: int) -> dict[str, 
     cfg = trainer.cfg
     common = dict(
         max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
-        template=cfg.task.template, engine=trainer.engine, seed=cfg.seed + 104729 * (step + 1), with_entropy=False,
+        template=trainer.task.template, engine=trainer.engine, seed=cfg.seed + 104729 * (step + 1), with_entropy=False,
     )
     temperature = cfg.eval.temperature if cfg.eval.temperature is not None else cfg.rollout.temperature
     row: dict[str, float] = {}
