@@ -5,7 +5,8 @@ separators: "Zoey is a knight, and Ethan is a knave."). ROLE is a truth-teller w
 pioneer, saint, hero, angel, altruist, sage, truth-teller) or a liar word (knave, laggard, sinner,
 villain, devil, egoist, fool, liar); these are the role pairs reasoning-gym's generator uses, so
 a puzzle about saints and sinners is answered in those words. "X is not a knight" is not a
-statement about X (the negation breaks the pattern). The text parsed is the last `<answer>` block
+statement about X (the negation breaks the pattern), and neither are "X is a knight/knave" (the
+format line of the prompt, copied) or "X is a knight or a knave". The text parsed is the last `<answer>` block
 when the response has one, else its last non-empty line (reasoning-gym's prompt asks for a one-line
 answer "A is a knight, B is a knave, and C is a knight"), as for countdown.
 
@@ -28,7 +29,8 @@ TRUTH_TELLERS = ("knight", "pioneer", "saint", "hero", "angel", "altruist", "sag
 LIARS = ("knave", "laggard", "sinner", "villain", "devil", "egoist", "fool", "liar")
 _ROLE_IS_TRUTHFUL = {**{w: True for w in TRUTH_TELLERS}, **{w: False for w in LIARS}}
 _STATEMENT = re.compile(
-    r"\b([A-Za-z][\w'-]*)\s+is\s+an?\s+(" + "|".join(map(re.escape, _ROLE_IS_TRUTHFUL)) + r")s?\b",
+    r"\b([A-Za-z][\w'-]*)\s+is\s+an?\s+(" + "|".join(map(re.escape, _ROLE_IS_TRUTHFUL)) + r")s?\b"
+    r"(?!\s*/)(?!\s+or\b)",  # "A is a knight/knave" (the prompt's format line) or "... or a knave" claims nothing
     re.IGNORECASE,
 )
 

@@ -76,7 +76,9 @@ class ArithmeticTask(Task):
         return " ".join(parts)
 
     def _example(self, problem: str) -> Example:
-        value = evaluate_arithmetic(problem)
+        # Our own problem text: lift the evaluator's limits, which are sized for model output.
+        n = self.n_terms
+        value = evaluate_arithmetic(problem, max_chars=len(problem), max_depth=n + 1, max_abs=10 ** (self.digits * n + 1))
         question = f"What is {problem}?" + (f" {self.instruction}" if self.instruction else "")
         return Example(id=f"arithmetic:{problem}", question=question, answer=int(value), meta={"problem": problem})
 

@@ -17,6 +17,8 @@ SOLUTION = {"Zoey": True, "Ethan": False, "Ava": True}
         ("<answer>Zoey is a knight, Zoey is a knave, Ethan is a knave, Ava is a knight</answer>", 0.0),  # hedge
         ("<answer>Zoey is not a knave, Ethan is a knave, and Ava is a knight</answer>", 0.0),  # negation: no claim
         ("Zoey is a knight, Ethan is a knave, and Ava is a knight.\nI am not sure.", 0.0),  # last line has none
+        ("<answer>Zoey is a knight/knave, Ethan is a knave, and Ava is a knight</answer>", 0.0),  # copied format
+        ("<answer>Zoey is a knight or a knave, Ethan is a knave, and Ava is a knight</answer>", 0.0),
         ("", 0.0),
     ],
 )

@@ -45,7 +45,7 @@ def test_pathological_input_is_cut_at_the_limit_and_counted():
         result = verifier.check("\\boxed{9^{9^{9^{9}}}}", "5")
         elapsed = time.perf_counter() - start
         assert result == math_answer.MathCheck(False, timed_out=True)
-        assert elapsed < 0.5 + 0.3
+        assert elapsed < 0.5 + 0.5  # cut near its limit, not after the minutes SymPy would take
         assert verifier.stats["timeouts"] == 1
         assert verifier.check("\\boxed{2}", "2").correct  # the worker is still usable
     finally:
@@ -75,12 +75,12 @@ def test_a_worker_that_ignores_its_alarm_is_killed_and_replaced(tmp_path, monkey
     worker = tmp_path / "hanging_worker.py"
     worker.write_text(HANGING_WORKER)
     monkeypatch.setattr(math_answer, "_WORKER_PATH", worker)
-    verifier = MathVerifier(timeout_s=0.3)
+    verifier = MathVerifier(timeout_s=0.5)
     try:
         assert verifier.check("fine", "1").correct
         start = time.perf_counter()
         result = verifier.check("HANG", "1")
-        assert time.perf_counter() - start < 0.3 + 0.3
+        assert time.perf_counter() - start < 0.5 + 0.5
         assert result.timed_out and not result.correct
         assert verifier.stats["kills"] == 1 and verifier.stats["timeouts"] == 1
         assert verifier.check("fine again", "1").correct  # a fresh worker answers

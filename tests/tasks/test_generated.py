@@ -38,6 +38,7 @@ def test_single_digit_addition_default():
     [
         {"digits": 2, "n_terms": 2, "operators": "+-"},  # listed: 20,000 problems
         {"digits": 3, "n_terms": 3, "operators": "+-*", "train_size": 2000},  # sampled
+        {"digits": 6, "n_terms": 4, "operators": "*", "train_size": 300},  # answers beyond the evaluator's default limits
     ],
 )
 def test_other_arithmetic_spaces_are_disjoint_and_distinct(options):
