@@ -13,6 +13,10 @@ Larger spaces are sampled with the seed, each draw kept only in the split its ha
 Grading (`answer_from`): "last_number" (default) takes the last number in the response, so "8",
 "3 + 5 = 8" and "The answer is 8." are right and "8, or maybe 9" is wrong; "exact" needs the
 stripped response to be the number alone.
+
+Measured starting point: SmolLM2-135M-Instruct (embedded), chat template with its default system
+message, sampling at temperature 1.0 with at most 24 new tokens, gets 21.5% (43 of the 200 default
+test examples) right; it often answers in a sentence ("9 + 9 = 18"), which "last_number" accepts.
 """
 
 from __future__ import annotations
