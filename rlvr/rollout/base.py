@@ -1,0 +1,177 @@
+"""The rollout interface: sampling parameters, the generated batch, and the engine protocol.
+
+A rollout is N = len(prompts) * n samples in prompt-major order: sample j of prompt i is row i*n + j.
+Everything a trainer needs comes back per sample, as plain Python lists (so batches can be sliced and
+concatenated without knowing about tensors); `RolloutBatch.to_tensors` builds rlvr's padded layout
+(DESIGN.md section 2): prompts left-padded, responses right-padded, `loss_mask` True on response tokens.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from rlvr.core.registry import Registry
+
+FINISH_REASONS = ("stop", "length")
+TRUNCATE_POLICIES = ("error", "left")
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample; validated on construction.
+
+    The filters apply in the order temperature -> top-k -> top-p (as in Hugging Face `generate`), and the
+    token is drawn from the renormalised result. `sampler_logprobs` are log-probs under exactly that
+    distribution. `temperature == 0` is greedy decoding; its `sampler_logprobs` are the model's
+    untempered, unfiltered log-probs of the chosen token (log_softmax(logits)), because the point mass that
+    greedy decoding samples from would report 0 for every token and tell the trainer nothing.
+    """
+
+    n: int = 1
+    """Samples per prompt (the group size)."""
+    temperature: float = 1.0
+    """Logits are divided by this before sampling; 0 means greedy (argmax)."""
+    top_p: float = 1.0
+    """Nucleus sampling: keep the most probable tokens until their mass reaches top_p; 1 keeps all."""
+    top_k: int = 0
+    """Keep only the k most probable tokens (ties at the k-th value are kept); 0 keeps all."""
+    max_new_tokens: int = 256
+    """A response that reaches this many tokens stops with finish reason "length"."""
+    stop: tuple[str, ...] = ()
+    """Stop strings, matched on the decoded response; the token completing one ends it ("stop")."""
+    stop_token_ids: tuple[int, ...] = ()
+    """Token ids that end a response ("stop"), in addition to the tokenizer's and model's eos ids."""
+    seed: int | None = None
+    """Same seed + same prompts + same params -> same samples. None: drawn from torch's global RNG."""
+    max_prompt_tokens: int | None = None
+    """Longest prompt accepted; longer ones follow `truncate_prompt`. None: the model's context limit."""
+    truncate_prompt: Literal["error", "left"] = "error"
+    """What to do with a prompt that is too long: raise, or keep its last tokens ("left")."""
+    ignore_eos: bool = False
+    """Do not stop at eos ids (stop_token_ids and stop strings still apply); for benchmarks."""
+
+    def __post_init__(self) -> None:
+        # Lists are accepted for convenience and stored as tuples so the params stay hashable.
+        object.__setattr__(self, "stop", tuple(self.stop))
+        object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
+        problems = []
+        if not _is_int(self.n) or self.n < 1:
+            problems.append(f"n must be an integer >= 1 (got {self.n!r})")
+        if not _is_number(self.temperature) or not self.temperature >= 0 or self.temperature == float("inf"):
+            problems.append(f"temperature must be a finite number >= 0, 0 meaning greedy (got {self.temperature!r})")
+        if not _is_number(self.top_p) or not 0 < self.top_p <= 1:
+            problems.append(f"top_p must be in (0, 1], 1 meaning off (got {self.top_p!r})")
+        if not _is_int(self.top_k) or self.top_k < 0:
+            problems.append(f"top_k must be an integer >= 0, 0 meaning off (got {self.top_k!r})")
+        if not _is_int(self.max_new_tokens) or self.max_new_tokens < 1:
+            problems.append(f"max_new_tokens must be an integer >= 1 (got {self.max_new_tokens!r})")
+        if not all(isinstance(s, str) and s for s in self.stop):
+            problems.append(f"stop must be non-empty strings (got {self.stop!r})")
+        if not all(_is_int(t) and t >= 0 for t in self.stop_token_ids):
+            problems.append(f"stop_token_ids must be integers >= 0 (got {self.stop_token_ids!r})")
+        if self.seed is not None and not _is_int(self.seed):
+            problems.append(f"seed must be an integer or None (got {self.seed!r})")
+        if self.max_prompt_tokens is not None and (not _is_int(self.max_prompt_tokens) or self.max_prompt_tokens < 1):
+            problems.append(f"max_prompt_tokens must be an integer >= 1 or None (got {self.max_prompt_tokens!r})")
+        if self.truncate_prompt not in TRUNCATE_POLICIES:
+            problems.append(f"truncate_prompt must be one of {', '.join(TRUNCATE_POLICIES)} (got {self.truncate_prompt!r})")
+        if problems:
+            raise ValueError("invalid SamplingParams: " + "; ".join(problems))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+@dataclass
+class RolloutBatch:
+    """N generated samples in prompt-major order (sample j of prompt i at row i*n + j).
+
+    Every list field has one entry per sample, so `[field[i] for i in rows]` selects samples.
+    """
+
+    prompt_index: list[int]
+    """Which prompt (position in the `prompt_ids` passed to `generate`) each sample answers."""
+    prompt_ids: list[list[int]]
+    """The prompt of each sample, after any truncation."""
+    response_ids: list[list[int]]
+    """Tokens exactly as sampled, including the eos/stop token that ended the response."""
+    sampler_logprobs: list[list[float]]
+    """Log-prob of each response token under the distribution it was sampled from (see SamplingParams)."""
+    finish_reasons: list[str]
+    """"stop" (eos, stop token or stop string) or "length" (max_new_tokens reached)."""
+    response_lengths: list[int]
+    num_generated_tokens: int = 0
+    gen_time_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Engine-specific diagnostics (not per sample)."""
+
+    def __len__(self) -> int:
+        return len(self.response_ids)
+
+    def to_tensors(self, pad_token_id: int) -> dict[str, Tensor]:
+        """Padded tensors in rlvr's layout; P = longest prompt, T = longest response.
+
+        Returns `input_ids` [N, P+T] (prompt left-padded to P, response right-padded to T),
+        `attention_mask` [N, P+T] long (1 on real tokens), `response_ids` [N, T], `loss_mask` [N, T] bool
+        (True on response tokens), `sampler_logprobs` [N, T] float32 (0 where loss_mask is False) and
+        `group_ids` [N] long (the prompt index).
+        """
+        n = len(self.response_ids)
+        p = max((len(x) for x in self.prompt_ids), default=0)
+        t = max((len(x) for x in self.response_ids), default=0)
+        input_ids = torch.full((n, p + t), pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((n, p + t), dtype=torch.long)
+        loss_mask = torch.zeros((n, t), dtype=torch.bool)
+        logprobs = torch.zeros((n, t), dtype=torch.float32)
+        for i, (prompt, response, lps) in enumerate(zip(self.prompt_ids, self.response_ids, self.sampler_logprobs)):
+            if len(lps) != len(response):
+                raise ValueError(f"sample {i}: {len(response)} response tokens but {len(lps)} sampler log-probs")
+            lp, lr = len(prompt), len(response)
+            input_ids[i, p - lp : p] = torch.tensor(prompt, dtype=torch.long)
+            attention_mask[i, p - lp : p] = 1
+            input_ids[i, p : p + lr] = torch.tensor(response, dtype=torch.long)
+            attention_mask[i, p : p + lr] = 1
+            loss_mask[i, :lr] = True
+            logprobs[i, :lr] = torch.tensor(lps, dtype=torch.float32)
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "response_ids": input_ids[:, p:].clone(),
+            "loss_mask": loss_mask,
+            "sampler_logprobs": logprobs,
+            "group_ids": torch.tensor(self.prompt_index, dtype=torch.long),
+        }
+
+
+class RolloutEngine(abc.ABC):
+    """Generates responses for token-id prompts. Engines are built by `get_engine(name, model, tokenizer)`."""
+
+    @abc.abstractmethod
+    def generate(self, prompt_ids: list[list[int]], params: SamplingParams) -> RolloutBatch:
+        """`n` samples for each prompt, in prompt-major order."""
+
+    @abc.abstractmethod
+    def update_weights(self, model_or_state_dict: Any) -> None:
+        """Make later `generate` calls use these weights (a model object or a state dict)."""
+
+
+ENGINES: Registry = Registry("rollout engine")
+
+
+def get_engine(name: str, model: Any, tokenizer: Any, **kwargs: Any) -> RolloutEngine:
+    """The engine registered under `name`, built on `model` and `tokenizer` (kwargs go to its constructor)."""
+    return ENGINES[name](model, tokenizer, **kwargs)

@@ -1,0 +1,222 @@
+"""Forward passes for generation: a fast decoder for Llama-family models and a generic fallback.
+
+Both expose the same three calls, used by `rlvr.rollout.hf`:
+  `prefill(prompts, row_prompt, max_new_tokens) -> logits [B, V]` for the last prompt position of
+  every row (row r answers prompts[row_prompt[r]]); `step(tokens [B]) -> logits [B, V]` after
+  appending one token per row; `select(rows)` keeps only those rows (returns False if unsupported).
+
+`LlamaDecoder` (llama, qwen2, qwen3, mistral without sliding window) runs the model's own modules
+(embedding, norms, projections, MLPs, rotary table, lm_head) in its own loop, so weights are shared
+with the model object and a weight update needs no copy. What it changes against the Hugging Face
+forward, and why:
+  - a static KV cache [B, kv_heads, P + max_new_tokens, head_dim] per layer, written in place
+    (HF's DynamicCache concatenates, copying the whole cache every step);
+  - decode attention groups the query heads of one KV head ([B, kv, G, D] @ [B, kv, D, L]) instead of
+    materialising repeated keys/values (repeat_kv copies the cache G times per layer per step);
+  - each prompt is prefilled once and its KV copied to its n samples;
+  - the rotary cos/sin table is computed once per call, and lm_head runs on the last position only;
+  - finished rows can be dropped (`select`), shrinking every later matrix product.
+Left padding: every row writes its new token at the same cache column; a row's padding columns get
+-inf in an additive mask, and positions count from the row's first real token (as HF's position_ids
+from the attention mask do), so a sequence's result does not depend on the other prompts' lengths.
+
+`GenericDecoder` calls `model(...)` with a DynamicCache, an attention mask and position ids; slower, but
+works for any causal LM that transformers can run with a cache.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+FAST_MODEL_TYPES = ("llama", "qwen2", "qwen3", "mistral")
+FAST_ROPE_TYPES = ("default", "linear", "llama3", "yarn")  # the others depend on the sequence length
+
+
+def fast_path_problem(model, total_len: int) -> str | None:
+    """Why `LlamaDecoder` cannot run `model` for sequences of `total_len` tokens; None when it can."""
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if model_type not in FAST_MODEL_TYPES:
+        return f"model_type {model_type!r} is not one of {', '.join(FAST_MODEL_TYPES)}"
+    base = getattr(model, "model", None)
+    for name in ("embed_tokens", "layers", "norm", "rotary_emb"):
+        if not hasattr(base, name):
+            return f"model.model has no {name}"
+    if not hasattr(model, "lm_head"):
+        return "model has no lm_head"
+    for layer in base.layers:
+        attn = getattr(layer, "self_attn", None)
+        if not all(hasattr(attn, p) for p in ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim", "scaling")):
+            return "a decoder layer's self_attn is not Llama-like"
+        if not all(hasattr(layer, m) for m in ("input_layernorm", "post_attention_layernorm", "mlp")):
+            return "a decoder layer is not Llama-like"
+    rope_type = getattr(base.rotary_emb, "rope_type", "default")
+    if rope_type not in FAST_ROPE_TYPES:
+        return f"rope type {rope_type!r} is not one of {', '.join(FAST_ROPE_TYPES)}"
+    layer_types = getattr(config, "layer_types", None)
+    window = getattr(config, "sliding_window", None)
+    if layer_types is not None and any(t != "full_attention" for t in layer_types):
+        return "the model has sliding-window layers"
+    if layer_types is None and window is not None and total_len > window:
+        return f"sequences of {total_len} tokens exceed the sliding window ({window})"
+    return None
+
+
+class LlamaDecoder:
+    """Static-cache decoding with the model's own modules (see the module docstring)."""
+
+    def __init__(self, model):
+        self.model = model
+        base = model.model
+        self.embed, self.layers, self.norm, self.rotary = base.embed_tokens, list(base.layers), base.norm, base.rotary_emb
+        self.lm_head = model.lm_head
+        attn = self.layers[0].self_attn
+        self.head_dim = attn.head_dim
+        self.num_heads = model.config.num_attention_heads
+        self.num_kv = model.config.num_key_value_heads
+        self.groups = self.num_heads // self.num_kv
+        self.scaling = attn.scaling
+        p = next(model.parameters())
+        self.device, self.dtype = p.device, p.dtype
+
+    def _qkv(self, layer, h: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """q [.., heads, D], k and v [.., kv_heads, D] for hidden states h [.., H], rotary applied."""
+        attn = layer.self_attn
+        lead = h.shape[:-1]
+        q = attn.q_proj(h).view(*lead, self.num_heads, self.head_dim)
+        k = attn.k_proj(h).view(*lead, self.num_kv, self.head_dim)
+        v = attn.v_proj(h).view(*lead, self.num_kv, self.head_dim)
+        if hasattr(attn, "q_norm"):  # qwen3: RMSNorm over each head before rotary
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)  # broadcast over heads
+        return _rotate(q, cos, sin), _rotate(k, cos, sin), v
+
+    @torch.inference_mode()
+    def prefill(self, prompts: list[list[int]], row_prompt: list[int], max_new_tokens: int) -> Tensor:
+        dev = self.device
+        u, lens = len(prompts), torch.tensor([len(p) for p in prompts], device=dev)
+        p_len = int(lens.max())
+        s_len = p_len + max_new_tokens
+        ids = torch.zeros((u, p_len), dtype=torch.long, device=dev)
+        for i, prompt in enumerate(prompts):
+            ids[i, p_len - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        cols = torch.arange(p_len, device=dev)
+        pad = cols[None, :] < (p_len - lens)[:, None]  # [U, P] True on left padding
+        positions = (cols[None, :] - (p_len - lens)[:, None]).clamp(min=0)  # [U, P]
+
+        table = torch.arange(int(lens.max()) + max_new_tokens, device=dev)[None]
+        cos, sin = self.rotary(torch.empty(0, device=dev, dtype=self.dtype), table)
+        self.cos, self.sin = cos[0], sin[0]  # [max_pos, D]
+
+        rows = torch.tensor(row_prompt, dtype=torch.long, device=dev)
+        b = len(row_prompt)
+        shape = (b, self.num_kv, s_len, self.head_dim)
+        self.k_cache = [torch.empty(shape, dtype=self.dtype, device=dev) for _ in self.layers]
+        self.v_cache = [torch.empty(shape, dtype=self.dtype, device=dev) for _ in self.layers]
+        # Causal, and no real query sees padding; a padding query sees itself so its softmax is finite.
+        causal = torch.ones((p_len, p_len), dtype=torch.bool, device=dev).tril()
+        allowed = (causal[None] & ~pad[:, None, :]) | torch.eye(p_len, dtype=torch.bool, device=dev)[None]
+        allowed = allowed[:, None]  # [U, 1, P, P]
+
+        x = self.embed(ids)  # [U, P, H]
+        cos_p, sin_p = self.cos[positions], self.sin[positions]
+        for i, layer in enumerate(self.layers):
+            q, k, v = self._qkv(layer, layer.input_layernorm(x), cos_p, sin_p)  # [U, P, heads, D]
+            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+            self.k_cache[i][:, :, :p_len] = k[rows]
+            self.v_cache[i][:, :, :p_len] = v[rows]
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=self.scaling, enable_gqa=True)
+            x = x + layer.self_attn.o_proj(a.transpose(1, 2).reshape(u, p_len, -1))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        logits = self.lm_head(self.norm(x[:, -1]))  # [U, V]; left padding: the last column is real
+
+        self.col = p_len
+        self.positions = lens[rows].clone()  # position of the next token of each row
+        self.mask = torch.zeros((b, s_len), dtype=self.dtype, device=dev)
+        self.mask[:, :p_len].masked_fill_(pad[rows], float("-inf"))
+        return logits[rows].float()
+
+    @torch.inference_mode()
+    def step(self, tokens: Tensor) -> Tensor:
+        b, c = tokens.shape[0], self.col
+        x = self.embed(tokens)  # [B, H]
+        cos, sin = self.cos[self.positions], self.sin[self.positions]  # [B, D]
+        mask = self.mask[:, None, None, : c + 1]  # [B, 1, 1, c+1]
+        for i, layer in enumerate(self.layers):
+            q, k, v = self._qkv(layer, layer.input_layernorm(x), cos, sin)
+            kc, vc = self.k_cache[i], self.v_cache[i]
+            kc[:, :, c] = k
+            vc[:, :, c] = v
+            q = q.view(b, self.num_kv, self.groups, self.head_dim)  # query head h uses kv head h // G
+            scores = torch.matmul(q, kc[:, :, : c + 1].transpose(-1, -2)).mul_(self.scaling).add_(mask)
+            probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(vc.dtype)
+            a = torch.matmul(probs, vc[:, :, : c + 1])  # [B, kv, G, D]
+            x = x + layer.self_attn.o_proj(a.view(b, -1))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        self.col += 1
+        self.positions += 1
+        return self.lm_head(self.norm(x)).float()
+
+    def select(self, rows: Tensor) -> bool:
+        self.k_cache = [k[rows] for k in self.k_cache]
+        self.v_cache = [v[rows] for v in self.v_cache]
+        self.positions, self.mask = self.positions[rows], self.mask[rows]
+        return True
+
+
+def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotary embedding, HF's rotate_half convention: x * cos + [-x2, x1] * sin."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class GenericDecoder:
+    """`model(...)` with a DynamicCache, for architectures the fast decoder does not cover."""
+
+    def __init__(self, model):
+        self.model = model
+        params = inspect.signature(model.forward).parameters
+        self.takes_positions = "position_ids" in params
+        self.takes_logits_to_keep = "logits_to_keep" in params
+        self.device = next(model.parameters()).device
+
+    def _forward(self, ids: Tensor, positions: Tensor) -> Tensor:
+        kwargs = dict(attention_mask=self.attention_mask, past_key_values=self.cache, use_cache=True)
+        if self.takes_positions:
+            kwargs["position_ids"] = positions
+        if self.takes_logits_to_keep:
+            kwargs["logits_to_keep"] = 1
+        out = self.model(input_ids=ids, **kwargs)
+        self.cache = out.past_key_values
+        return out.logits[:, -1].float()
+
+    @torch.inference_mode()
+    def prefill(self, prompts: list[list[int]], row_prompt: list[int], max_new_tokens: int) -> Tensor:
+        from transformers import DynamicCache
+
+        rows = [prompts[i] for i in row_prompt]
+        p_len = max(len(p) for p in rows)
+        ids = torch.zeros((len(rows), p_len), dtype=torch.long, device=self.device)
+        self.attention_mask = torch.zeros_like(ids)
+        for r, prompt in enumerate(rows):
+            ids[r, p_len - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+            self.attention_mask[r, p_len - len(prompt) :] = 1
+        positions = (self.attention_mask.cumsum(-1) - 1).clamp(min=0)
+        self.positions = positions[:, -1] + 1
+        self.cache = DynamicCache(config=self.model.config)
+        return self._forward(ids, positions)
+
+    @torch.inference_mode()
+    def step(self, tokens: Tensor) -> Tensor:
+        self.attention_mask = F.pad(self.attention_mask, (0, 1), value=1)
+        logits = self._forward(tokens[:, None], self.positions[:, None])
+        self.positions = self.positions + 1
+        return logits
+
+    def select(self, rows: Tensor) -> bool:
+        return False

@@ -1,0 +1,228 @@
+"""The "hf" rollout engine: batched sampling with a Hugging Face causal LM, on CPU or GPU.
+
+It shares the model object with the trainer (colocated): generation reads the current weights every
+call, so `update_weights` with that same object does nothing, and with another object or a state dict
+it swaps or loads weights. The model is put in eval mode for the duration of a call and restored after.
+
+Samples are generated in chunks of at most `max_batch_size` rows (prompt-major, so the samples of one
+prompt usually share a chunk and its prefill). Llama-family models take the fast decoder of
+`rlvr.rollout.decoders`; other architectures the generic one (same sampling, same random streams).
+Rows that finish are dropped from the batch once at least `compact_fraction` of it has finished, so
+the matrix products shrink with the batch (the fast decoder only).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlvr.rollout.base import ENGINES, RolloutBatch, RolloutEngine, SamplingParams
+from rlvr.rollout.decoders import GenericDecoder, LlamaDecoder, fast_path_problem
+from rlvr.rollout.sampling import sample_next, stream_keys, stream_uniforms
+
+DECODERS = ("auto", "fast", "generic")
+STOP_WINDOW_SLACK = 8  # extra tokens decoded when looking for stop strings (see _stop_string_hit)
+
+
+@ENGINES.register("hf")
+class HFEngine(RolloutEngine):
+    """Batched generation with the model's own modules; see the module docstring.
+
+    Args:
+        model: a transformers causal LM (any device and dtype; sampling math runs in float32).
+        tokenizer: its tokenizer (eos id, and decoding for stop strings).
+        max_batch_size: rows generated together; None: 64 on CPU (past that the step is compute-bound
+            and the KV cache only grows), 256 on GPU.
+        decoder: "auto" (fast when the architecture allows it), "fast" (error if it cannot) or "generic".
+        compact_fraction: drop finished rows once this fraction of the batch has finished (0 < f <= 1).
+    """
+
+    def __init__(self, model, tokenizer, *, max_batch_size: int | None = None, decoder: str = "auto",
+                 compact_fraction: float = 0.25):
+        if decoder not in DECODERS:
+            raise ValueError(f"unknown decoder {decoder!r}; known: {', '.join(DECODERS)}")
+        if max_batch_size is not None and (not isinstance(max_batch_size, int) or max_batch_size < 1):
+            raise ValueError(f"max_batch_size must be an integer >= 1 or None (got {max_batch_size!r})")
+        if not 0 < compact_fraction <= 1:
+            raise ValueError(f"compact_fraction must be in (0, 1] (got {compact_fraction!r})")
+        self.model, self.tokenizer = model, tokenizer
+        self.decoder = decoder
+        self.compact_fraction = compact_fraction
+        self._max_batch_size = max_batch_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def max_batch_size(self) -> int:
+        if self._max_batch_size is not None:
+            return self._max_batch_size
+        return 256 if self.device.type == "cuda" else 64
+
+    def update_weights(self, model_or_state_dict: Any) -> None:
+        """Use these weights from now on.
+
+        The same model object the engine holds: nothing to do (generation reads the live parameters and
+        keeps no copies). Another module: generate with it instead. A state dict: loaded into the held
+        model (strict, so a mismatched checkpoint fails loudly).
+        """
+        if isinstance(model_or_state_dict, torch.nn.Module):
+            self.model = model_or_state_dict
+        elif isinstance(model_or_state_dict, dict):
+            self.model.load_state_dict(model_or_state_dict, strict=True)
+        else:
+            raise TypeError(f"update_weights takes a torch.nn.Module or a state dict, not {type(model_or_state_dict).__name__}")
+
+    # --- generate ---------------------------------------------------------------------------------
+
+    def generate(self, prompt_ids: list[list[int]], params: SamplingParams) -> RolloutBatch:
+        if not isinstance(params, SamplingParams):
+            raise TypeError(f"params must be a SamplingParams, not {type(params).__name__}")
+        start = time.perf_counter()
+        prompts = self._check_prompts(prompt_ids, params)
+        n = params.n
+        total = len(prompts) * n
+        seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
+        keys = stream_keys(seed, np.arange(total))
+        stop_ids = self._stop_token_ids(params)
+
+        responses: list[list[int]] = [[] for _ in range(total)]
+        logprobs: list[list[float]] = [[] for _ in range(total)]
+        reasons = ["length"] * total
+        extra = {"decoder": [], "prefill_s": 0.0, "decode_s": 0.0, "compactions": 0}
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for lo in range(0, total, self.max_batch_size):
+                    samples = list(range(lo, min(total, lo + self.max_batch_size)))
+                    self._generate_chunk(prompts, samples, n, keys, params, stop_ids, responses, logprobs, reasons, extra)
+        finally:
+            self.model.train(was_training)
+
+        lengths = [len(r) for r in responses]
+        return RolloutBatch(
+            prompt_index=[s // n for s in range(total)],
+            prompt_ids=[list(prompts[s // n]) for s in range(total)],
+            response_ids=responses,
+            sampler_logprobs=logprobs,
+            finish_reasons=reasons,
+            response_lengths=lengths,
+            num_generated_tokens=sum(lengths),
+            gen_time_s=time.perf_counter() - start,
+            extra=extra,
+        )
+
+    def _generate_chunk(self, prompts, samples, n, keys, params, stop_ids, responses, logprobs, reasons, extra):
+        """Generate the given samples (indices into the prompt-major list), filling the output lists."""
+        unique = sorted({s // n for s in samples})
+        local = {p: j for j, p in enumerate(unique)}
+        row_prompt = [local[s // n] for s in samples]
+        chunk_prompts = [prompts[p] for p in unique]
+        decoder = self._make_decoder(max(len(p) for p in chunk_prompts) + params.max_new_tokens)
+        extra["decoder"].append(type(decoder).__name__)
+
+        t0 = time.perf_counter()
+        logits = decoder.prefill(chunk_prompts, row_prompt, params.max_new_tokens)
+        t1 = time.perf_counter()
+        rows = np.array(samples)  # sample index of each row of the current batch
+        alive = np.ones(len(rows), dtype=bool)
+        window = max((len(s) for s in params.stop), default=0) + STOP_WINDOW_SLACK
+        for t in range(params.max_new_tokens):
+            uniforms = torch.from_numpy(stream_uniforms(keys[rows], t))
+            tokens, lps = sample_next(logits, uniforms, temperature=params.temperature,
+                                      top_k=params.top_k, top_p=params.top_p)
+            for r, (s, tok, lp) in enumerate(zip(rows.tolist(), tokens.tolist(), lps.tolist())):
+                if not alive[r]:
+                    continue
+                responses[s].append(tok)
+                logprobs[s].append(lp)
+                if tok in stop_ids or (params.stop and self._stop_string_hit(responses[s], params.stop, window)):
+                    reasons[s] = "stop"
+                    alive[r] = False
+            if t == params.max_new_tokens - 1 or not alive.any():
+                break
+            dead = int((~alive).sum())
+            if dead and dead >= self.compact_fraction * len(rows):
+                keep = np.flatnonzero(alive)
+                if decoder.select(torch.from_numpy(keep).to(self.device)):
+                    rows, alive, tokens = rows[keep], alive[keep], tokens[torch.from_numpy(keep).to(tokens.device)]
+                    extra["compactions"] += 1
+            logits = decoder.step(tokens)
+        extra["prefill_s"] += t1 - t0
+        extra["decode_s"] += time.perf_counter() - t1
+
+    def _make_decoder(self, total_len: int):
+        if self.decoder == "generic":
+            return GenericDecoder(self.model)
+        problem = fast_path_problem(self.model, total_len)
+        if problem is None:
+            return LlamaDecoder(self.model)
+        if self.decoder == "fast":
+            raise ValueError(f"decoder='fast' cannot run this model: {problem}; use decoder='auto' or 'generic'")
+        return GenericDecoder(self.model)
+
+    def _stop_string_hit(self, response: list[int], stop: tuple[str, ...], window: int) -> bool:
+        """Whether the newest token completed a stop string.
+
+        Only the last `window` tokens are decoded (longest stop string in characters plus slack): a
+        string of c characters spans at most c tokens when every token decodes to at least one
+        character, so a match that the newest token completes lies inside that window; a match that
+        ends earlier would have stopped the response at an earlier step.
+        """
+        text = self.tokenizer.decode(response[-window:], skip_special_tokens=False)
+        return any(s in text for s in stop)
+
+    def _stop_token_ids(self, params: SamplingParams) -> set[int]:
+        ids = set(params.stop_token_ids)
+        if not params.ignore_eos:
+            for source in (self.tokenizer.eos_token_id, getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)):
+                if isinstance(source, int):
+                    ids.add(source)
+                elif source is not None:
+                    ids.update(int(i) for i in source)
+        return ids
+
+    def _check_prompts(self, prompt_ids, params: SamplingParams) -> list[list[int]]:
+        """Validate prompts and apply the length policy; returns plain lists of ints."""
+        if isinstance(prompt_ids, torch.Tensor) or not isinstance(prompt_ids, (list, tuple)):
+            raise TypeError("prompt_ids must be a list of token-id lists (one per prompt, no padding)")
+        config = self.model.config
+        vocab = getattr(config, "vocab_size", None)
+        context = getattr(config, "max_position_embeddings", None)
+        limit, why = None, ""
+        if context is not None:
+            limit = context - params.max_new_tokens
+            why = f"the model's context of {context} tokens minus max_new_tokens={params.max_new_tokens}"
+            if limit < 1:
+                raise ValueError(
+                    f"max_new_tokens={params.max_new_tokens} leaves no room for a prompt in the model's context of "
+                    f"{context} tokens; lower max_new_tokens"
+                )
+        if params.max_prompt_tokens is not None and (limit is None or params.max_prompt_tokens < limit):
+            limit, why = params.max_prompt_tokens, f"max_prompt_tokens={params.max_prompt_tokens}"
+        out = []
+        for i, prompt in enumerate(prompt_ids):
+            if isinstance(prompt, torch.Tensor):
+                prompt = prompt.tolist()
+            prompt = list(prompt)
+            if not prompt:
+                raise ValueError(f"prompt {i} is empty; every prompt needs at least one token")
+            if not all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+                raise TypeError(f"prompt {i} must be a list of int token ids")
+            bad = [t for t in prompt if t < 0 or (vocab is not None and t >= vocab)]
+            if bad:
+                raise ValueError(f"prompt {i} has token ids outside the vocabulary [0, {vocab}): {bad[:5]}")
+            if limit is not None and len(prompt) > limit:
+                if params.truncate_prompt != "left":
+                    raise ValueError(
+                        f"prompt {i} has {len(prompt)} tokens, more than the {limit} allowed by {why}; "
+                        "shorten it, lower max_new_tokens, or set truncate_prompt='left' to keep its last tokens"
+                    )
+                prompt = prompt[-limit:]
+            out.append(prompt)
+        return out

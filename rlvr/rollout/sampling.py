@@ -1,0 +1,97 @@
+"""Token sampling: temperature, top-k and top-p filters, and the per-sample random streams.
+
+Randomness. Each sample owns a counter-based stream: the uniform for step t of stream s under seed
+`seed` is SplitMix64 (Steele, Lea & Flood, "Fast splittable pseudorandom number generators", OOPSLA
+2014) evaluated at state key(seed, s) + t * golden, top 53 bits. A sample's draws therefore depend only
+on (seed, its index in the call, step), never on which other samples share its batch, how the batch
+is chunked, or any global RNG state.
+
+Drawing. One uniform u per token, inverse-CDF sampling on the unnormalised weights
+w_v = exp(l_v - max l): the token is the first v with cumsum(w)_v > u * sum(w), with the cumulative sum
+in float64 so that tokens of probability down to ~1e-16 keep their share. This is exact sampling from
+softmax(l) restricted to the kept tokens (Devroye, "Non-Uniform Random Variate Generation", 1986, II.2).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MUL1 = np.uint64(0xBF58476D1CE4E5B9)
+_MUL2 = np.uint64(0x94D049BB133111EB)
+
+
+def _splitmix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's output function (uint64 arithmetic wraps modulo 2**64, which is what it needs)."""
+    z = z + _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * _MUL1
+    z = (z ^ (z >> np.uint64(27))) * _MUL2
+    return z ^ (z >> np.uint64(31))
+
+
+def stream_keys(seed: int, streams: list[int] | np.ndarray) -> np.ndarray:
+    """A uint64 key per stream id, mixing the seed and the id so nearby seeds give unrelated streams."""
+    with np.errstate(over="ignore"):
+        s = _splitmix64(np.array([seed % 2**64], dtype=np.uint64))
+        return _splitmix64(s ^ _splitmix64(np.asarray(streams, dtype=np.uint64)))
+
+
+def stream_uniforms(keys: np.ndarray, step: int) -> np.ndarray:
+    """Uniforms in [0, 1) (float64, 53 random bits) for step `step` of each stream."""
+    with np.errstate(over="ignore"):
+        z = _splitmix64(keys + np.uint64(step) * _GOLDEN)
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
+
+
+def filter_logits_(logits: Tensor, temperature: float, top_k: int, top_p: float) -> Tensor:
+    """In place: logits / temperature, then top-k, then top-p; removed tokens become -inf. [B, V] float32.
+
+    top-k keeps every token whose value is at least the k-th largest (ties at the boundary stay, as in
+    Hugging Face's TopKLogitsWarper). top-p (Holtzman et al., "The Curious Case of Neural Text
+    Degeneration", ICLR 2020) keeps, in order of decreasing probability, each token whose preceding
+    mass is below top_p, so the kept set is the smallest whose mass reaches top_p (at least one token).
+    """
+    if temperature != 1.0:
+        logits.div_(temperature)
+    vocab = logits.shape[-1]
+    if 0 < top_k < vocab:
+        kth = torch.topk(logits, top_k, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)
+        logits.masked_fill_(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        mass_before = torch.cumsum(probs, dim=-1).sub_(probs)
+        remove = mass_before >= top_p
+        remove[:, 0] = False
+        logits.masked_fill_(torch.zeros_like(remove).scatter_(-1, order, remove), float("-inf"))
+    return logits
+
+
+def sample_next(
+    logits: Tensor, uniforms: Tensor, *, temperature: float, top_k: int, top_p: float
+) -> tuple[Tensor, Tensor]:
+    """Draw one token per row; returns (tokens [B] long, logprobs [B] float32). Overwrites `logits`.
+
+    logits: [B, V] float32 (the last position's); uniforms: [B] float64 in [0, 1), ignored when greedy.
+    The log-prob is under the filtered, renormalised distribution the token was drawn from:
+    log p = l_tok - max l - log sum_v exp(l_v - max l) over the kept tokens. Greedy (temperature 0)
+    takes the argmax (first index on ties, like torch.argmax in `generate`) and reports the plain
+    log_softmax(logits) of it.
+    """
+    if temperature == 0:
+        tokens = torch.argmax(logits, dim=-1)
+        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
+        return tokens, logprobs
+    filter_logits_(logits, temperature, top_k, top_p)
+    shifted = logits.sub_(logits.amax(dim=-1, keepdim=True))  # [B, V], max 0
+    weights = torch.exp(shifted)  # removed tokens: exp(-inf) = 0
+    cdf = torch.cumsum(weights, dim=-1, dtype=torch.float64)
+    total = cdf[:, -1:]
+    # u * total < total for u < 1 (up to rounding, hence the clamp), so the first index with cdf > target
+    # exists and has a positive weight: cdf only increases where a kept token adds mass.
+    target = torch.minimum(uniforms[:, None].to(cdf.device) * total, torch.nextafter(total, torch.zeros_like(total)))
+    tokens = torch.searchsorted(cdf, target, right=True).squeeze(-1)
+    logprobs = (shifted.gather(-1, tokens[:, None]).squeeze(-1).double() - total.squeeze(-1).log()).float()
+    return tokens, logprobs
