@@ -26,8 +26,8 @@ import random
 from typing import Any
 
 from rlvr.rewards.arithmetic import evaluate_arithmetic
-from rlvr.rewards.gsm8k import last_number_reward
-from rlvr.tasks.base import TASKS, Example, Task, hash_unit, repeat_to_size, split_by_hash
+from rlvr.rewards.gsm8k import last_number, last_number_reward
+from rlvr.tasks.base import TASKS, Example, Task, canonical_number, hash_unit, repeat_to_size, split_by_hash
 
 _ENUMERATE_LIMIT = 200_000
 _DEFAULT_SAMPLED_TRAIN = 10_000
@@ -116,3 +116,14 @@ class ArithmeticTask(Task):
         if self.answer_from == "exact":
             return 1.0 if response.strip() == str(answer) else 0.0
         return last_number_reward(response, answer)
+
+    def canonical_answer(self, text: str) -> str | None:
+        """"last_number": the last number, canonical ("3 + 5 = 8.0" -> "8"); "exact": the stripped text,
+        since that grader tells "8" from "8.0" and the vote must not merge them.
+
+        >>> ArithmeticTask().canonical_answer("So 9 + 9 = $18.00")
+        '18'
+        """
+        if self.answer_from == "exact":
+            return text.strip() or None
+        return canonical_number(last_number(text))

@@ -16,13 +16,14 @@ from __future__ import annotations
 import difflib
 import hashlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rlvr.core.registry import Registry
 from rlvr.rewards.base import CompositeReward, RewardResult
 from rlvr.rewards.format import extract_answer_tag, format_reward
+from rlvr.rewards.gsm8k import parse_number
 from rlvr.tasks.templates import check_template, render_prompt
 
 SPLITS = ("train", "test")
@@ -149,8 +150,42 @@ class Task:
         """Reward, correctness and components of one response to `example`."""
         return self.reward(response, example.answer)
 
+    # -- majority voting --------------------------------------------------------------------------
+    def extract_answer(self, response: str) -> Hashable | None:
+        """The response's final answer in a canonical form, for majority voting (maj@n), or None.
+
+        Two responses that give the same answer the same way get equal keys ("18", "18.0" and "$18"
+        for a numeric task), so they vote together. It reads the same part of the response the
+        grader reads: the last <answer> tag when `answer_in_tags` is on (no tag: None), then the
+        task's `canonical_answer`. It never needs the gold answer.
+        """
+        if self.answer_in_tags:
+            response = extract_answer_tag(response)
+            if response is None:
+                return None
+        return self.canonical_answer(response)
+
+    def canonical_answer(self, text: str) -> Hashable | None:
+        """The canonical answer key of `text` (already cut to the answer tag when tags are used).
+
+        Default: the text with runs of whitespace collapsed; None when it is empty. Tasks override it.
+        """
+        return " ".join(text.split()) or None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, template={self.template!r})"
+
+
+def canonical_number(text: str | None) -> str | None:
+    """A number written any way ("18", "18.0", "$18", "1,018", "0.50") as one canonical string, or None.
+
+    The canonical form is `str(Fraction)`: "18", "-3", "1/2", so equal rationals give equal strings.
+
+    >>> [canonical_number(s) for s in ("18", "18.00", "$18", "1,018", "0.5", "x")]
+    ['18', '18', '18', '1018', '1/2', None]
+    """
+    value = parse_number(text)
+    return None if value is None else str(value)
 
 
 def task_options(cls: type) -> dict[str, inspect.Parameter]:

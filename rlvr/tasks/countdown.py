@@ -17,7 +17,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from rlvr.rewards.countdown import countdown_reward
+from rlvr.rewards.arithmetic import UnsafeExpression, constants, evaluate_arithmetic, normalize_expression, parse_arithmetic
+from rlvr.rewards.countdown import countdown_reward, extract_countdown_expression
 from rlvr.tasks.base import TASKS, Example, Task, hash_unit
 
 _INSTRUCTION = (
@@ -99,3 +100,31 @@ class CountdownTask(Task):
 
     def answer_reward(self, response: str, answer: Any) -> float:
         return countdown_reward(response, answer["numbers"], answer["target"], use_all=self.use_all)
+
+    def canonical_answer(self, text: str) -> tuple[str, tuple[int, ...]] | None:
+        return countdown_answer_key(text)
+
+
+def countdown_answer_key(text: str) -> tuple[str, tuple[int, ...]] | None:
+    """(value, sorted numbers used) of the expression the grader reads; None if it does not parse.
+
+    The grader's verdict depends on exactly these two things (the value must be the target, the
+    numbers must be available), so equivalent solutions vote together ("(6 + 4) * 3" and
+    "3 * (4 + 6)" -> ("30", (3, 4, 6))) and no right answer shares a key with a wrong one.
+    The value is `str(Fraction)`, e.g. "5/2".
+
+    >>> countdown_answer_key("<answer>3 * (4 + 6)</answer>")
+    ('30', (3, 4, 6))
+    >>> countdown_answer_key("6 + 4 * 3 = 18") == countdown_answer_key("4*3+6")
+    True
+    """
+    expression = extract_countdown_expression(text)
+    if expression is None:
+        return None
+    try:
+        normalized = normalize_expression(expression)
+        used = constants(parse_arithmetic(normalized))
+        value = evaluate_arithmetic(normalized)
+    except UnsafeExpression:
+        return None
+    return str(value), tuple(sorted(used))

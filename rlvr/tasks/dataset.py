@@ -10,17 +10,28 @@ With two given splits, training rows whose question also appears in the test spl
 
 JSONL errors name the file and line: a malformed line, a line that is not a JSON object, and a
 row missing a field (with the fields the row has).
+
+Majority voting (`extract_answer`) follows the named reward: the final number in canonical form for
+`gsm8k` and `last_number`, the expression's value and numbers for `countdown`, the assignment for
+`knights_knaves`, the first character for `symbol`, the stripped text for `exact`, and for `math` a
+string normalisation of the last \\boxed{} (else the last $...$ span, else the last number) that
+needs no math-verify (`normalize_math_answer`). Other rewards vote on the whitespace-collapsed text.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
 from rlvr.rewards.base import REWARDS
-from rlvr.tasks.base import TASKS, Example, Task, hash_unit
+from rlvr.rewards.gsm8k import last_number, response_number
+from rlvr.tasks.base import TASKS, Example, Task, canonical_number, hash_unit
+from rlvr.tasks.countdown import countdown_answer_key
+from rlvr.tasks.knights_knaves import knights_knaves_answer_key
+from rlvr.tasks.symbol import symbol_answer_key
 
 Row = tuple[dict[str, Any], str]  # (row, where: "file.jsonl:12" or "hub:openai/gsm8k[test]#12")
 
@@ -125,6 +136,7 @@ class DatasetTask(Task):
         if not 0 < test_fraction < 1:
             raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction}")
         self.reward_fn: Callable[[str, Any], float] = REWARDS[reward]
+        self.reward_name = reward
         self.path, self.hub_id, self.hub_config = path, hub_id, hub_config
         self.hub_splits = {"train": "train", "test": "test", **(hub_splits or {})}
         self.question_field, self.answer_field, self.id_field = question_field, answer_field, id_field
@@ -154,6 +166,85 @@ class DatasetTask(Task):
 
     def answer_reward(self, response: str, answer: Any) -> float:
         return self.reward_fn(response, answer)
+
+    def canonical_answer(self, text: str) -> Hashable | None:
+        key_fn = ANSWER_KEYS.get(self.reward_name)
+        return key_fn(text) if key_fn is not None else super().canonical_answer(text)
+
+
+# -- answer keys for majority voting ------------------------------------------------------------------
+
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+_TEXT_COMMAND = re.compile(r"\\(?:text|textbf|textrm|mathrm|mbox)\{([^{}]*)\}")
+_FRAC = re.compile(r"(-?)\\frac\{(-?\d+)\}\{(\d+)\}")
+_PLAIN_NUMBER = re.compile(r"-?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+|\d+/\d+)")
+# Spacing, sizing and decoration that never change a math answer's value.
+_MATH_NOISE = ("\\left", "\\right", "\\displaystyle", "\\!", "\\,", "\\;", "\\:", "\\$", "$",
+               "^{\\circ}", "^\\circ", "\\%", "%")
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last complete \\boxed{...} (or \\fbox{...}) in `text`, nested braces allowed.
+
+    >>> last_boxed(r"so \\boxed{1} no, \\boxed{\\frac{1}{2}}")
+    '\\\\frac{1}{2}'
+    """
+    for match in reversed(list(_BOXED.finditer(text))):
+        depth = 1
+        for i in range(match.end(), len(text)):
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            if depth == 0:
+                return text[match.end() : i]
+    return None
+
+
+def normalize_math_answer(text: str) -> str | None:
+    """A canonical string for a math answer, without math-verify (for majority voting only).
+
+    The answer is the last \\boxed{} in `text`, else its last $...$ / \\(...\\) / \\[...\\] span,
+    else its last number. Then: \\text{...} unwrapped, spacing and sizing commands, $, degrees
+    and percent signs dropped, \\dfrac / \\tfrac read as \\frac, all whitespace and a final "."
+    removed, a short left-hand side dropped ("x=5" -> "5"); a plain number or an integer \\frac
+    becomes `canonical_number` ("0.50" and "\\frac{1}{2}" -> "1/2"). Anything else stays a
+    string, so "\\sqrt{2}/2" and "\\frac{\\sqrt2}{2}" vote apart (only math-verify knows they agree).
+
+    >>> [normalize_math_answer(s) for s in (r"\\boxed{\\dfrac{1}{2}}", "$0.5$", r"\\boxed{x = 0.50}", "none")]
+    ['1/2', '1/2', '1/2', None]
+    >>> normalize_math_answer(r"The set is \\boxed{\\{1, 2\\}}")
+    '\\\\{1,2\\\\}'
+    """
+    answer = last_boxed(text)
+    if answer is None:
+        spans = _MATH_SPAN.findall(text)
+        answer = next((g for g in spans[-1] if g), None) if spans else last_number(text)
+    if answer is None:
+        return None
+    s = _TEXT_COMMAND.sub(r"\1", answer)
+    for noise in _MATH_NOISE:
+        s = s.replace(noise, "")
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = "".join(s.split()).rstrip(".")
+    if s.count("=") == 1 and len(s.split("=")[0]) <= 2:
+        s = s.split("=")[1]
+    frac = _FRAC.fullmatch(s)
+    if frac:
+        s = f"{frac.group(1)}{frac.group(2)}/{frac.group(3)}"
+    if _PLAIN_NUMBER.fullmatch(s):
+        return canonical_number(s)
+    return s or None
+
+
+ANSWER_KEYS: dict[str, Callable[[str], Hashable | None]] = {
+    "gsm8k": lambda text: canonical_number(response_number(text)),
+    "last_number": lambda text: canonical_number(last_number(text)),
+    "math": normalize_math_answer,
+    "exact": lambda text: text.strip() or None,
+    "countdown": countdown_answer_key,
+    "knights_knaves": knights_knaves_answer_key,
+    "symbol": symbol_answer_key,
+}
+"""Reward name -> the answer key a dataset task with that reward votes on (see the module docstring)."""
 
 
 @TASKS.register("jsonl")

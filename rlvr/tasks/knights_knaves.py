@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rlvr.rewards.knights_knaves import knights_knaves_reward
+from rlvr.rewards.format import extract_answer_tag
+from rlvr.rewards.knights_knaves import knights_knaves_reward, parse_knights_knaves
 from rlvr.tasks.base import TASKS, Example, Task, hash_unit
 
 _TEST_SEED_OFFSET = 10**9
@@ -93,3 +94,22 @@ class KnightsKnavesTask(Task):
 
     def answer_reward(self, response: str, answer: Any) -> float:
         return knights_knaves_reward(response, answer)
+
+    def canonical_answer(self, text: str) -> tuple[tuple[str, bool | None], ...] | None:
+        return knights_knaves_answer_key(text)
+
+
+def knights_knaves_answer_key(text: str) -> tuple[tuple[str, bool | None], ...] | None:
+    """The stated assignment as a sorted tuple of (lower-cased name, is truth-teller), read from the
+    text the grader reads (the last <answer> block if any, else the last non-empty line).
+    A person given both roles maps to None. Role words are folded (saint == knight). Names the
+    puzzle does not have are kept (the gold answer is unknown here), so an answer with an extra
+    name votes apart from the same answer without it.
+
+    >>> knights_knaves_answer_key("Ethan is a knave, and Zoey is a saint.")
+    (('ethan', False), ('zoey', True))
+    """
+    tagged = extract_answer_tag(text)
+    lines = [line for line in text.splitlines() if line.strip()]
+    said = parse_knights_knaves(tagged if tagged is not None else lines[-1] if lines else "")
+    return tuple(sorted(said.items())) or None

@@ -63,3 +63,16 @@ class SymbolTask(Task):
 
     def answer_reward(self, response: str, answer: Any) -> RewardResult:
         return symbol_reward(response, answer, max_len=self.max_len)
+
+    def canonical_answer(self, text: str) -> str | None:
+        return symbol_answer_key(text)
+
+
+def symbol_answer_key(text: str) -> str | None:
+    """The first non-whitespace character, the one `correct` is judged on.
+
+    >>> symbol_answer_key("  b bx"), symbol_answer_key(" ")
+    ('b', None)
+    """
+    stripped = text.lstrip()
+    return stripped[0] if stripped else None
