@@ -90,3 +90,10 @@ def test_cli_print_config_and_presets(capsys):
     out = capsys.readouterr().out
     for name in PRESETS:
         assert name in out
+
+
+def test_task_options_are_checked_before_any_work():
+    with pytest.raises(ConfigError, match="did you mean 'task.kwargs.digits'"):
+        resolve(load_recipe(None), ["task.kwargs.digit=2"])
+    with pytest.raises(ConfigError, match="unknown task 'arithmetc'"):
+        resolve(load_recipe(None), ["task.name=arithmetc"])
