@@ -34,6 +34,7 @@ from torch import Tensor
 
 FAST_MODEL_TYPES = ("llama", "qwen2", "qwen3", "mistral")
 FAST_ROPE_TYPES = ("default", "linear", "llama3", "yarn")  # the others depend on the sequence length
+PREFILL_TOKENS = 8192  # prompt tokens (padding included) per prefill forward
 
 
 def fast_path_problem(model, total_len: int) -> str | None:
@@ -98,47 +99,67 @@ class LlamaDecoder:
     @torch.inference_mode()
     def prefill(self, prompts: list[list[int]], row_prompt: list[int], max_new_tokens: int) -> Tensor:
         dev = self.device
-        u, lens = len(prompts), torch.tensor([len(p) for p in prompts], device=dev)
-        p_len = int(lens.max())
+        lens = [len(p) for p in prompts]
+        p_len = max(lens)
         s_len = p_len + max_new_tokens
-        ids = torch.zeros((u, p_len), dtype=torch.long, device=dev)
-        for i, prompt in enumerate(prompts):
-            ids[i, p_len - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-        cols = torch.arange(p_len, device=dev)
-        pad = cols[None, :] < (p_len - lens)[:, None]  # [U, P] True on left padding
-        positions = (cols[None, :] - (p_len - lens)[:, None]).clamp(min=0)  # [U, P]
-
-        table = torch.arange(int(lens.max()) + max_new_tokens, device=dev)[None]
+        b = len(row_prompt)
+        table = torch.arange(p_len + max_new_tokens, device=dev)[None]
         cos, sin = self.rotary(torch.empty(0, device=dev, dtype=self.dtype), table)
         self.cos, self.sin = cos[0], sin[0]  # [max_pos, D]
-
-        rows = torch.tensor(row_prompt, dtype=torch.long, device=dev)
-        b = len(row_prompt)
         shape = (b, self.num_kv, s_len, self.head_dim)
-        self.k_cache = [torch.empty(shape, dtype=self.dtype, device=dev) for _ in self.layers]
-        self.v_cache = [torch.empty(shape, dtype=self.dtype, device=dev) for _ in self.layers]
-        # Causal, and no real query sees padding; a padding query sees itself so its softmax is finite.
-        causal = torch.ones((p_len, p_len), dtype=torch.bool, device=dev).tril()
-        allowed = (causal[None] & ~pad[:, None, :]) | torch.eye(p_len, dtype=torch.bool, device=dev)[None]
-        allowed = allowed[:, None]  # [U, 1, P, P]
-
-        x = self.embed(ids)  # [U, P, H]
-        cos_p, sin_p = self.cos[positions], self.sin[positions]
-        for i, layer in enumerate(self.layers):
-            q, k, v = self._qkv(layer, layer.input_layernorm(x), cos_p, sin_p)  # [U, P, heads, D]
-            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-            self.k_cache[i][:, :, :p_len] = k[rows]
-            self.v_cache[i][:, :, :p_len] = v[rows]
-            a = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=self.scaling, enable_gqa=True)
-            x = x + layer.self_attn.o_proj(a.transpose(1, 2).reshape(u, p_len, -1))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
-        logits = self.lm_head(self.norm(x[:, -1]))  # [U, V]; left padding: the last column is real
-
+        # Zeros, not empty: padding columns are masked with -inf, but a NaN left in freed memory would
+        # still poison q.k (NaN + -inf) and probs @ v (0 * NaN).
+        self.k_cache = [torch.zeros(shape, dtype=self.dtype, device=dev) for _ in self.layers]
+        self.v_cache = [torch.zeros(shape, dtype=self.dtype, device=dev) for _ in self.layers]
+        rows = torch.tensor(row_prompt, dtype=torch.long, device=dev)
+        lens_t = torch.tensor(lens, device=dev)
         self.col = p_len
-        self.positions = lens[rows].clone()  # position of the next token of each row
+        self.positions = lens_t[rows].clone()  # position of the next token of each row
         self.mask = torch.zeros((b, s_len), dtype=self.dtype, device=dev)
-        self.mask[:, :p_len].masked_fill_(pad[rows], float("-inf"))
-        return logits[rows].float()
+        self.mask[:, :p_len].masked_fill_(torch.arange(p_len, device=dev)[None] < (p_len - lens_t[rows])[:, None], float("-inf"))
+        logits = None
+        # Groups of prompts, each padded to its own longest: bounds activation memory and wastes less
+        # compute on padding than one [U, P] batch when lengths vary.
+        start = 0
+        while start < len(prompts):
+            end = start + 1
+            while end < len(prompts) and (end + 1 - start) * max(lens[start : end + 1]) <= PREFILL_TOKENS:
+                end += 1
+            in_group = ((rows >= start) & (rows < end)).nonzero().squeeze(1)
+            group_logits = self._prefill_group(prompts[start:end], in_group, rows[in_group] - start, p_len)
+            if logits is None:
+                logits = torch.empty((b, group_logits.shape[-1]), dtype=torch.float32, device=dev)
+            logits[in_group] = group_logits.float()
+            start = end
+        return logits
+
+    def _prefill_group(self, prompts: list[list[int]], cache_rows: Tensor, row_prompt: Tensor, p_len: int) -> Tensor:
+        """Run prompts left-padded to their own longest (g), write their KV into cache columns
+        [p_len - g, p_len) of `cache_rows` (row r gets prompt row_prompt[r]); logits of each row."""
+        dev = self.device
+        u, lens = len(prompts), torch.tensor([len(p) for p in prompts], device=dev)
+        g = int(lens.max())
+        ids = torch.zeros((u, g), dtype=torch.long, device=dev)
+        for i, prompt in enumerate(prompts):
+            ids[i, g - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        cols = torch.arange(g, device=dev)
+        pad = cols[None, :] < (g - lens)[:, None]  # [U, g] True on left padding
+        positions = (cols[None, :] - (g - lens)[:, None]).clamp(min=0)  # [U, g]
+        # Causal, and no real query sees padding; a padding query sees itself so its softmax is finite.
+        causal = torch.ones((g, g), dtype=torch.bool, device=dev).tril()
+        allowed = ((causal[None] & ~pad[:, None, :]) | torch.eye(g, dtype=torch.bool, device=dev)[None])[:, None]
+
+        x = self.embed(ids)  # [U, g, H]
+        cos, sin = self.cos[positions], self.sin[positions]
+        for i, layer in enumerate(self.layers):
+            q, k, v = self._qkv(layer, layer.input_layernorm(x), cos, sin)  # [U, g, heads, D]
+            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+            self.k_cache[i][cache_rows, :, p_len - g : p_len] = k[row_prompt]
+            self.v_cache[i][cache_rows, :, p_len - g : p_len] = v[row_prompt]
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=self.scaling, enable_gqa=True)
+            x = x + layer.self_attn.o_proj(a.transpose(1, 2).reshape(u, g, -1))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return self.lm_head(self.norm(x[:, -1]))[row_prompt]  # left padding: the last column is real
 
     @torch.inference_mode()
     def step(self, tokens: Tensor) -> Tensor:

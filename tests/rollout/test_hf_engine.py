@@ -203,3 +203,19 @@ def test_update_weights_and_training_mode(prompts):
     assert after == [hf_greedy(other, p, 10) for p in prompts]
     with pytest.raises(TypeError, match="torch.nn.Module or a state dict"):
         engine.update_weights([1, 2])
+
+
+def test_prefill_in_groups_changes_nothing(tiny_sharp, prompts, monkeypatch):
+    import rlvr.rollout.decoders as decoders
+
+    model, tok = tiny_sharp
+    params = SamplingParams(n=2, temperature=0.8, max_new_tokens=12, seed=4)
+    whole = HFEngine(model, tok).generate(prompts, params)
+    monkeypatch.setattr(decoders, "PREFILL_TOKENS", 40)  # one or two prompts per group
+    calls = []
+    real = decoders.LlamaDecoder._prefill_group
+    monkeypatch.setattr(decoders.LlamaDecoder, "_prefill_group", lambda self, p, *a: calls.append(len(p)) or real(self, p, *a))
+    grouped = HFEngine(model, tok).generate(prompts, params)
+    assert len(calls) > 2 and sum(calls) == len(prompts)
+    assert grouped.response_ids == whole.response_ids
+    torch.testing.assert_close(torch.tensor(sum(grouped.sampler_logprobs, [])), torch.tensor(sum(whole.sampler_logprobs, [])))

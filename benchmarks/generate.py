@@ -1,0 +1,160 @@
+"""Generation throughput: rlvr's "hf" rollout engine against transformers' `model.generate`.
+
+Both run in this process on the same model (default: the embedded SmolLM2-135M-Instruct, float32, CPU)
+with the same chat prompts, sampling at temperature 1 from the full distribution (top_k=0, top_p=1:
+`generate` would otherwise apply its default top_k=50). The length is forced for both: the engine gets
+`ignore_eos=True` and `generate` a generation config without eos, so every row produces exactly
+`--new-tokens` tokens and tokens/s = rows * new_tokens / wall time (prefill included). Each repeat
+runs the two back to back, alternating which goes first, so a busy machine slows both alike; the
+report gives medians over repeats, the ratio of the medians, and the median of per-repeat ratios.
+CPU utilisation (process CPU time / wall time / threads) below ~0.9 means other processes were
+competing for the cores.
+
+    python benchmarks/generate.py                       # batch 16 and 64, 128 new tokens, 3 repeats
+    python benchmarks/generate.py --batch-sizes 64 --repeats 5 --json out.json
+    python benchmarks/generate.py --profile engine --batch-sizes 16 --new-tokens 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import time
+
+import torch
+
+QUESTIONS = (
+    "What is {a} times {b}? Explain step by step.",
+    "Write a short poem about the number {a}.",
+    "A shop sells pens at {a} cents each. How much do {b} pens cost?",
+    "Give three facts about the planet Mars.",
+    "Translate 'good morning, {a} friends' into French.",
+    "Is {b} a prime number? Answer briefly and explain.",
+    "Summarise the rules of chess in two sentences.",
+    "List {a} fruits that are red.",
+)
+
+
+def make_prompts(tokenizer, count: int) -> list[list[int]]:
+    prompts = []
+    for i in range(count):
+        text = QUESTIONS[i % len(QUESTIONS)].format(a=i + 2, b=3 * i + 7)
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True)
+        prompts.append(list(ids["input_ids"] if hasattr(ids, "keys") else ids))
+    return prompts
+
+
+def run_engine(engine, prompts, new_tokens: int, seed: int) -> dict:
+    from rlvr.rollout import SamplingParams
+
+    params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=new_tokens, ignore_eos=True, seed=seed)
+    start, cpu = time.perf_counter(), time.process_time()
+    batch = engine.generate(prompts, params)
+    wall = time.perf_counter() - start
+    assert batch.num_generated_tokens == len(prompts) * new_tokens, batch.response_lengths
+    return {"wall_s": wall, "cpu_s": time.process_time() - cpu, "tokens": batch.num_generated_tokens,
+            "prefill_s": batch.extra["prefill_s"], "decode_s": batch.extra["decode_s"]}
+
+
+def run_generate(model, tokenizer, prompts, new_tokens: int, seed: int) -> dict:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    p_len = max(map(len, prompts))
+    ids = torch.full((len(prompts), p_len), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, p_len - len(p):] = torch.tensor(p)
+        mask[i, p_len - len(p):] = 1
+    config = copy.deepcopy(model.generation_config)
+    config.eos_token_id = None  # force the length, as ignore_eos does for the engine
+    config.update(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=new_tokens, pad_token_id=pad)
+    torch.manual_seed(seed)
+    start, cpu = time.perf_counter(), time.process_time()
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+    wall = time.perf_counter() - start
+    generated = out.shape[1] - p_len
+    assert generated == new_tokens, generated
+    return {"wall_s": wall, "cpu_s": time.process_time() - cpu, "tokens": len(prompts) * generated}
+
+
+def profile(fn, label: str) -> None:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    print(f"--- profile: {label}")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m-instruct", help="embedded name or local directory")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64])
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", choices=["both", "engine", "generate"], default="both")
+    ap.add_argument("--engine-kwargs", default="{}", help='JSON kwargs for get_engine, e.g. \'{"max_batch_size": 32}\'')
+    ap.add_argument("--profile", choices=["engine", "generate"], help="profile one run of this instead of timing")
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    from rlvr.models import load_model
+    from rlvr.rollout import get_engine
+
+    model, tokenizer = load_model(args.model)
+    engine = get_engine("hf", model, tokenizer, **json.loads(args.engine_kwargs))
+    # Warm-up: first calls pay one-off allocations and kernel selection.
+    warm = make_prompts(tokenizer, 2)
+    run_engine(engine, warm, 4, 0)
+    run_generate(model, tokenizer, warm, 4, 0)
+
+    results: dict = {"model": args.model, "threads": args.threads, "new_tokens": args.new_tokens,
+                     "torch": torch.__version__, "load_before": os.getloadavg(), "runs": {}}
+    for batch_size in args.batch_sizes:
+        prompts = make_prompts(tokenizer, batch_size)
+        if args.profile == "engine":
+            profile(lambda: run_engine(engine, prompts, args.new_tokens, 0), f"engine, batch {batch_size}")
+            continue
+        if args.profile == "generate":
+            profile(lambda: run_generate(model, tokenizer, prompts, args.new_tokens, 0), f"generate, batch {batch_size}")
+            continue
+        runs: dict[str, list[dict]] = {"engine": [], "generate": []}
+        for r in range(args.repeats):
+            order = ["engine", "generate"] if r % 2 == 0 else ["generate", "engine"]
+            for name in order:
+                if args.only not in ("both", name):
+                    continue
+                if name == "engine":
+                    res = run_engine(engine, prompts, args.new_tokens, r)
+                else:
+                    res = run_generate(model, tokenizer, prompts, args.new_tokens, r)
+                res["tok_s"] = res["tokens"] / res["wall_s"]
+                res["cpu_util"] = res["cpu_s"] / res["wall_s"] / args.threads
+                runs[name].append(res)
+                print(f"batch {batch_size:4d} repeat {r} {name:9s} {res['tok_s']:8.1f} tok/s  "
+                      f"wall {res['wall_s']:7.2f} s  cpu util {res['cpu_util']:.2f}"
+                      + (f"  prefill {res['prefill_s']:.2f} s" if "prefill_s" in res else ""), flush=True)
+        summary = {name: statistics.median(x["tok_s"] for x in v) for name, v in runs.items() if v}
+        if len(summary) == 2:
+            summary["ratio_of_medians"] = summary["engine"] / summary["generate"]
+            summary["median_ratio"] = statistics.median(
+                e["tok_s"] / g["tok_s"] for e, g in zip(runs["engine"], runs["generate"])
+            )
+        results["runs"][batch_size] = {"summary": summary, "repeats": runs}
+        print(f"batch {batch_size}: " + ", ".join(f"{k} {v:.2f}" for k, v in summary.items()), flush=True)
+    results["load_after"] = os.getloadavg()
+    print(f"load average before {results['load_before']}, after {results['load_after']} (2 cores)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return results
+
+
+if __name__ == "__main__":
+    main()
