@@ -207,55 +207,36 @@ class RLStep:
     def update(self, scored: Scored, step: int) -> dict[str, float]:
         cfg, alg = self.cfg, self.cfg.algorithm
         device = next(self.model.parameters()).device
-        batch = scored.rollout.to_tensors(self.pad_id)
-        input_ids = batch["input_ids"].to(device)
-        attention_mask = batch["attention_mask"].to(device)
-        loss_mask = batch["loss_mask"].to(device)
-        sampler_logprobs = batch["sampler_logprobs"].to(device)
-        n, t = loss_mask.shape
+        b = TrainBatch.from_rollout(scored.rollout, self.pad_id, device)
+        n = b.loss_mask.shape[0]
         group_ids = torch.tensor(scored.rollout.prompt_index, device=device)
         rewards = scored.rewards.to(device)
         if alg.overlong.enabled:
-            lengths = loss_mask.sum(-1)
-            rewards = rewards + overlong_penalty(lengths, cfg.rollout.max_new_tokens, alg.overlong.cache_len)
+            rewards = rewards + overlong_penalty(b.loss_mask.sum(-1), cfg.rollout.max_new_tokens, alg.overlong.cache_len)
 
         off_policy = cfg.train.epochs > 1 or cfg.train.mini_batches > 1
-        need_old = off_policy or alg.is_correction.enabled
-        temperature = cfg.rollout.temperature
-        mb_size = cfg.train.micro_batch_size or n
-        old_logprobs = (
-            self._logprobs_no_grad(self.model, input_ids, attention_mask, t, mb_size) if need_old else None
-        )
-        ref_logprobs = None
+        kl_in_reward = self.ref_model is not None and self.kl_coef > 0 and alg.kl.placement == "reward"
+        # Old log-probs are recomputed only when the first forward pass of the update cannot stand in
+        # for them: several optimizer steps per batch, an IS correction, or a KL penalty in the reward.
+        if off_policy or alg.is_correction.enabled or kl_in_reward:
+            b.old_logprobs = self._logprobs_no_grad(self.model, b)
         if self.ref_model is not None and self.kl_coef > 0:
-            ref_logprobs = self._logprobs_no_grad(self.ref_model, input_ids, attention_mask, t, mb_size)
-        values = None
+            b.ref_logprobs = self._logprobs_no_grad(self.ref_model, b)
         if self.critic is not None:
-            with torch.no_grad():
-                values = torch.cat(
-                    [self.critic(input_ids[s : s + mb_size], attention_mask[s : s + mb_size], t) for s in range(0, n, mb_size)]
-                )
-        baseline = None
-        if alg.advantage == "remax":
-            baseline = self.greedy_baseline(scored, step).to(device)
+            b.values = self._values_no_grad(b)
+        baseline = self.greedy_baseline(scored, step).to(device) if alg.advantage == "remax" else None
 
-        token_rewards = outcome_to_token_rewards(rewards, loss_mask)
+        token_rewards = outcome_to_token_rewards(rewards, b.loss_mask)
         reward_kl = None
-        if ref_logprobs is not None and alg.kl.placement == "reward":
-            # The KL penalty in the reward uses the data policy's log-probs (detached).
-            base_lp = old_logprobs if old_logprobs is not None else self._logprobs_no_grad(
-                self.model, input_ids, attention_mask, t, mb_size
-            )
-            if old_logprobs is None:
-                old_logprobs = base_lp
-            reward_kl = kl_divergence(base_lp, ref_logprobs, alg.kl.estimator)
-            token_rewards = token_rewards - self.kl_coef * torch.where(loss_mask, reward_kl, torch.zeros_like(reward_kl))
-        advantages, returns = compute_advantages(
+        if kl_in_reward:
+            reward_kl = kl_divergence(b.old_logprobs, b.ref_logprobs, alg.kl.estimator, loss_mask=b.loss_mask)
+            token_rewards = token_rewards - self.kl_coef * reward_kl
+        b.advantages, b.returns = compute_advantages(
             alg.advantage,
-            rewards=rewards if reward_kl is None else token_rewards.sum(-1),
-            loss_mask=loss_mask,
+            rewards=rewards,
+            loss_mask=b.loss_mask,
             group_ids=group_ids,
-            values=values,
+            values=b.values,
             baseline_rewards=baseline,
             token_rewards=token_rewards,
             gamma=alg.gamma,
@@ -263,85 +244,84 @@ class RLStep:
             eps=alg.adv_eps,
             whiten=alg.whiten_advantages,
         )
-        is_weights, is_metrics = None, {}
+        is_metrics: dict[str, Tensor] = {}
         if alg.is_correction.enabled:
             c = alg.is_correction
-            is_weights, is_metrics = importance_weights(
-                old_logprobs, sampler_logprobs, loss_mask, level=c.level, mode=c.mode, cap=c.cap
+            b.is_weights, is_metrics = importance_weights(
+                b.old_logprobs, b.sampler_logprobs, b.loss_mask, level=c.level, mode=c.mode, cap=c.cap
             )
 
         acc = MetricSums()
         for _ in range(cfg.train.epochs):
             for rows in minibatch_rows(scored.rollout.prompt_index, cfg.train.mini_batches, cfg.seed + step):
-                self._optimizer_step(
-                    rows, input_ids, attention_mask, loss_mask, advantages, old_logprobs, ref_logprobs,
-                    sampler_logprobs, is_weights, returns, values, mb_size, t, acc,
-                )
+                self._optimizer_step(b, rows, acc)
         out = acc.means()
         out["kept_groups"] = float(len(set(scored.rollout.prompt_index)))
-        if "logprob_mismatch" not in is_metrics:
-            if old_logprobs is not None:
-                is_metrics["logprob_mismatch"] = masked_mean((old_logprobs - sampler_logprobs).abs(), loss_mask)
+        if "logprob_mismatch" not in is_metrics and b.old_logprobs is not None:
+            is_metrics["logprob_mismatch"] = masked_mean((b.old_logprobs - b.sampler_logprobs).abs(), b.loss_mask)
         out.update({k: float(v) for k, v in is_metrics.items()})
+        # "kl" is the policy's KL from the reference model; null when no reference model is loaded.
+        out["kl"] = None
         if reward_kl is not None:
-            out["kl"] = float(masked_mean(reward_kl, loss_mask))
+            out["kl"] = float(masked_mean(reward_kl, b.loss_mask))
         elif "kl_loss" in out:
             out["kl"] = out.pop("kl_loss")
-        if alg.kl.adaptive and "kl" in out:
+        if alg.kl.adaptive and out["kl"] is not None:
             self.kl_coef = adaptive_kl_coef(self.kl_coef, out["kl"], alg.kl.target, alg.kl.horizon, n)
         out.setdefault("is_weight_mean", 1.0)
-        out["advantage_mean"] = float(masked_mean(advantages, loss_mask))
+        out["advantage_mean"] = float(masked_mean(b.advantages, b.loss_mask))
         return out
 
-    def _optimizer_step(self, rows, input_ids, attention_mask, loss_mask, advantages, old_logprobs, ref_logprobs,
-                        sampler_logprobs, is_weights, returns, values, mb_size, t, acc) -> None:
+    def _optimizer_step(self, b: TrainBatch, rows: list[int], acc: MetricSums) -> None:
         cfg, alg = self.cfg, self.cfg.algorithm
         loss_params = alg.loss.model_dump(exclude={"name"})
         self.optimizer.zero_grad(set_to_none=True)
         if self.critic_optimizer is not None:
             self.critic_optimizer.zero_grad(set_to_none=True)
-        num_tokens = loss_mask[rows].sum()
+        # Denominators of the whole mini-batch: the gradient does not depend on the micro-batch size.
+        num_tokens = b.loss_mask[rows].sum()
         num_sequences = len(rows)
         constant = alg.aggregation_constant or cfg.rollout.max_new_tokens
         finite = True
-        for start in range(0, len(rows), mb_size):
-            idx = rows[start : start + mb_size]
-            mask = loss_mask[idx]
+        for mb in b.micro_batches(rows, cfg.train.micro_batch_size):
             lp, ent = response_logprobs(
-                self.model, input_ids[idx], attention_mask[idx], t,
+                self.model, mb.input_ids, mb.attention_mask, mb.t,
                 temperature=cfg.rollout.temperature, return_entropy=True,
             )
-            old = old_logprobs[idx] if old_logprobs is not None else lp.detach()
+            old = mb.old_logprobs if mb.old_logprobs is not None else lp.detach()
             per_token, m = policy_loss(
-                alg.loss.name, logprobs=lp, old_logprobs=old, advantages=advantages[idx], loss_mask=mask, **loss_params
+                alg.loss.name, logprobs=lp, old_logprobs=old, advantages=mb.advantages, loss_mask=mb.loss_mask,
+                **loss_params,
             )
-            if is_weights is not None:
-                per_token = per_token * is_weights[idx]
-            if ref_logprobs is not None and alg.kl.placement == "loss" and self.kl_coef > 0:
-                kl = kl_divergence(lp, ref_logprobs[idx], alg.kl.estimator)
+            if mb.is_weights is not None:
+                per_token = per_token * mb.is_weights
+            if mb.ref_logprobs is not None and alg.kl.placement == "loss":
+                kl = kl_divergence(lp, mb.ref_logprobs, alg.kl.estimator, loss_mask=mb.loss_mask)
                 per_token = per_token + self.kl_coef * kl
-                acc.add("kl_loss", kl.detach(), mask)
+                acc.add("kl_loss", kl.detach(), mb.loss_mask)
             if alg.entropy_coef > 0:
                 per_token = per_token - alg.entropy_coef * ent
             loss = aggregate(
-                per_token, mask, alg.aggregation, num_tokens=num_tokens, num_sequences=num_sequences, constant=constant
+                per_token, mb.loss_mask, alg.aggregation, num_tokens=num_tokens, num_sequences=num_sequences,
+                constant=constant,
             )
+            share = len(mb.rows) / num_sequences
             if self.critic is not None:
-                v = self.critic(input_ids[idx], attention_mask[idx], t)
-                vl, vm = value_loss(v, values[idx], returns[idx], mask, clip_range=alg.critic.clip_range)
-                vloss = aggregate(vl, mask, "token_mean", num_tokens=num_tokens)
+                v = self.critic(mb.input_ids, mb.attention_mask, mb.t)
+                vl, vm = value_loss(v, mb.values, mb.returns, mb.loss_mask, clip_range=alg.critic.clip_range)
+                vloss = aggregate(vl, mb.loss_mask, "token_mean", num_tokens=num_tokens)
                 loss = loss + alg.critic.coef * vloss
-                acc.add_scalar("value_loss", vloss.detach() * len(idx) / num_sequences)
+                acc.add_scalar("value_loss", vloss.detach())
                 for k, val in vm.items():
-                    acc.add_scalar(k, val * len(idx) / num_sequences)
+                    acc.add_weighted(k, val, share)
             if not torch.isfinite(loss):
                 finite = False
                 break
             loss.backward()
-            weight = mask.sum()
-            acc.add("entropy", ent.detach(), mask)
-            if old_logprobs is None:
-                acc.add("logprob_mismatch", (lp.detach() - sampler_logprobs[idx]).abs(), mask)
+            weight = mb.loss_mask.sum()
+            acc.add("entropy", ent.detach(), mb.loss_mask)
+            if mb.old_logprobs is None:
+                acc.add("logprob_mismatch", (lp.detach() - mb.sampler_logprobs).abs(), mb.loss_mask)
             for k, val in m.items():
                 acc.add_weighted(k, val, weight)
             acc.add_scalar("loss", loss.detach())
@@ -372,15 +352,19 @@ class RLStep:
             self.critic_optimizer.step()
 
     @torch.no_grad()
-    def _logprobs_no_grad(self, model, input_ids, attention_mask, t, mb_size) -> Tensor:
-        parts = []
-        for s in range(0, input_ids.shape[0], mb_size):
-            lp, _ = response_logprobs(
-                model, input_ids[s : s + mb_size], attention_mask[s : s + mb_size], t,
-                temperature=self.cfg.rollout.temperature,
-            )
-            parts.append(lp)
-        return torch.cat(parts)
+    def _logprobs_no_grad(self, model, b: TrainBatch) -> Tensor:
+        out = torch.zeros_like(b.sampler_logprobs)
+        for mb in b.micro_batches(range(b.loss_mask.shape[0]), self.cfg.train.micro_batch_size):
+            lp, _ = response_logprobs(model, mb.input_ids, mb.attention_mask, mb.t, temperature=self.cfg.rollout.temperature)
+            out[mb.rows, : mb.t] = lp
+        return out
+
+    @torch.no_grad()
+    def _values_no_grad(self, b: TrainBatch) -> Tensor:
+        out = torch.zeros_like(b.sampler_logprobs)
+        for mb in b.micro_batches(range(b.loss_mask.shape[0]), self.cfg.train.micro_batch_size):
+            out[mb.rows, : mb.t] = self.critic(mb.input_ids, mb.attention_mask, mb.t)
+        return torch.where(b.loss_mask, out, torch.zeros_like(out))
 
     def greedy_baseline(self, scored: Scored, step: int) -> Tensor:
         """ReMax: the reward of each prompt's greedy response, broadcast to its samples."""
@@ -391,6 +375,67 @@ class RLStep:
 
 
 # --- helpers ---------------------------------------------------------------------------------------
+
+PER_TOKEN = ("loss_mask", "sampler_logprobs", "old_logprobs", "ref_logprobs", "values", "advantages", "returns", "is_weights")
+
+
+@dataclass
+class TrainBatch:
+    """The tensors of one update. input_ids/attention_mask are [N, P + T] (prompts left-padded,
+    responses right-padded); every per-token tensor is [N, T]."""
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    loss_mask: Tensor
+    sampler_logprobs: Tensor
+    old_logprobs: Tensor | None = None
+    ref_logprobs: Tensor | None = None
+    values: Tensor | None = None
+    advantages: Tensor | None = None
+    returns: Tensor | None = None
+    is_weights: Tensor | None = None
+    rows: list[int] | None = None
+
+    @classmethod
+    def from_rollout(cls, rollout, pad_id: int, device) -> TrainBatch:
+        t = rollout.to_tensors(pad_id)
+        return cls(
+            input_ids=t["input_ids"].to(device), attention_mask=t["attention_mask"].to(device),
+            loss_mask=t["loss_mask"].to(device), sampler_logprobs=t["sampler_logprobs"].to(device),
+        )
+
+    @property
+    def t(self) -> int:
+        return self.loss_mask.shape[1]
+
+    def micro_batches(self, rows, size: int | None) -> list[TrainBatch]:
+        """`rows` in micro-batches of at most `size` rows, sorted by length, with padding columns trimmed.
+
+        Sorting and trimming change no value: padding is masked everywhere, positions come from the
+        attention mask, and loss denominators are passed in from the whole mini-batch.
+        """
+        rows = list(rows)
+        width = self.input_ids.shape[1]
+        p = width - self.t
+        prompt_len = self.attention_mask[:, :p].sum(-1)
+        resp_len = self.attention_mask[:, p:].sum(-1)
+        rows.sort(key=lambda r: (int(prompt_len[r] + resp_len[r]), r))
+        size = size or len(rows)
+        out = []
+        for start in range(0, len(rows), size):
+            idx = rows[start : start + size]
+            sel = torch.tensor(idx, device=self.input_ids.device)
+            first = p - int(prompt_len[sel].max())
+            tm = max(1, int(resp_len[sel].max()))
+            fields = {
+                name: (None if getattr(self, name) is None else getattr(self, name)[sel, :tm]) for name in PER_TOKEN
+            }
+            out.append(TrainBatch(
+                input_ids=self.input_ids[sel, first : p + tm], attention_mask=self.attention_mask[sel, first : p + tm],
+                rows=idx, **fields,
+            ))
+        return out
+
 
 
 class MetricSums:
