@@ -146,7 +146,8 @@ def pull(name: str, cache_dir: str | os.PathLike | None = None, progress: bool =
         for stale in models_dir.glob(f".{name}.tmp-*"):  # left by a killed process; we hold the lock
             shutil.rmtree(stale, ignore_errors=True)
         if entry.exists():
-            print(f"rlvr: cache entry {entry} is incomplete or corrupted ({reason}); fetching it again", file=sys.stderr)
+            print(f"rlvr: cache entry {entry} is incomplete or corrupted ({reason}); fetching it again",
+                  file=sys.stderr)
             _remove_dir(entry)
         work = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=models_dir))
         try:
@@ -320,7 +321,9 @@ def _steps(enabled: bool, total: int) -> Iterator[Callable[[str], None]]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+    )
     with Progress(*columns, console=Console(stderr=True)) as bar:
         task = bar.add_task("", total=total)
         started = False

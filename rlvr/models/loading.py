@@ -50,7 +50,8 @@ def load_model(
     dtype = _as_dtype(dtype)
     source, from_hub = _resolve(name_or_path, cache_dir)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **_from_pretrained_kwargs(from_hub, trust_remote_code))
+        kwargs = _from_pretrained_kwargs(from_hub, trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
     except Exception as err:  # noqa: BLE001 - re-raised with what failed and what to do
         raise _load_error("model", name_or_path, from_hub, err) from err
     tokenizer = _load_tokenizer(source, from_hub, name_or_path, trust_remote_code)

@@ -28,9 +28,11 @@ from torch.utils.checkpoint import checkpoint
 
 from rlvr.core.entropy import entropy_from_logits
 
-# Default chunk: about 2**25 float32 logits (128 MiB) per chunk, and never fewer than 64 tokens (a
-# matmul with fewer rows runs well below the CPU's peak). 682 tokens for SmolLM2's 49152-token vocabulary.
-_CHUNK_LOGITS = 2**25
+# Default chunk: about 2**24 float32 logits (64 MiB) per chunk, 341 tokens for SmolLM2's 49152-token
+# vocabulary, and never fewer than 64 tokens. Measured on the 2-core CPU (benchmarks/NOTES.md): the
+# output projection's forward + backward per token is ~15% slower at 341 than at 682 tokens, ~35% at 170,
+# twice as slow at 64, while each halving saves about a quarter of the chunk's memory in training.
+_CHUNK_LOGITS = 2**24
 _MIN_CHUNK_TOKENS = 64
 
 
@@ -82,7 +84,7 @@ def response_logprobs(
     Works with gradient (training: gradients reach the backbone and the output projection) and under
     `torch.no_grad()` (old / reference log-probs).
 
-    chunk_size: response tokens per output-projection call; None picks about 2**25 logits per chunk.
+    chunk_size: response tokens per output-projection call; None picks about 2**24 logits per chunk.
     """
     _check_batch(input_ids, attention_mask)
     num_rows, length = input_ids.shape
@@ -120,7 +122,8 @@ def response_logprobs(
     use_checkpoint = torch.is_grad_enabled() and rows.requires_grad
     lp_parts, ent_parts = [], []
     for start in range(0, rows.shape[0], chunk_size):
-        args = (head, rows[start : start + chunk_size], row_targets[start : start + chunk_size], temperature, return_entropy)
+        stop = start + chunk_size
+        args = (head, rows[start:stop], row_targets[start:stop], temperature, return_entropy)
         if use_checkpoint:
             lp, ent = checkpoint(_chunk_logprobs, *args, use_reentrant=False)
         else:

@@ -148,7 +148,10 @@ def test_concurrent_pulls_fetch_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr(embedded, "_fetch_and_convert", slow_fetch)
     results = []
-    threads = [threading.Thread(target=lambda: results.append(pull(NAME, cache_dir=tmp_path, progress=False))) for _ in range(3)]
+    def worker():
+        results.append(pull(NAME, cache_dir=tmp_path, progress=False))
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
     for t in threads:
         t.start()
     for t in threads:

@@ -34,7 +34,8 @@ def test_checkpoint_is_smollm2_instruct(smollm):
     assert (c.vocab_size, c.rms_norm_eps, c.rope_parameters["rope_theta"]) == (49152, 1e-5, 100000.0)
     assert model.dtype == torch.float32
     assert c.tie_word_embeddings and model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
-    assert (tok.eos_token, tok.eos_token_id, c.eos_token_id, model.generation_config.eos_token_id) == ("<|im_end|>", 2, 2, 2)
+    assert (tok.eos_token, tok.eos_token_id) == ("<|im_end|>", 2)
+    assert c.eos_token_id == model.generation_config.eos_token_id == 2
     assert tok.convert_tokens_to_ids("<|im_start|>") == 1 and tok.pad_token_id == 2 and tok.padding_side == "left"
     assert sum(p.numel() for p in model.parameters()) == 134_515_008
     text = "  Hello,\n world! 12345 + x_1"
@@ -57,7 +58,10 @@ def test_logprobs_match_full_log_softmax(smollm):
     model, tok = smollm
     prompts = ["What is 2+3?", "Name a colour.", "Write the word 'cat' backwards, please, and explain."]
     responses = ["2 + 3 = 5", "Blue is a colour that many people like.", "tac"]
-    rendered = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True) for p in prompts]
+    rendered = [
+        tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+        for p in prompts
+    ]
     prompt_batch = tok(rendered, padding=True, return_tensors="pt")  # left-padded
     tok.padding_side = "right"
     try:
@@ -76,5 +80,6 @@ def test_logprobs_match_full_log_softmax(smollm):
     ref_ent = -(logp.exp() * logp).sum(-1) * counted
     torch.testing.assert_close(lp, ref_lp, atol=1e-4, rtol=0)
     torch.testing.assert_close(ent, ref_ent, atol=1e-4, rtol=0)
-    print(f"\nmax |chunked - naive|: logprobs {(lp - ref_lp).abs().max():.2e}, entropy {(ent - ref_ent).abs().max():.2e}")
+    lp_err, ent_err = (lp - ref_lp).abs().max(), (ent - ref_ent).abs().max()
+    print(f"\nmax |chunked - naive|: logprobs {lp_err:.2e}, entropy {ent_err:.2e}")
     assert lp[0, 0] > -2  # '2' is a likely start of the answer to 2+3

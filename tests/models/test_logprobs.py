@@ -23,7 +23,8 @@ def make_batch(vocab: int, prompt_lens: list[int], response_lens: list[int], see
 
 def naive(model, input_ids, attention_mask, T, temperature=1.0):
     """Full [N, L, V] logits, log_softmax, gather: the reference the chunked version must equal."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)).logits
+    positions = position_ids_from_mask(attention_mask)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions).logits
     z = logits[:, -T - 1 : -1].float() / temperature
     logp = torch.log_softmax(z, dim=-1)
     lp = logp.gather(-1, input_ids[:, -T:, None]).squeeze(-1)
@@ -41,7 +42,9 @@ def test_matches_full_log_softmax(tiny, temperature, chunk_size):
     model, tok = tiny
     ids, mask, T = make_batch(len(tok), PROMPTS, RESPONSES)
     with torch.no_grad():
-        lp, ent = response_logprobs(model, ids, mask, T, temperature=temperature, chunk_size=chunk_size, return_entropy=True)
+        lp, ent = response_logprobs(
+            model, ids, mask, T, temperature=temperature, chunk_size=chunk_size, return_entropy=True
+        )
         ref_lp, ref_ent = naive(model, ids, mask, T, temperature)
     assert lp.shape == ent.shape == (4, T) and lp.dtype == torch.float32
     torch.testing.assert_close(lp, ref_lp, atol=ATOL, rtol=0)
@@ -148,7 +151,8 @@ def test_backbone_hidden_states(tiny):
     ids, mask, _ = make_batch(len(tok), PROMPTS, RESPONSES)
     with torch.no_grad():
         hidden = backbone_hidden_states(model, ids, mask)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), output_hidden_states=True)
+        positions = position_ids_from_mask(mask)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, output_hidden_states=True)
     assert hidden.shape == (4, ids.shape[1], model.config.hidden_size)
     torch.testing.assert_close(hidden, out.hidden_states[-1], atol=0, rtol=0)
     torch.testing.assert_close(model.lm_head(hidden), out.logits, atol=ATOL, rtol=0)
