@@ -4,7 +4,9 @@ Both run in this process on the same model (default: the embedded SmolLM2-135M-I
 with the same chat prompts, sampling at temperature 1 from the full distribution (top_k=0, top_p=1:
 `generate` would otherwise apply its default top_k=50). The length is forced for both: the engine gets
 `ignore_eos=True` and `generate` a generation config without eos, so every row produces exactly
-`--new-tokens` tokens and tokens/s = rows * new_tokens / wall time (prefill included). Each repeat
+`--new-tokens` tokens and tokens/s = rows * new_tokens / wall time (prefill included). With `--eos`
+both stop at eos instead and tokens/s counts the tokens actually generated (up to and including eos;
+`generate` keeps computing finished rows, the engine drops them). Each repeat
 runs the two back to back, alternating which goes first, so a busy machine slows both alike; the
 report gives medians over repeats, the ratio of the medians, and the median of per-repeat ratios.
 CPU utilisation (process CPU time / wall time / threads) below ~0.9 means other processes were
@@ -47,19 +49,19 @@ def make_prompts(tokenizer, count: int) -> list[list[int]]:
     return prompts
 
 
-def run_engine(engine, prompts, new_tokens: int, seed: int) -> dict:
+def run_engine(engine, prompts, new_tokens: int, seed: int, eos: bool = False) -> dict:
     from rlvr.rollout import SamplingParams
 
-    params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=new_tokens, ignore_eos=True, seed=seed)
+    params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=new_tokens, ignore_eos=not eos, seed=seed)
     start, cpu = time.perf_counter(), time.process_time()
     batch = engine.generate(prompts, params)
     wall = time.perf_counter() - start
-    assert batch.num_generated_tokens == len(prompts) * new_tokens, batch.response_lengths
+    assert eos or batch.num_generated_tokens == len(prompts) * new_tokens, batch.response_lengths
     return {"wall_s": wall, "cpu_s": time.process_time() - cpu, "tokens": batch.num_generated_tokens,
             "prefill_s": batch.extra["prefill_s"], "decode_s": batch.extra["decode_s"]}
 
 
-def run_generate(model, tokenizer, prompts, new_tokens: int, seed: int) -> dict:
+def run_generate(model, tokenizer, prompts, new_tokens: int, seed: int, eos: bool = False) -> dict:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     p_len = max(map(len, prompts))
     ids = torch.full((len(prompts), p_len), pad, dtype=torch.long)
@@ -68,16 +70,27 @@ def run_generate(model, tokenizer, prompts, new_tokens: int, seed: int) -> dict:
         ids[i, p_len - len(p):] = torch.tensor(p)
         mask[i, p_len - len(p):] = 1
     config = copy.deepcopy(model.generation_config)
-    config.eos_token_id = None  # force the length, as ignore_eos does for the engine
+    if not eos:
+        config.eos_token_id = None  # force the length, as ignore_eos does for the engine
     config.update(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=new_tokens, pad_token_id=pad)
     torch.manual_seed(seed)
     start, cpu = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
     wall = time.perf_counter() - start
-    generated = out.shape[1] - p_len
-    assert generated == new_tokens, generated
-    return {"wall_s": wall, "cpu_s": time.process_time() - cpu, "tokens": len(prompts) * generated}
+    cpu = time.process_time() - cpu
+    responses = out[:, p_len:].tolist()
+    if eos:
+        stops = {tokenizer.eos_token_id, *_as_list(model.generation_config.eos_token_id)}
+        tokens = sum(next((i + 1 for i, t in enumerate(r) if t in stops), len(r)) for r in responses)
+    else:
+        assert out.shape[1] - p_len == new_tokens, out.shape
+        tokens = len(prompts) * new_tokens
+    return {"wall_s": wall, "cpu_s": cpu, "tokens": tokens}
+
+
+def _as_list(x) -> list:
+    return [] if x is None else [x] if isinstance(x, int) else list(x)
 
 
 def profile(fn, label: str) -> None:
@@ -97,6 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--eos", action="store_true", help="stop at eos and count actual tokens (default: force the length)")
     ap.add_argument("--only", choices=["both", "engine", "generate"], default="both")
     ap.add_argument("--engine-kwargs", default="{}", help='JSON kwargs for get_engine, e.g. \'{"max_batch_size": 32}\'')
     ap.add_argument("--profile", choices=["engine", "generate"], help="profile one run of this instead of timing")
@@ -114,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     run_engine(engine, warm, 4, 0)
     run_generate(model, tokenizer, warm, 4, 0)
 
-    results: dict = {"model": args.model, "threads": args.threads, "new_tokens": args.new_tokens,
+    results: dict = {"model": args.model, "threads": args.threads, "new_tokens": args.new_tokens, "eos": args.eos,
                      "torch": torch.__version__, "load_before": os.getloadavg(), "runs": {}}
     for batch_size in args.batch_sizes:
         prompts = make_prompts(tokenizer, batch_size)
@@ -131,9 +145,9 @@ def main(argv: list[str] | None = None) -> dict:
                 if args.only not in ("both", name):
                     continue
                 if name == "engine":
-                    res = run_engine(engine, prompts, args.new_tokens, r)
+                    res = run_engine(engine, prompts, args.new_tokens, r, args.eos)
                 else:
-                    res = run_generate(model, tokenizer, prompts, args.new_tokens, r)
+                    res = run_generate(model, tokenizer, prompts, args.new_tokens, r, args.eos)
                 res["tok_s"] = res["tokens"] / res["wall_s"]
                 res["cpu_util"] = res["cpu_s"] / res["wall_s"] / args.threads
                 runs[name].append(res)

@@ -94,7 +94,7 @@ class HFEngine(RolloutEngine):
         logprobs: list[list[float]] = [[] for _ in range(total)]
         reasons = ["length"] * total
         extra = {"decoder": [], "prefill_s": 0.0, "decode_s": 0.0, "compactions": 0}
-        was_training = self.model.training
+        modes = [(m, m.training) for m in self.model.modules()]
         self.model.eval()
         try:
             with torch.inference_mode():
@@ -102,7 +102,8 @@ class HFEngine(RolloutEngine):
                     samples = list(range(lo, min(total, lo + self.max_batch_size)))
                     self._generate_chunk(prompts, samples, n, keys, params, stop_ids, responses, logprobs, reasons, extra)
         finally:
-            self.model.train(was_training)
+            for module, training in modes:
+                module.training = training
 
         lengths = [len(r) for r in responses]
         return RolloutBatch(
