@@ -450,7 +450,13 @@ def _check_keys(cls: type[BaseModel], data: Any, path: str) -> None:
 
 def resolve(recipe: dict[str, Any], overrides: list[str] | None = None) -> RunConfig:
     """Recipe dict + overrides -> validated RunConfig, applying the algorithm preset underneath."""
-    data = deep_merge(recipe or {}, parse_overrides(overrides or []))
+    recipe = recipe or {}
+    over = parse_overrides(overrides or [])
+    data = deep_merge(recipe, over)
+    # Another task named on the command line does not inherit the recipe task's options.
+    new_task = (over.get("task") or {}).get("name")
+    if new_task is not None and new_task != (recipe.get("task") or {}).get("name"):
+        data["task"]["kwargs"] = copy.deepcopy((over.get("task") or {}).get("kwargs", {}))
     algorithm = data.get("algorithm") or {}
     preset = algorithm.get("preset")
     if preset is not None:

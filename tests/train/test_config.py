@@ -97,3 +97,11 @@ def test_task_options_are_checked_before_any_work():
         resolve(load_recipe(None), ["task.kwargs.digit=2"])
     with pytest.raises(ConfigError, match="unknown task 'arithmetc'"):
         resolve(load_recipe(None), ["task.name=arithmetc"])
+
+
+def test_another_task_on_the_command_line_drops_the_recipe_task_options():
+    cfg = resolve(load_recipe(None), ["task.name=symbol"])
+    assert cfg.task.name == "symbol" and cfg.task.kwargs == {}
+    cfg = resolve(load_recipe(None), ["task.name=symbol", "task.kwargs.max_len=4"])
+    assert cfg.task.kwargs == {"max_len": 4}
+    assert resolve(load_recipe(None), ["task.kwargs.digits=2"]).task.kwargs["n_terms"] == 2
