@@ -1,0 +1,418 @@
+"""One GRPO step: rlvr's RLStep against TRL's GRPOTrainer on the same work, on this CPU.
+
+    .venv/bin/python benchmarks/vs_trl.py                       # 1 warm-up + 7 timed steps per side
+    .venv/bin/python benchmarks/vs_trl.py --steps 11 --rounds 2 --json out.json
+    .venv/bin/python benchmarks/vs_trl.py --profile             # where one rlvr step's time goes
+
+Needs TRL (benchmark-only extra): `pip install "trl>=0.20" accelerate datasets psutil`.
+
+The work, identical on both sides: SmolLM2-135M-Instruct (the embedded model; TRL loads its cached
+Hugging Face directory), float32, single-digit addition prompts rendered with the tokenizer's chat
+template (the same texts in the same order: rlvr's PromptStream with one seed; TRL reads them in order
+with shuffle_dataset=False, and the child checks that TRL's prompt token ids equal rlvr's), 4 prompts x 4
+samples per step, at most 64 new tokens, temperature 1.0 from the full distribution (top_k 0, top_p 1),
+the task's own reward, GRPO advantages (group mean and std), PPO-clip 0.2, per-sequence token mean then
+mean over sequences (rlvr preset `grpo` = TRL loss_type="grpo"), no KL (beta 0, no reference model),
+one optimizer step per batch (no old-log-prob pass on either side), AdamW lr 1e-6 constant, grad-norm
+clip 1.0, the whole batch of 16 in one forward/backward. Differences that remain are each library's
+own choice and are part of what is measured: TRL's transformers `generate` (finished rows keep
+decoding until the longest is done; each prompt is prefilled once per sample) against rlvr's engine
+(one prefill per prompt, finished rows dropped); TRL's default fused AdamW against torch's default
+AdamW in rlvr; gradient checkpointing, on by default in TRL, is turned off here so that both do the
+same arithmetic (`--trl-gradient-checkpointing` measures TRL's default instead).
+
+Method. Each side runs in its own fresh subprocess with 2 torch threads (OMP/MKL too), loads the
+model, runs `--steps` steps and reports per-step wall times (rlvr: RLStep.run's step_time_s; TRL: a
+TrainerCallback from on_step_begin to on_step_end, which spans generation, reward, forward, backward,
+clipping and the optimizer), generation time, token counts, rewards, CPU time, and its own peak RSS
+(getrusage ru_maxrss: every byte the process ever had resident, model and imports included). The
+first step is warm-up and is excluded. With `--rounds R` the pair runs R times, alternating which side
+goes first, so that a change in machine load hits both; medians are over all timed steps.
+
+Arithmetic floor of a step: (2 x params x generated tokens + 6 x params x trained tokens) / 165 GFLOP/s
+(DESIGN.md section 8: float32 matmul peak of this CPU). Generated tokens are the sampled response
+tokens (eos included); trained tokens are the real (non-padding) prompt + response tokens that go
+through the training forward and backward. Attention FLOPs and prefill are left out (both small here),
+so the floor is a lower bound that no implementation can beat on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MODEL = "smollm2-135m-instruct"
+PROMPTS, SAMPLES, MAX_NEW, TEMPERATURE, LR = 4, 4, 64, 1.0, 1e-6  # the work; MAX_NEW: --max-new-tokens
+TASK_KWARGS = {"digits": 1, "n_terms": 2, "operators": "+"}
+PEAK_GFLOPS = 165.0
+
+
+def rlvr_config(steps: int, seed: int, model: str = MODEL, max_new: int = MAX_NEW):
+    from rlvr.config import resolve
+
+    return resolve({}, [
+        f"model.name={model}", "model.dtype=float32", "model.device=cpu", f"seed={seed}",
+        "task.name=arithmetic", f"task.kwargs={json.dumps(TASK_KWARGS)}", "task.template=chat",
+        f"rollout.prompts_per_step={PROMPTS}", f"rollout.group_size={SAMPLES}", f"rollout.max_new_tokens={max_new}",
+        f"rollout.temperature={TEMPERATURE}", "rollout.top_p=1.0", "rollout.top_k=0",
+        "algorithm.preset=grpo", "algorithm.kl.coef=0.0", f"optim.lr={LR}", "optim.scheduler=constant",
+        "optim.max_grad_norm=1.0", f"train.steps={steps}", "train.epochs=1", "train.mini_batches=1",
+        "eval.every=0", "checkpoint.every=0",
+    ])
+
+
+def planned_prompts(tokenizer, steps: int, seed: int):
+    """Per step, the PROMPTS examples of rlvr's PromptStream with `seed`, their chat texts and token ids."""
+    from rlvr.tasks import get_task
+    from rlvr.train.data import PromptStream
+
+    task = get_task("arithmetic", template="chat", **TASK_KWARGS)
+    stream = PromptStream(task.examples("train"), seed)
+    plan = []
+    for _ in range(steps):
+        batch = []
+        for ex in stream.take(PROMPTS):
+            text = task.prompt(ex, tokenizer)
+            batch.append((ex, text, tokenizer(text, add_special_tokens=False)["input_ids"]))
+        plan.append(batch)
+    return task, plan
+
+
+def floor_s(params: int, gen_tokens: float, train_tokens: float, gflops: float = PEAK_GFLOPS) -> float:
+    """(2 P g + 6 P t) / peak: forward FLOPs of each sampled token plus forward+backward of each trained one."""
+    return (2 * params * gen_tokens + 6 * params * train_tokens) / (gflops * 1e9)
+
+
+def _setup_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _rss_mib() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+# --- the rlvr side ---------------------------------------------------------------------------------
+
+
+def run_rlvr(args) -> dict:
+    _setup_threads(args.threads)
+    import torch
+
+    from rlvr.train.data import PromptStream
+    from rlvr.train.runner import build
+
+    cfg = rlvr_config(args.steps, args.seed, args.model, args.max_new_tokens)
+    trainer = build(cfg, log=lambda *a, **k: None)
+    _, plan = planned_prompts(trainer.tokenizer, args.steps, args.seed)
+    stream = PromptStream(trainer.task.examples("train"), cfg.seed)
+    params = sum(p.numel() for p in trainer.model.parameters())
+    rss_loaded = _rss_mib()
+    steps = []
+    for step in range(1, args.steps + 1):
+        cpu0 = time.process_time()
+        m = trainer.run(stream, step)
+        r = trainer.last_scored.rollout
+        assert [p for p in r.prompt_ids[::SAMPLES]] == [ids for _, _, ids in plan[step - 1]], "prompt plan drifted"
+        gen = sum(r.response_lengths)
+        prompt = sum(len(p) for p in r.prompt_ids)
+        steps.append({
+            "step_s": m["step_time_s"], "gen_s": m["gen_time_s"], "train_s": m["train_time_s"],
+            "cpu_s": time.process_time() - cpu0, "gen_tokens": gen, "prompt_tokens": prompt, "train_tokens": gen + prompt,
+            "train_tokens_padded": len(r.prompt_ids) * (max(map(len, r.prompt_ids)) + max(r.response_lengths)),
+            "reward_mean": m["reward_mean"], "response_len_mean": m["response_len_mean"],
+        })
+    return {"side": "rlvr", "params": params, "rss_loaded_mib": rss_loaded, "peak_rss_mib": _peak_rss_mib(),
+            "threads": torch.get_num_threads(), "steps": steps, "prompt_ids_match": True}
+
+
+# --- the TRL side ----------------------------------------------------------------------------------
+
+
+def run_trl(args) -> dict:
+    _setup_threads(args.threads)
+    import torch
+    from datasets import Dataset
+    from transformers import AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from rlvr.models import pull
+
+    model_dir = str(pull(args.model, progress=False)) if args.model == MODEL else args.model
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    task, plan = planned_prompts(tokenizer, args.steps, args.seed)
+    examples = [ex for batch in plan for ex, _, _ in batch]
+    expected = {text: ids for batch in plan for _, text, ids in batch}
+    data = Dataset.from_dict({"prompt": [t for b in plan for _, t, _ in b], "example": list(range(len(examples)))})
+
+    rewards_seen: list[list[float]] = []
+
+    def task_reward(completions, example, **_):
+        out = [float(task.score(c, examples[i]).reward) for c, i in zip(completions, example)]
+        rewards_seen.append(out)
+        return out
+
+    out_dir = tempfile.TemporaryDirectory(prefix="vs_trl_")  # save_strategy="no": stays empty
+    config = GRPOConfig(
+        output_dir=out_dir.name, seed=args.seed, max_steps=args.steps,
+        per_device_train_batch_size=PROMPTS * SAMPLES, gradient_accumulation_steps=1, num_generations=SAMPLES,
+        steps_per_generation=1, num_iterations=1, shuffle_dataset=False,
+        max_completion_length=args.max_new_tokens, temperature=TEMPERATURE, top_p=1.0, top_k=0,
+        beta=0.0, epsilon=0.2, loss_type="grpo", scale_rewards="group",
+        learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
+        bf16=False, fp16=False, use_cpu=True, model_init_kwargs={"dtype": torch.float32},
+        gradient_checkpointing=args.trl_gradient_checkpointing,
+        logging_steps=1, report_to="none", save_strategy="no", disable_tqdm=True, log_completions=False,
+        dataloader_num_workers=0,
+    )
+
+    class Timer(TrainerCallback):
+        def __init__(self):
+            self.rows: list[dict] = []
+
+        def on_step_begin(self, *a, **k):
+            self.t0, self.cpu0 = time.perf_counter(), time.process_time()
+
+        def on_step_end(self, *a, **k):
+            self.rows.append({"step_s": time.perf_counter() - self.t0, "cpu_s": time.process_time() - self.cpu0})
+
+    class TimedGRPO(GRPOTrainer):
+        """Times generation + reward and records token counts; checks the prompt token ids."""
+
+        gen_rows: list[dict] = []
+        mismatches = 0
+
+        def _tokenize_prompts(self, prompts):
+            ids, images, fields = super()._tokenize_prompts(prompts)
+            TimedGRPO.mismatches += sum(list(i) != expected[p] for p, i in zip(prompts, ids))
+            return ids, images, fields
+
+        def _generate_and_score_completions(self, inputs):
+            t0 = time.perf_counter()
+            out = super()._generate_and_score_completions(inputs)
+            pm, cm = out["prompt_mask"], out["completion_mask"]
+            gen = int(cm.sum())
+            TimedGRPO.gen_rows.append({
+                "gen_s": time.perf_counter() - t0, "gen_tokens": gen, "prompt_tokens": int(pm.sum()),
+                "train_tokens": gen + int(pm.sum()),
+                "train_tokens_padded": pm.shape[0] * (pm.shape[1] + cm.shape[1]),
+                "response_len_mean": gen / cm.shape[0],
+            })
+            return out
+
+    timer = Timer()
+    trainer = TimedGRPO(model=model_dir, reward_funcs=task_reward, args=config, train_dataset=data,
+                        processing_class=tokenizer, callbacks=[timer])
+    params = sum(p.numel() for p in trainer.model.parameters())
+    rss_loaded = _rss_mib()
+    trainer.train()
+    out_dir.cleanup()
+    steps = []
+    for t, g, r in zip(timer.rows, TimedGRPO.gen_rows, rewards_seen):
+        steps.append({**t, **g, "train_s": t["step_s"] - g["gen_s"], "reward_mean": sum(r) / len(r)})
+    if len(steps) != args.steps:
+        raise RuntimeError(f"TRL ran {len(steps)} steps, expected {args.steps}")
+    return {"side": "trl", "params": params, "rss_loaded_mib": rss_loaded, "peak_rss_mib": _peak_rss_mib(),
+            "threads": torch.get_num_threads(), "steps": steps, "prompt_ids_match": TimedGRPO.mismatches == 0,
+            "gradient_checkpointing": args.trl_gradient_checkpointing, "optim": str(config.optim)}
+
+
+# --- profile of the rlvr side ----------------------------------------------------------------------
+
+
+def profile_rlvr(args) -> dict:
+    """Phases of rlvr steps (wall time of each library call, by wrapping them from outside), then a
+    torch.profiler op table of one more step. Runs in this process; the first step is warm-up."""
+    _setup_threads(args.threads)
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    import rlvr.train.rl as rl_module
+    from rlvr.train.data import PromptStream
+    from rlvr.train.runner import build
+
+    cfg = rlvr_config(args.steps + 1, args.seed, args.model, args.max_new_tokens)
+    trainer = build(cfg, log=lambda *a, **k: None)
+    stream = PromptStream(trainer.task.examples("train"), cfg.seed)
+    trainer.run(stream, 1)
+    phases: dict[str, float] = {}
+
+    def timed(name, fn):
+        def wrapper(*a, **k):
+            label = name(*a, **k) if callable(name) else name
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                phases[label] = phases.get(label, 0.0) + time.perf_counter() - t0
+        return wrapper
+
+    grad_or_not = lambda *a, **k: "forward (log-probs)" if torch.is_grad_enabled() else "old log-probs (no grad)"  # noqa: E731
+    rl_module.response_logprobs = timed(grad_or_not, rl_module.response_logprobs)
+    torch.Tensor.backward = timed("backward", torch.Tensor.backward)
+    torch.nn.utils.clip_grad_norm_ = timed("grad-norm clip", torch.nn.utils.clip_grad_norm_)
+    trainer.optimizer.step = timed("optimizer step", trainer.optimizer.step)
+    trainer.engine.generate = timed("generation", trainer.engine.generate)
+    trainer.score = timed("reward", trainer.score)
+    rows = []
+    for step in range(2, args.steps + 1):
+        phases.clear()
+        m = trainer.run(stream, step)
+        extra = trainer.last_scored.rollout.extra
+        rows.append({**phases, "prefill": extra["prefill_s"], "decode": extra["decode_s"], "step": m["step_time_s"],
+                     "gen_tokens": m["response_len_mean"] * PROMPTS * SAMPLES})
+    names = ["generation", "prefill", "decode", "reward", "old log-probs (no grad)", "forward (log-probs)", "backward",
+             "grad-norm clip", "optimizer step"]
+    med = {k: statistics.median(r.get(k, 0.0) for r in rows) for k in names + ["step", "gen_tokens"]}
+    med["other"] = med["step"] - sum(med[k] for k in names if k not in ("prefill", "decode"))
+    print(f"rlvr step phases, median of {len(rows)} steps after one warm-up (load {os.getloadavg()}):")
+    for k in names + ["other", "step"]:
+        indent = "    " if k in ("prefill", "decode") else "  "
+        print(f"{indent}{k:26s}{med[k]:8.3f} s {100 * med[k] / med['step']:6.1f} %")
+    print(f"  generated tokens per step (median): {med['gen_tokens']:.0f}")
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        trainer.run(stream, args.steps + 1)
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
+    print(table)
+    report = {"phases_median_s": med, "rows": rows, "op_table": table}
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return report
+
+
+# --- the parent ------------------------------------------------------------------------------------
+
+
+def spawn(side: str, args) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
+           "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [sys.executable, __file__, "--side", side, "--out", str(out), "--steps", str(args.steps),
+               "--threads", str(args.threads), "--seed", str(args.seed), "--model", args.model,
+               "--max-new-tokens", str(args.max_new_tokens)]
+        if args.trl_gradient_checkpointing:
+            cmd.append("--trl-gradient-checkpointing")
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode != 0 or not out.exists():
+            sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
+            raise RuntimeError(f"the {side} child failed (exit {proc.returncode}); its output is above")
+        result = json.loads(out.read_text())
+    result["process_wall_s"] = time.perf_counter() - t0
+    return result
+
+
+def summarise(runs: list[dict], gflops: float) -> dict:
+    """Per side: medians over the timed steps (warm-up dropped) of every run of that side."""
+    out = {}
+    for side in ("rlvr", "trl"):
+        mine = [r for r in runs if r["side"] == side]
+        timed = [s for r in mine for s in r["steps"][1:]]
+        params = mine[0]["params"]
+        med = {k: statistics.median(s[k] for s in timed) for k in timed[0] if isinstance(timed[0][k], (int, float))}
+        floors = [floor_s(params, s["gen_tokens"], s["train_tokens"], gflops) for s in timed]
+        out[side] = {
+            **{f"median_{k}": v for k, v in med.items()},
+            "timed_steps": len(timed), "params": params,
+            "step_s_all": [round(s["step_s"], 3) for s in timed],
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in mine),
+            "rss_loaded_mib": max(r["rss_loaded_mib"] for r in mine),
+            "median_floor_s": statistics.median(floors),
+            "median_ratio_to_floor": statistics.median(s["step_s"] / f for s, f in zip(timed, floors)),
+            "cpu_utilisation": sum(s["cpu_s"] for s in timed) / sum(s["step_s"] for s in timed) / mine[0]["threads"],
+            "prompt_ids_match": all(r["prompt_ids_match"] for r in mine),
+        }
+    out["ratio_step_time"] = out["rlvr"]["median_step_s"] / out["trl"]["median_step_s"]
+    out["ratio_peak_rss"] = out["rlvr"]["peak_rss_mib"] / out["trl"]["peak_rss_mib"]
+    return out
+
+
+def print_table(s: dict) -> None:
+    rows = [
+        ("median step (s)", "median_step_s", "{:.2f}"), ("  generation (s)", "median_gen_s", "{:.2f}"),
+        ("  rest: reward+train (s)", "median_train_s", "{:.2f}"), ("peak RSS (MiB)", "peak_rss_mib", "{:.0f}"),
+        ("RSS after load (MiB)", "rss_loaded_mib", "{:.0f}"), ("generated tokens/step", "median_gen_tokens", "{:.0f}"),
+        ("trained tokens/step", "median_train_tokens", "{:.0f}"),
+        ("  padded to the batch", "median_train_tokens_padded", "{:.0f}"),
+        ("mean response length", "median_response_len_mean", "{:.1f}"), ("reward mean", "median_reward_mean", "{:.3f}"),
+        ("arithmetic floor (s)", "median_floor_s", "{:.3f}"), ("step / floor", "median_ratio_to_floor", "{:.1f}"),
+        ("CPU utilisation", "cpu_utilisation", "{:.2f}"), ("timed steps", "timed_steps", "{}"),
+    ]
+    print(f"{'':28s}{'rlvr':>12s}{'TRL':>12s}")
+    for label, key, fmt in rows:
+        print(f"{label:28s}{fmt.format(s['rlvr'][key]):>12s}{fmt.format(s['trl'][key]):>12s}")
+    print(f"rlvr / TRL: step time {s['ratio_step_time']:.2f}x, peak RSS {s['ratio_peak_rss']:.2f}x "
+          f"(target: step time <= 0.40x at peak RSS <= 1.00x)")
+    if not (s["rlvr"]["prompt_ids_match"] and s["trl"]["prompt_ids_match"]):
+        print("WARNING: TRL tokenised the prompts differently from rlvr")
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=8, help="steps per run, the first of which is warm-up (>= 6)")
+    ap.add_argument("--model", default=MODEL, help="the embedded name, or a local HF directory (tests: a tiny model)")
+    ap.add_argument("--max-new-tokens", type=int, default=MAX_NEW)
+    ap.add_argument("--rounds", type=int, default=1, help="runs of each side, alternating which goes first")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--gflops", type=float, default=PEAK_GFLOPS, help="float32 matmul peak for the floor")
+    ap.add_argument("--trl-gradient-checkpointing", action="store_true", help="TRL's default; off: same work as rlvr")
+    ap.add_argument("--only", choices=["both", "rlvr", "trl"], default="both")
+    ap.add_argument("--profile", action="store_true", help="time the phases of rlvr steps and profile one")
+    ap.add_argument("--json", help="write all results here")
+    ap.add_argument("--side", choices=["rlvr", "trl"], help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.side:
+        result = run_rlvr(args) if args.side == "rlvr" else run_trl(args)
+        Path(args.out).write_text(json.dumps(result))
+        return None
+    if args.profile:
+        return profile_rlvr(args)
+    if args.steps < 2:
+        ap.error("--steps must be >= 2 (one warm-up step, then the timed ones; >= 6 for a meaningful median)")
+    if args.steps < 6:
+        print(f"warning: {args.steps - 1} timed steps per run; the issue asks for at least 5", file=sys.stderr)
+    if args.only != "rlvr":
+        try:
+            import trl  # noqa: F401
+        except ImportError:
+            ap.error('TRL is not installed: pip install "trl>=0.20" accelerate datasets psutil (extra bench-trl)')
+
+    load_before = os.getloadavg()
+    runs = []
+    sides = ["rlvr", "trl"] if args.only == "both" else [args.only]
+    for rnd in range(args.rounds):
+        for side in sides if rnd % 2 == 0 else sides[::-1]:
+            print(f"round {rnd + 1}/{args.rounds}: {side} ({args.steps} steps) ...", flush=True)
+            runs.append(spawn(side, args))
+            print(f"  step times: {[round(s['step_s'], 2) for s in runs[-1]['steps']]}", flush=True)
+    load_after = os.getloadavg()
+    report = {"load_before": load_before, "load_after": load_after, "args": vars(args), "runs": runs}
+    print(f"load average (1/5/15 min) before {load_before}, after {load_after}; {args.threads} threads each")
+    if args.only == "both":
+        report["summary"] = summarise(runs, args.gflops)
+        print_table(report["summary"])
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Smoke test of benchmarks/vs_trl.py on a tiny random model: both sides run, on the same prompts.
+
+Skipped when TRL (the benchmark-only extra `bench-trl`) is not installed. The two sides run in this
+process (the benchmark itself runs each in a subprocess) so that the test stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("trl")
+pytest.importorskip("datasets")
+pytest.importorskip("psutil")
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "vs_trl.py"
+
+
+@pytest.fixture(scope="module")
+def vs_trl():
+    spec = importlib.util.spec_from_file_location("vs_trl", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def both_sides(vs_trl, tmp_path_factory):
+    from rlvr.models import make_tiny_model_dir
+
+    model_dir = make_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model")
+    args = argparse.Namespace(steps=2, seed=3, threads=1, model=str(model_dir), max_new_tokens=6,
+                              trl_gradient_checkpointing=False)
+    return args, [vs_trl.run_rlvr(args), vs_trl.run_trl(args)]
+
+
+def test_floor_is_two_flops_per_sampled_token_and_six_per_trained_token(vs_trl):
+    # (2 * 10 * 3 + 6 * 10 * 5) / (1 GFLOP/s) = 360 FLOP / 1e9 FLOP/s
+    assert vs_trl.floor_s(10, 3, 5, gflops=1.0) == pytest.approx(3.6e-7, rel=1e-12)
+    assert vs_trl.floor_s(10, 0, 0) == 0.0
+
+
+def test_both_sides_do_the_same_work(both_sides):
+    args, (rlvr, trl) = both_sides
+    assert [rlvr["side"], trl["side"]] == ["rlvr", "trl"]
+    assert rlvr["params"] == trl["params"]
+    assert rlvr["prompt_ids_match"] and trl["prompt_ids_match"]
+    batch = 4 * 4
+    for r, t in zip(rlvr["steps"], trl["steps"], strict=True):
+        # Same prompts in the same order: the prompt tokens of each step are equal on both sides.
+        assert r["prompt_tokens"] == t["prompt_tokens"] > 0
+        for s in (r, t):
+            assert batch <= s["gen_tokens"] <= batch * args.max_new_tokens
+            assert s["train_tokens"] == s["gen_tokens"] + s["prompt_tokens"] <= s["train_tokens_padded"]
+            assert 0.0 <= s["reward_mean"] <= 1.0
+            assert 0.0 < s["gen_s"] < s["step_s"]
+    assert len(rlvr["steps"]) == len(trl["steps"]) == args.steps
+
+
+def test_summary_ratios_and_peak_memory(vs_trl, both_sides):
+    _, runs = both_sides
+    s = vs_trl.summarise(runs, gflops=165.0)
+    for side in ("rlvr", "trl"):
+        assert s[side]["timed_steps"] == 1  # the warm-up step is dropped
+        assert s[side]["peak_rss_mib"] >= s[side]["rss_loaded_mib"] > 0
+        timed = runs[0 if side == "rlvr" else 1]["steps"][1]
+        assert s[side]["median_step_s"] == timed["step_s"]
+        floor = vs_trl.floor_s(s[side]["params"], timed["gen_tokens"], timed["train_tokens"])
+        assert s[side]["median_ratio_to_floor"] == pytest.approx(timed["step_s"] / floor, rel=1e-12)
+    assert s["ratio_step_time"] == pytest.approx(s["rlvr"]["median_step_s"] / s["trl"]["median_step_s"], rel=1e-12)
+    assert s["ratio_peak_rss"] == pytest.approx(s["rlvr"]["peak_rss_mib"] / s["trl"]["peak_rss_mib"], rel=1e-12)
