@@ -30,7 +30,8 @@ from rlvr.commands.sft import (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="smollm2-135m-instruct", help="model name, hub id or HF directory (default: smollm2-135m-instruct)")
+    parser.add_argument("--model", default="smollm2-135m-instruct",
+                        help="model name, hub id or HF directory (default: smollm2-135m-instruct)")
     add_task_arguments(parser, required=True)
     parser.add_argument("--rounds", type=int, default=3, help="sample / filter / fine-tune rounds (default: 3)")
     parser.add_argument("--prompts", type=int, default=64, help="training problems per round (default: 64)")
@@ -38,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default: 1.0)")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="response length limit (default: 32)")
-    parser.add_argument("--max-per-prompt", type=int, default=None, help="most distinct correct responses kept per problem (default: all)")
+    parser.add_argument("--max-per-prompt", type=int, default=None,
+                        help="most distinct correct responses kept per problem (default: all)")
     parser.add_argument("--keep-truncated", action="store_true", help="also keep correct responses cut by --max-new-tokens")
     parser.add_argument("--restart-from-base", action="store_true",
                         help="fine-tune the base weights each round, as STaR does (default: continue from the current model)")
@@ -122,11 +124,12 @@ def _run(args: argparse.Namespace, console) -> Path:
 def _summary(console, rows: list[dict]) -> None:
     from rich.table import Table
 
+    columns = ("round", "kept", "sft_loss", "eval_accuracy_greedy", "eval_accuracy", "round_time_s")
     table = Table(title="expert iteration")
-    for col in ("round", "kept", "sft_loss", "eval_accuracy_greedy", "eval_accuracy", "round_time_s"):
+    for col in columns:
         table.add_column(col, justify="right")
     for row in rows:
-        table.add_row(*(_fmt(row.get(col)) for col in ("round", "kept", "sft_loss", "eval_accuracy_greedy", "eval_accuracy", "round_time_s")))
+        table.add_row(*(_fmt(row.get(col)) for col in columns))
     console.print(table)
 
 

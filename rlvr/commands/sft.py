@@ -27,7 +27,8 @@ class CommandError(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="smollm2-135m-instruct", help="model name, hub id or HF directory (default: smollm2-135m-instruct)")
+    parser.add_argument("--model", default="smollm2-135m-instruct",
+                        help="model name, hub id or HF directory (default: smollm2-135m-instruct)")
     parser.add_argument("--data", required=True, metavar="JSONL", help="training rows, one JSON object per line")
     parser.add_argument("--eval-data", default=None, metavar="JSONL", help="held-out rows for the eval loss")
     parser.add_argument("--prompt-field", default="prompt", help="field holding the prompt (default: prompt)")
@@ -36,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--system-prompt", default=None, help="system message for string prompts (default: the task's, if any)")
     add_sft_arguments(parser)
     parser.add_argument("--eval-size", type=int, default=200, help="held-out task problems for the accuracy (default: 200)")
-    parser.add_argument("--max-new-tokens", type=int, default=64, help="response limit when measuring task accuracy (default: 64)")
+    parser.add_argument("--max-new-tokens", type=int, default=64,
+                        help="response limit when measuring task accuracy (default: 64)")
     add_run_arguments(parser)
 
 
@@ -251,7 +253,8 @@ def _run(args: argparse.Namespace, console) -> Path:
                                                         max_new_tokens=args.max_new_tokens, seed=args.seed)["accuracy"]
         if len(row) > 2:
             metrics.write(row)
-            console.print("held-out after epoch {}: {}".format(epoch, ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith("eval"))))
+            shown = ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith("eval"))
+            console.print(f"held-out after epoch {epoch}: {shown}")
 
     held_out(0, 0)
     result = sft(model, tokenizer, records, config=config, on_step=metrics.write, on_epoch_end=held_out,

@@ -23,6 +23,14 @@ Departures from STaR:
 - No rationalization (STaR's second pass that re-asks failed problems with the answer as a hint).
 - A fixed number of SFT epochs per round instead of STaR's step count growing 20% per round.
 - A random subset of `prompts` problems per round instead of the whole training set.
+
+Measured: SmolLM2-135M-Instruct (embedded, chat template) on single-digit addition, `rlvr expert-iter
+--task arithmetic --task-kwargs digits=1 --rounds 3 --prompts 32 --k 4 --max-new-tokens 24
+--max-per-prompt 1 --lr 5e-5 --epochs 2 --micro-batch-size 8 --eval-size 60`: held-out greedy accuracy
+0.65, 1.00, 1.00, 0.70 and sampled (temperature 1) 0.20, 0.60, 0.82, 0.75 after rounds 0-3 (20
+distinct held-out problems). Round 3 drifted: the lenient last-number grader had accepted lucky
+rationales ("Write (0 + 3) = 3"), and the model learned their shape, which is STaR's known weakness
+with a verifier that checks only the final answer. About 15 CPU minutes on a shared 2-core machine.
 """
 
 from __future__ import annotations
@@ -118,8 +126,9 @@ def sample_and_filter(engine, tokenizer, task, examples: Sequence[Any], config: 
             seen.add((p, response))
             kept_per_prompt[p] += 1
             records.append(SFTRecord(prompts[p], response))
-        samples.append({"problem_id": examples[p].id, "response": response, "correct": correct,
-                        "finish_reason": batch.finish_reasons[row], "kept": why is None, "dropped_because": why})
+        samples.append({"problem_id": examples[p].id, "answer": str(examples[p].answer), "response": response,
+                        "correct": correct, "finish_reason": batch.finish_reasons[row], "kept": why is None,
+                        "dropped_because": why})
     return Filtered(records, samples, len(responses), num_correct, sum(1 for n in kept_per_prompt if n))
 
 

@@ -159,7 +159,9 @@ def micro_batch_loss(model, items: Sequence[Tokenized], pad_token_id: int, aggre
 
 
 @torch.no_grad()
-def evaluate_loss(model, tokenizer, records: Sequence[SFTRecord], *, max_len: int = 512, batch_size: int = 16) -> dict[str, float]:
+def evaluate_loss(
+    model, tokenizer, records: Sequence[SFTRecord], *, max_len: int = 512, batch_size: int = 16
+) -> dict[str, float]:
     """Held-out loss: the mean negative log-likelihood per response token (nats), over all records.
 
     Returns {"loss": sum of token NLLs / number of response tokens, "tokens": that number}.

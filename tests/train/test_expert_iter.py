@@ -67,6 +67,7 @@ def test_filter_keeps_verified_distinct_complete_samples(symbol_task):
         None, "duplicate", None, "wrong", "truncated", None, None, "wrong",
     ]
     assert [s["kept"] for s in out.samples] == [s["dropped_because"] is None for s in out.samples]
+    assert [s["answer"] for s in out.samples] == ["a"] * 4 + ["b"] * 4
     assert (out.num_samples, out.num_correct, out.prompts_with_kept) == (8, 6, 2)
     params = engine.params[0]
     assert (params.n, params.temperature, params.max_new_tokens, params.seed) == (4, 0.7, 5, 3)
