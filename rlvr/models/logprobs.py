@@ -104,22 +104,25 @@ def response_logprobs(
     if head is None:
         raise ValueError(f"{type(model).__name__} has no output projection (get_output_embeddings() is None)")
 
-    hidden = backbone_hidden_states(model, input_ids, attention_mask)  # [N, L, H]
-    predicting = hidden[:, P - 1 : P + T - 1]  # [N, T, H]: column P+t-1 predicts response token t
-    targets = input_ids[:, P:]  # [N, T]
     counted = attention_mask[:, P:].bool()  # [N, T]
     if not attention_mask[:, P - 1 : P + T - 1].bool()[counted].all():
         raise ValueError(
             "every real response token must follow a real token: prompts must be non-empty and LEFT-padded "
             "to P, responses RIGHT-padded (got a response token after a padding column)"
         )
+
+    hidden = backbone_hidden_states(model, input_ids, attention_mask)  # [N, L, H]
+    predicting = hidden[:, P - 1 : P + T - 1]  # [N, T, H]: column P+t-1 predicts response token t
     rows = predicting[counted]  # [M, H], M = real response tokens
-    row_targets = targets[counted]  # [M]
+    row_targets = input_ids[:, P:][counted]  # [M]
 
     if chunk_size is None:
-        vocab = head.weight.shape[0]
+        vocab = model.config.vocab_size
         chunk_size = max(_MIN_CHUNK_TOKENS, _CHUNK_LOGITS // vocab)
-    use_checkpoint = torch.is_grad_enabled() and rows.requires_grad
+    # Checkpoint whenever anything upstream of the logits is trained (the backbone, or only the head).
+    use_checkpoint = torch.is_grad_enabled() and (
+        rows.requires_grad or any(p.requires_grad for p in head.parameters())
+    )
     lp_parts, ent_parts = [], []
     for start in range(0, rows.shape[0], chunk_size):
         stop = start + chunk_size

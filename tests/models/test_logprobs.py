@@ -205,3 +205,22 @@ def test_bad_layouts(tiny):
         response_logprobs(model, ids, empty_prompt, T)
     with pytest.raises(ValueError, match="cannot find the backbone"):
         response_logprobs(torch.nn.Linear(2, 2), ids, mask, T)
+
+
+def test_frozen_backbone_trained_head_gets_the_same_gradient(tiny):
+    """Only the output projection trains (backbone frozen): still checkpointed, still exact."""
+    import copy
+
+    model, tok = tiny
+    frozen = copy.deepcopy(model)
+    frozen.config.tie_word_embeddings = False
+    frozen.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    for p in frozen.model.parameters():
+        p.requires_grad_(False)
+    ids, mask, T = make_batch(len(tok), PROMPTS, RESPONSES, seed=5)
+    lp, _ = response_logprobs(frozen, ids, mask, T, chunk_size=4)
+    (grad,) = torch.autograd.grad(lp.sum(), frozen.lm_head.weight)
+    ref, _ = naive(frozen, ids, mask, T)
+    (ref_grad,) = torch.autograd.grad(ref.sum(), frozen.lm_head.weight)
+    torch.testing.assert_close(grad, ref_grad, atol=ATOL, rtol=1e-4)
+    assert grad.abs().max() > 1e-3
