@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 
 from rlvr.rewards import REWARDS, extract_gsm8k_answer, gsm8k_reward, last_number, parse_number
+from tests.conftest import SHARED_DATA
 
-GSM8K_TEST = Path("/work/shared/data/gsm8k/test.jsonl")
+GSM8K_TEST = SHARED_DATA / "gsm8k" / "test.jsonl"
 
 
 def test_every_gsm8k_test_answer_parses_and_grades_itself():

@@ -5,8 +5,9 @@ import pytest
 
 from rlvr.tasks import TASKS, get_task, task_options
 from rlvr.tasks import dataset as dataset_module
+from tests.conftest import SHARED_DATA
 
-GSM8K_DIR = Path("/work/shared/data/gsm8k")
+GSM8K_DIR = SHARED_DATA / "gsm8k"
 needs_gsm8k = pytest.mark.skipif(not (GSM8K_DIR / "test.jsonl").exists(), reason="no local GSM8K copy")
 
 
