@@ -1,0 +1,201 @@
+"""The data of one RL step: scored rollouts, the update's tensors, mini/micro-batching, metric sums."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rlvr.core.masked import masked_mean
+
+
+@dataclass
+class Scored:
+    """A generated batch with its rewards; rows in prompt-major order."""
+
+    rollout: Any
+    examples: list[Any]  # one per prompt
+    rewards: Tensor  # [N]
+    correct: Tensor  # [N] bool
+    components: dict[str, Tensor] = field(default_factory=dict)  # name -> [N]
+    responses: list[str] = field(default_factory=list)
+
+
+PER_TOKEN = ("loss_mask", "sampler_logprobs", "old_logprobs", "ref_logprobs", "values", "advantages", "returns", "is_weights")
+
+
+@dataclass
+class TrainBatch:
+    """The tensors of one update. input_ids/attention_mask are [N, P + T] (prompts left-padded,
+    responses right-padded); every per-token tensor is [N, T]."""
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    loss_mask: Tensor
+    sampler_logprobs: Tensor
+    old_logprobs: Tensor | None = None
+    ref_logprobs: Tensor | None = None
+    values: Tensor | None = None
+    advantages: Tensor | None = None
+    returns: Tensor | None = None
+    is_weights: Tensor | None = None
+    rows: list[int] | None = None
+
+    @classmethod
+    def from_rollout(cls, rollout, pad_id: int, device) -> TrainBatch:
+        t = rollout.to_tensors(pad_id)
+        return cls(
+            input_ids=t["input_ids"].to(device), attention_mask=t["attention_mask"].to(device),
+            loss_mask=t["loss_mask"].to(device), sampler_logprobs=t["sampler_logprobs"].to(device),
+        )
+
+    @property
+    def t(self) -> int:
+        return self.loss_mask.shape[1]
+
+    def micro_batches(self, rows, size: int | None) -> list[TrainBatch]:
+        """`rows` in micro-batches of at most `size` rows, sorted by length, with padding columns trimmed.
+
+        Sorting and trimming change no value: padding is masked everywhere, positions come from the
+        attention mask, and loss denominators are passed in from the whole mini-batch.
+        """
+        rows = list(rows)
+        width = self.input_ids.shape[1]
+        p = width - self.t
+        prompt_len = self.attention_mask[:, :p].sum(-1)
+        resp_len = self.attention_mask[:, p:].sum(-1)
+        rows.sort(key=lambda r: (int(prompt_len[r] + resp_len[r]), r))
+        size = size or len(rows)
+        out = []
+        for start in range(0, len(rows), size):
+            idx = rows[start : start + size]
+            sel = torch.tensor(idx, device=self.input_ids.device)
+            first = p - int(prompt_len[sel].max())
+            tm = max(1, int(resp_len[sel].max()))
+            fields = {
+                name: (None if getattr(self, name) is None else getattr(self, name)[sel, :tm]) for name in PER_TOKEN
+            }
+            out.append(TrainBatch(
+                input_ids=self.input_ids[sel, first : p + tm], attention_mask=self.attention_mask[sel, first : p + tm],
+                rows=idx, **fields,
+            ))
+        return out
+
+
+
+class MetricSums:
+    """Accumulates token-weighted and scalar metrics over micro-batches and optimizer steps."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.weights: dict[str, float] = {}
+
+    def add(self, name: str, values: Tensor, mask: Tensor) -> None:
+        w = float(mask.sum())
+        if w:
+            self.add_weighted(name, masked_mean(values, mask), w)
+
+    def add_weighted(self, name: str, value, weight) -> None:
+        w = float(weight)
+        self.sums[name] = self.sums.get(name, 0.0) + float(value) * w
+        self.weights[name] = self.weights.get(name, 0.0) + w
+
+    def add_scalar(self, name: str, value) -> None:
+        self.add_weighted(name, value, 1.0)
+
+    def means(self) -> dict[str, float]:
+        return {k: self.sums[k] / self.weights[k] for k in self.sums if self.weights[k]}
+
+
+def minibatch_rows(prompt_index: list[int], num_minibatches: int, seed: int) -> list[list[int]]:
+    """Rows of each mini-batch, groups kept whole, groups shuffled with `seed`."""
+    groups: dict[int, list[int]] = {}
+    for row, p in enumerate(prompt_index):
+        groups.setdefault(p, []).append(row)
+    keys = list(groups)
+    order = torch.randperm(len(keys), generator=torch.Generator().manual_seed(seed)).tolist()
+    keys = [keys[i] for i in order] if num_minibatches > 1 else keys
+    k = min(num_minibatches, len(keys))
+    chunks = [keys[i * len(keys) // k : (i + 1) * len(keys) // k] for i in range(k)]
+    return [[row for key in chunk for row in groups[key]] for chunk in chunks]
+
+
+def rollout_metrics(scored: Scored, max_new_tokens: int) -> dict[str, float]:
+    r = scored.rollout
+    lengths = torch.tensor(r.response_lengths, dtype=torch.float32)
+    out = {
+        "reward_mean": float(scored.rewards.mean()),
+        "reward_std": float(scored.rewards.std()) if len(scored.rewards) > 1 else 0.0,
+        "accuracy": float(scored.correct.float().mean()),
+        "response_len_mean": float(lengths.mean()),
+        "response_len_max": float(lengths.max()),
+        "truncated_frac": sum(f == "length" for f in r.finish_reasons) / len(r.finish_reasons),
+    }
+    for name, values in scored.components.items():
+        out[f"reward_{name}"] = float(values.mean())
+    return out
+
+
+def select_prompts(scored: Scored, prompts: list[int]) -> Scored:
+    """The rows of the given prompt indices, renumbered 0..len(prompts)-1."""
+    r = scored.rollout
+    keep = set(prompts)
+    rows = [i for i, p in enumerate(r.prompt_index) if p in keep]
+    renumber = {p: j for j, p in enumerate(prompts)}
+    return Scored(
+        rollout=select_rows(r, rows, [renumber[r.prompt_index[i]] for i in rows]),
+        examples=[scored.examples[p] for p in prompts],
+        rewards=scored.rewards[rows],
+        correct=scored.correct[rows],
+        components={k: v[rows] for k, v in scored.components.items()},
+        responses=[scored.responses[i] for i in rows],
+    )
+
+
+def concat_scored(parts: list[Scored]) -> Scored:
+    if len(parts) == 1:
+        return parts[0]
+    offsets, examples, off = [], [], 0
+    for p in parts:
+        offsets.append(off)
+        examples.extend(p.examples)
+        off += len(p.examples)
+    rollout = concat_rollouts([p.rollout for p in parts], offsets)
+    names = {k for p in parts for k in p.components}
+    return Scored(
+        rollout=rollout,
+        examples=examples,
+        rewards=torch.cat([p.rewards for p in parts]),
+        correct=torch.cat([p.correct for p in parts]),
+        components={k: torch.cat([p.components.get(k, torch.zeros(len(p.rewards))) for p in parts]) for k in names},
+        responses=[s for p in parts for s in p.responses],
+    )
+
+
+def select_rows(rollout, rows: list[int], prompt_index: list[int]):
+    """A RolloutBatch holding only `rows`, with the given prompt indices."""
+    n = len(rollout.prompt_index)
+    changes = {}
+    for f in dataclasses.fields(rollout):
+        value = getattr(rollout, f.name)
+        if isinstance(value, list) and len(value) == n:
+            changes[f.name] = [value[i] for i in rows]
+    changes["prompt_index"] = list(prompt_index)
+    changes["num_generated_tokens"] = sum(changes["response_lengths"])
+    return dataclasses.replace(rollout, **changes)
+
+
+def concat_rollouts(parts: list, offsets: list[int]):
+    """Several RolloutBatches as one; prompt indices of part k are shifted by offsets[k]."""
+    first = parts[0]
+    changes = {}
+    for f in dataclasses.fields(first):
+        if isinstance(getattr(first, f.name), list):
+            changes[f.name] = [x for p in parts for x in getattr(p, f.name)]
+    changes["prompt_index"] = [i + off for p, off in zip(parts, offsets) for i in p.prompt_index]
+    changes["num_generated_tokens"] = sum(p.num_generated_tokens for p in parts)
+    changes["gen_time_s"] = sum(p.gen_time_s for p in parts)
+    return dataclasses.replace(first, **changes)
