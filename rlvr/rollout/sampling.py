@@ -6,10 +6,12 @@ Randomness. Each sample owns a counter-based stream: the uniform for step t of s
 on (seed, its index in the call, step), never on which other samples share its batch, how the batch
 is chunked, or any global RNG state.
 
-Drawing. One uniform u per token, inverse-CDF sampling on the unnormalised weights
-w_v = exp(l_v - max l): the token is the first v with cumsum(w)_v > u * sum(w), with the cumulative sum
-in float64 so that tokens of probability down to ~1e-16 keep their share. This is exact sampling from
-softmax(l) restricted to the kept tokens (Devroye, "Non-Uniform Random Variate Generation", 1986, II.2).
+Drawing. One uniform u per token, inverse-CDF sampling on p = softmax(l) over the kept tokens: the
+token is the first v with cumsum(p)_v > u * sum(p) (Devroye, "Non-Uniform Random Variate Generation",
+1986, II.2). The cumulative sum is hierarchical, which is the same draw done in two cheap steps: sums of
+blocks of BLOCK tokens pick the block, then a cumulative sum inside that block alone picks the token.
+Sums run in float64, so tokens of probability down to ~1e-16 keep their share; a full float64 cumsum
+over a 49k vocabulary cost about 4x more per step (benchmarks/NOTES.md).
 """
 
 from __future__ import annotations
@@ -75,8 +77,8 @@ def sample_next(
     """Draw one token per row; returns (tokens [B] long, logprobs [B] float32). Overwrites `logits`.
 
     logits: [B, V] float32 (the last position's); uniforms: [B] float64 in [0, 1), ignored when greedy.
-    The log-prob is under the filtered, renormalised distribution the token was drawn from:
-    log p = l_tok - max l - log sum_v exp(l_v - max l) over the kept tokens. Greedy (temperature 0)
+    The log-prob is under the filtered, renormalised distribution the token was drawn from,
+    log p_tok - log sum_v p_v with p = softmax(filtered logits / temperature). Greedy (temperature 0)
     takes the argmax (first index on ties, like torch.argmax in `generate`) and reports the plain
     log_softmax(logits) of it.
     """
@@ -84,14 +86,42 @@ def sample_next(
         tokens = torch.argmax(logits, dim=-1)
         logprobs = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
         return tokens, logprobs
-    filter_logits_(logits, temperature, top_k, top_p)
-    shifted = logits.sub_(logits.amax(dim=-1, keepdim=True))  # [B, V], max 0
-    weights = torch.exp(shifted)  # removed tokens: exp(-inf) = 0
-    cdf = torch.cumsum(weights, dim=-1, dtype=torch.float64)
-    total = cdf[:, -1:]
-    # u * total < total for u < 1 (up to rounding, hence the clamp), so the first index with cdf > target
-    # exists and has a positive weight: cdf only increases where a kept token adds mass.
-    target = torch.minimum(uniforms[:, None].to(cdf.device) * total, torch.nextafter(total, torch.zeros_like(total)))
-    tokens = torch.searchsorted(cdf, target, right=True).squeeze(-1)
-    logprobs = (shifted.gather(-1, tokens[:, None]).squeeze(-1).double() - total.squeeze(-1).log()).float()
+    probs = torch.softmax(filter_logits_(logits, temperature, top_k, top_p), dim=-1)  # removed tokens: 0
+    tokens, total = inverse_cdf(probs, uniforms.to(probs.device))
+    logprobs = (probs.gather(-1, tokens[:, None]).squeeze(-1).double().log() - total.log()).float()
     return tokens, logprobs
+
+
+BLOCK = 1024
+
+
+def inverse_cdf(weights: Tensor, uniforms: Tensor) -> tuple[Tensor, Tensor]:
+    """The first index v with cumsum(w)_v > u * sum(w), per row; returns (indices [B], sum(w) [B] float64).
+
+    weights: [B, V] >= 0 with a positive sum; uniforms: [B] float64 in [0, 1). Two levels (module
+    docstring). Each comparison target is clamped below the matching total, so the chosen index always
+    has a positive weight: a cumulative sum only grows past the target where a weight adds mass.
+    """
+    b, v = weights.shape
+    full = v // BLOCK
+    parts = []
+    if full:
+        parts.append(weights[:, : full * BLOCK].view(b, full, BLOCK).sum(-1, dtype=torch.float64))
+    if v % BLOCK:
+        parts.append(weights[:, full * BLOCK :].sum(-1, keepdim=True, dtype=torch.float64))
+    block_cdf = torch.cat(parts, dim=1).cumsum(-1)  # [B, blocks]
+    total = block_cdf[:, -1:]
+    target = torch.minimum(uniforms[:, None] * total, _below(total))
+    block = torch.searchsorted(block_cdf, target, right=True)  # [B, 1]
+    before = torch.where(block > 0, block_cdf.gather(-1, (block - 1).clamp(min=0)), torch.zeros_like(target))
+    index = block * BLOCK + torch.arange(BLOCK, device=weights.device)  # [B, BLOCK]
+    inside = weights.gather(-1, index.clamp(max=v - 1)).double().masked_fill_(index >= v, 0.0)
+    cdf = inside.cumsum(-1)
+    rest = torch.minimum(target - before, _below(cdf[:, -1:]))
+    offset = torch.searchsorted(cdf, rest, right=True)
+    return (block * BLOCK + offset).squeeze(-1), total.squeeze(-1)
+
+
+def _below(x: Tensor) -> Tensor:
+    """The largest float below x (so that u * total < total holds despite rounding)."""
+    return torch.nextafter(x, torch.zeros_like(x))

@@ -117,3 +117,21 @@ def test_empirical_frequencies_match_filtered_distribution():
     assert ((freq - probs).abs() <= 5 * se + 1e-12).all(), (freq, probs)
     assert (freq[probs == 0] == 0).all()
     torch.testing.assert_close(lps.double(), probs.log()[tokens], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("vocab", [5, 1024, 2500])  # tail block only; full blocks only; both
+def test_two_level_inverse_cdf_equals_flat_inverse_cdf(vocab):
+    from rlvr.rollout.sampling import inverse_cdf
+
+    g = torch.Generator().manual_seed(vocab)
+    weights = torch.softmax(torch.randn(300, vocab, generator=g) * 3, -1)
+    weights[weights < 1e-4] = 0.0  # zero-weight tokens must never be chosen
+    uniforms = torch.rand(300, generator=g, dtype=torch.float64)
+    uniforms[:2] = torch.tensor([0.0, 1.0 - 2**-53], dtype=torch.float64)
+    got, total = inverse_cdf(weights, uniforms)
+    cdf = weights.double().cumsum(-1)
+    target = torch.minimum(uniforms * cdf[:, -1], torch.nextafter(cdf[:, -1], torch.zeros(())))
+    want = torch.searchsorted(cdf, target[:, None], right=True).squeeze(-1)
+    assert torch.equal(got, want)
+    assert (weights.gather(-1, got[:, None]) > 0).all()
+    torch.testing.assert_close(total, weights.double().sum(-1))
