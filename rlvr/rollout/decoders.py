@@ -13,7 +13,8 @@ forward, and why:
     (HF's DynamicCache concatenates, copying the whole cache every step);
   - decode attention groups the query heads of one KV head ([B, kv, G, D] @ [B, kv, D, L]) instead of
     materialising repeated keys/values (repeat_kv copies the cache G times per layer per step);
-  - each prompt is prefilled once and its KV copied to its n samples;
+  - each prompt is prefilled once and its KV copied to its n samples, and a prefix common to all the
+    prompts of a batch (system message, few-shot examples) is prefilled once for all of them;
   - the rotary cos/sin table is computed once per call, and lm_head runs on the last position only;
   - finished rows can be dropped (`select`), shrinking every later matrix product.
 Left padding: every row writes its new token at the same cache column; a row's padding columns get
@@ -35,6 +36,7 @@ from torch import Tensor
 FAST_MODEL_TYPES = ("llama", "qwen2", "qwen3", "mistral")
 FAST_ROPE_TYPES = ("default", "linear", "llama3", "yarn")  # the others depend on the sequence length
 PREFILL_TOKENS = 8192  # prompt tokens (padding included) per prefill forward
+MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate forward
 
 
 def fast_path_problem(model, total_len: int) -> str | None:
@@ -117,37 +119,78 @@ class LlamaDecoder:
         self.positions = lens_t[rows].clone()  # position of the next token of each row
         self.mask = torch.zeros((b, s_len), dtype=self.dtype, device=dev)
         self.mask[:, :p_len].masked_fill_(torch.arange(p_len, device=dev)[None] < (p_len - lens_t[rows])[:, None], float("-inf"))
+
+        # A prefix shared by every prompt (a system message, few-shot examples) is computed once and
+        # its KV copied to each row; at least one token per prompt stays to produce its logits.
+        shared = min(_common_prefix_len(prompts), min(lens) - 1) if len(prompts) > 1 else 0
+        prefix = None
+        if shared >= MIN_SHARED_PREFIX:
+            prefix = self._prefill_prefix(prompts[0][:shared])
+        else:
+            shared = 0
+        suffixes = [p[shared:] for p in prompts]
         logits = None
         # Groups of prompts, each padded to its own longest: bounds activation memory and wastes less
         # compute on padding than one [U, P] batch when lengths vary.
         start = 0
         while start < len(prompts):
             end = start + 1
-            while end < len(prompts) and (end + 1 - start) * max(lens[start : end + 1]) <= PREFILL_TOKENS:
+            while end < len(prompts) and (end + 1 - start) * max(map(len, suffixes[start : end + 1])) <= PREFILL_TOKENS:
                 end += 1
             in_group = ((rows >= start) & (rows < end)).nonzero().squeeze(1)
-            group_logits = self._prefill_group(prompts[start:end], in_group, rows[in_group] - start, p_len)
+            group_logits = self._prefill_group(suffixes[start:end], in_group, rows[in_group] - start, p_len, prefix)
             if logits is None:
                 logits = torch.empty((b, group_logits.shape[-1]), dtype=torch.float32, device=dev)
             logits[in_group] = group_logits.float()
             start = end
+        if prefix is not None:
+            # After the groups: their left padding columns overlap the prefix columns of shorter prompts.
+            starts = (p_len - lens_t[rows]).tolist()
+            for first in set(starts):
+                same = torch.tensor([r for r, s in enumerate(starts) if s == first], device=dev)
+                for i, (k, v) in enumerate(prefix):
+                    self.k_cache[i][same, :, first : first + shared] = k
+                    self.v_cache[i][same, :, first : first + shared] = v
         return logits
 
-    def _prefill_group(self, prompts: list[list[int]], cache_rows: Tensor, row_prompt: Tensor, p_len: int) -> Tensor:
-        """Run prompts left-padded to their own longest (g), write their KV into cache columns
-        [p_len - g, p_len) of `cache_rows` (row r gets prompt row_prompt[r]); logits of each row."""
+    def _prefill_prefix(self, prefix: list[int]) -> list[tuple[Tensor, Tensor]]:
+        """KV [1, kv, L, D] per layer of the shared prefix (positions 0..L-1)."""
+        dev, n = self.device, len(prefix)
+        allowed = torch.ones((n, n), dtype=torch.bool, device=dev).tril()[None, None]
+        x = self.embed(torch.tensor([prefix], device=dev))
+        cos, sin = self.cos[:n][None], self.sin[:n][None]
+        kvs = []
+        for i, layer in enumerate(self.layers):
+            q, k, v = self._qkv(layer, layer.input_layernorm(x), cos, sin)
+            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [1, heads, L, D]
+            kvs.append((k, v))
+            if i == len(self.layers) - 1:
+                break  # the last layer's output is not needed: only its keys and values are
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=self.scaling, enable_gqa=True)
+            x = x + layer.self_attn.o_proj(a.transpose(1, 2).reshape(1, n, -1))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return kvs
+
+    def _prefill_group(self, prompts: list[list[int]], cache_rows: Tensor, row_prompt: Tensor, p_len: int,
+                       prefix: list[tuple[Tensor, Tensor]] | None) -> Tensor:
+        """Run prompts (after the shared prefix, if any) left-padded to their own longest (g); write their
+        KV into cache columns [p_len - g, p_len) of `cache_rows` (row r gets prompt row_prompt[r]); logits of
+        each row."""
         dev = self.device
         u, lens = len(prompts), torch.tensor([len(p) for p in prompts], device=dev)
         g = int(lens.max())
+        shared = 0 if prefix is None else prefix[0][0].shape[2]
         ids = torch.zeros((u, g), dtype=torch.long, device=dev)
         for i, prompt in enumerate(prompts):
             ids[i, g - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
         cols = torch.arange(g, device=dev)
         pad = cols[None, :] < (g - lens)[:, None]  # [U, g] True on left padding
-        positions = (cols[None, :] - (g - lens)[:, None]).clamp(min=0)  # [U, g]
+        positions = shared + (cols[None, :] - (g - lens)[:, None]).clamp(min=0)  # [U, g]
         # Causal, and no real query sees padding; a padding query sees itself so its softmax is finite.
         causal = torch.ones((g, g), dtype=torch.bool, device=dev).tril()
         allowed = ((causal[None] & ~pad[:, None, :]) | torch.eye(g, dtype=torch.bool, device=dev)[None])[:, None]
+        if shared:  # every query also sees the whole shared prefix
+            allowed = torch.cat((torch.ones((u, 1, g, shared), dtype=torch.bool, device=dev), allowed), dim=-1)
 
         x = self.embed(ids)  # [U, g, H]
         cos, sin = self.cos[positions], self.sin[positions]
@@ -156,6 +199,10 @@ class LlamaDecoder:
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
             self.k_cache[i][cache_rows, :, p_len - g : p_len] = k[row_prompt]
             self.v_cache[i][cache_rows, :, p_len - g : p_len] = v[row_prompt]
+            if shared:
+                pk, pv = prefix[i]
+                k = torch.cat((pk.expand(u, -1, -1, -1), k), dim=2)
+                v = torch.cat((pv.expand(u, -1, -1, -1), v), dim=2)
             a = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=self.scaling, enable_gqa=True)
             x = x + layer.self_attn.o_proj(a.transpose(1, 2).reshape(u, g, -1))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
@@ -187,6 +234,14 @@ class LlamaDecoder:
         self.v_cache = [v[rows] for v in self.v_cache]
         self.positions, self.mask = self.positions[rows], self.mask[rows]
         return True
+
+
+def _common_prefix_len(prompts: list[list[int]]) -> int:
+    first, n = prompts[0], min(map(len, prompts))
+    for j in range(n):
+        if any(p[j] != first[j] for p in prompts):
+            return j
+    return n
 
 
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:

@@ -219,3 +219,33 @@ def test_prefill_in_groups_changes_nothing(tiny_sharp, prompts, monkeypatch):
     assert len(calls) > 2 and sum(calls) == len(prompts)
     assert grouped.response_ids == whole.response_ids
     torch.testing.assert_close(torch.tensor(sum(grouped.sampler_logprobs, [])), torch.tensor(sum(whole.sampler_logprobs, [])))
+
+
+def test_shared_prefix_prefill_changes_nothing(tiny_sharp, monkeypatch):
+    import rlvr.rollout.decoders as decoders
+
+    model, tok = tiny_sharp
+    system = [{"role": "system", "content": "You are a careful assistant. Answer briefly."}]
+    prompts = [tok.apply_chat_template(system + [{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True)
+               for q in ("hi", "What is 12+30?", "abc")]
+    prompts = [list(p["input_ids"] if hasattr(p, "keys") else p) for p in prompts]
+    prompts.append(prompts[0][:-1])  # a prompt that is a prefix of another: shared part stops one short
+    calls = []
+    real = decoders.LlamaDecoder._prefill_prefix
+    monkeypatch.setattr(decoders.LlamaDecoder, "_prefill_prefix", lambda self, p, *a: calls.append(len(p)) or real(self, p, *a))
+    greedy = HFEngine(model, tok).generate(prompts, SamplingParams(temperature=0, max_new_tokens=16))
+    head = tok.apply_chat_template(system + [{"role": "user", "content": ""}], tokenize=False)
+    head = head.removesuffix("<|im_end|>\n")  # up to where the user's text starts
+    assert calls == [len(tok(head, add_special_tokens=False)["input_ids"])]
+    for prompt, got in zip(prompts, greedy.response_ids):
+        assert got == hf_greedy(model, prompt, 16)
+    pair = HFEngine(model, tok).generate([prompts[0], prompts[3]], SamplingParams(temperature=0, max_new_tokens=16))
+    assert calls[1] == len(prompts[3]) - 1  # one token of the shorter prompt is left to produce its logits
+    assert pair.response_ids == greedy.response_ids[:1] + greedy.response_ids[3:]
+    params = SamplingParams(n=2, temperature=0.9, max_new_tokens=12, seed=2)
+    shared = HFEngine(model, tok).generate(prompts, params)
+    monkeypatch.setattr(decoders, "MIN_SHARED_PREFIX", 10**9)
+    plain = HFEngine(model, tok).generate(prompts, params)
+    assert len(calls) == 3
+    assert shared.response_ids == plain.response_ids
+    torch.testing.assert_close(torch.tensor(sum(shared.sampler_logprobs, [])), torch.tensor(sum(plain.sampler_logprobs, [])))
