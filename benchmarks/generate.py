@@ -15,6 +15,7 @@ competing for the cores.
     python benchmarks/generate.py                       # batch 16 and 64, 128 new tokens, 3 repeats
     python benchmarks/generate.py --batch-sizes 64 --repeats 5 --json out.json
     python benchmarks/generate.py --profile engine --batch-sizes 16 --new-tokens 32
+    python benchmarks/generate.py --batch-sizes 64 --n 8 --eos   # RL-shaped: 8 prompts x 8 samples
 """
 
 from __future__ import annotations
@@ -49,19 +50,20 @@ def make_prompts(tokenizer, count: int) -> list[list[int]]:
     return prompts
 
 
-def run_engine(engine, prompts, new_tokens: int, seed: int, eos: bool = False) -> dict:
+def run_engine(engine, prompts, new_tokens: int, seed: int, eos: bool = False, n: int = 1) -> dict:
     from rlvr.rollout import SamplingParams
 
-    params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=new_tokens, ignore_eos=not eos, seed=seed)
+    params = SamplingParams(n=n, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=new_tokens, ignore_eos=not eos,
+                            seed=seed)
     start, cpu = time.perf_counter(), time.process_time()
     batch = engine.generate(prompts, params)
     wall = time.perf_counter() - start
-    assert eos or batch.num_generated_tokens == len(prompts) * new_tokens, batch.response_lengths
+    assert eos or batch.num_generated_tokens == len(prompts) * n * new_tokens, batch.response_lengths
     return {"wall_s": wall, "cpu_s": time.process_time() - cpu, "tokens": batch.num_generated_tokens,
             "prefill_s": batch.extra["prefill_s"], "decode_s": batch.extra["decode_s"]}
 
 
-def run_generate(model, tokenizer, prompts, new_tokens: int, seed: int, eos: bool = False) -> dict:
+def run_generate(model, tokenizer, prompts, new_tokens: int, seed: int, eos: bool = False, n: int = 1) -> dict:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     p_len = max(map(len, prompts))
     ids = torch.full((len(prompts), p_len), pad, dtype=torch.long)
@@ -72,7 +74,8 @@ def run_generate(model, tokenizer, prompts, new_tokens: int, seed: int, eos: boo
     config = copy.deepcopy(model.generation_config)
     if not eos:
         config.eos_token_id = None  # force the length, as ignore_eos does for the engine
-    config.update(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=new_tokens, pad_token_id=pad)
+    config.update(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=new_tokens, pad_token_id=pad,
+                  num_return_sequences=n)
     torch.manual_seed(seed)
     start, cpu = time.perf_counter(), time.process_time()
     with torch.inference_mode():
@@ -85,7 +88,7 @@ def run_generate(model, tokenizer, prompts, new_tokens: int, seed: int, eos: boo
         tokens = sum(next((i + 1 for i, t in enumerate(r) if t in stops), len(r)) for r in responses)
     else:
         assert out.shape[1] - p_len == new_tokens, out.shape
-        tokens = len(prompts) * new_tokens
+        tokens = len(prompts) * n * new_tokens
     return {"wall_s": wall, "cpu_s": cpu, "tokens": tokens}
 
 
@@ -111,6 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--eos", action="store_true", help="stop at eos and count actual tokens (default: force the length)")
+    ap.add_argument("--n", type=int, default=1,
+                    help="samples per prompt (RL group size): a batch of B rows is B/n prompts x n samples")
     ap.add_argument("--only", choices=["both", "engine", "generate"], default="both")
     ap.add_argument("--engine-kwargs", default="{}", help='JSON kwargs for get_engine, e.g. \'{"max_batch_size": 32}\'')
     ap.add_argument("--profile", choices=["engine", "generate"], help="profile one run of this instead of timing")
@@ -128,15 +133,18 @@ def main(argv: list[str] | None = None) -> dict:
     run_engine(engine, warm, 4, 0)
     run_generate(model, tokenizer, warm, 4, 0)
 
-    results: dict = {"model": args.model, "threads": args.threads, "new_tokens": args.new_tokens, "eos": args.eos,
+    results: dict = {"model": args.model, "threads": args.threads, "new_tokens": args.new_tokens, "eos": args.eos, "n": args.n,
                      "torch": torch.__version__, "load_before": os.getloadavg(), "runs": {}}
     for batch_size in args.batch_sizes:
-        prompts = make_prompts(tokenizer, batch_size)
+        if batch_size % args.n:
+            raise SystemExit(f"--n {args.n} must divide every batch size (got {batch_size})")
+        prompts = make_prompts(tokenizer, batch_size // args.n)
         if args.profile == "engine":
-            profile(lambda: run_engine(engine, prompts, args.new_tokens, 0), f"engine, batch {batch_size}")
+            profile(lambda: run_engine(engine, prompts, args.new_tokens, 0, args.eos, args.n), f"engine, batch {batch_size}")
             continue
         if args.profile == "generate":
-            profile(lambda: run_generate(model, tokenizer, prompts, args.new_tokens, 0), f"generate, batch {batch_size}")
+            profile(lambda: run_generate(model, tokenizer, prompts, args.new_tokens, 0, args.eos, args.n),
+                    f"generate, batch {batch_size}")
             continue
         runs: dict[str, list[dict]] = {"engine": [], "generate": []}
         for r in range(args.repeats):
@@ -145,9 +153,9 @@ def main(argv: list[str] | None = None) -> dict:
                 if args.only not in ("both", name):
                     continue
                 if name == "engine":
-                    res = run_engine(engine, prompts, args.new_tokens, r, args.eos)
+                    res = run_engine(engine, prompts, args.new_tokens, r, args.eos, args.n)
                 else:
-                    res = run_generate(model, tokenizer, prompts, args.new_tokens, r, args.eos)
+                    res = run_generate(model, tokenizer, prompts, args.new_tokens, r, args.eos, args.n)
                 res["tok_s"] = res["tokens"] / res["wall_s"]
                 res["cpu_util"] = res["cpu_s"] / res["wall_s"] / args.threads
                 runs[name].append(res)

@@ -230,10 +230,17 @@ class LlamaDecoder:
         return self.lm_head(self.norm(x)).float()
 
     def select(self, rows: Tensor) -> bool:
-        self.k_cache = [k[rows] for k in self.k_cache]
-        self.v_cache = [v[rows] for v in self.v_cache]
+        self.k_cache = [self._keep(k, rows) for k in self.k_cache]
+        self.v_cache = [self._keep(v, rows) for v in self.v_cache]
         self.positions, self.mask = self.positions[rows], self.mask[rows]
         return True
+
+    def _keep(self, cache: Tensor, rows: Tensor) -> Tensor:
+        """The given rows of a cache, copying only the columns written so far; the later columns are
+        left uninitialised because each is written (step) before any attention reads it."""
+        out = torch.empty((len(rows), *cache.shape[1:]), dtype=cache.dtype, device=cache.device)
+        out[:, :, : self.col] = cache[:, :, : self.col].index_select(0, rows)
+        return out
 
 
 def _common_prefix_len(prompts: list[list[int]]) -> int:
