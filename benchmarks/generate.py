@@ -10,7 +10,7 @@ both stop at eos instead and tokens/s counts the tokens actually generated (up t
 runs the two back to back, alternating which goes first, so a busy machine slows both alike; the
 report gives medians over repeats, the ratio of the medians, and the median of per-repeat ratios.
 CPU utilisation (process CPU time / wall time / threads) below ~0.9 means other processes were
-competing for the cores.
+competing for the cores; `--wait-idle S` waits (up to S seconds) for an idle machine before each run.
 
     python benchmarks/generate.py                       # batch 16 and 64, 128 new tokens, 3 repeats
     python benchmarks/generate.py --batch-sizes 64 --repeats 5 --json out.json
@@ -96,6 +96,29 @@ def _as_list(x) -> list:
     return [] if x is None else [x] if isinstance(x, int) else list(x)
 
 
+def idle_fraction(seconds: float = 1.0) -> float:
+    """Fraction of all cores' time that was idle over the next `seconds` (Linux /proc/stat)."""
+    def read() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+        return ticks[3] + ticks[4], sum(ticks)
+
+    idle0, total0 = read()
+    time.sleep(seconds)
+    idle1, total1 = read()
+    return (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_until_idle(max_wait_s: float, threshold: float = 0.9) -> float:
+    """Block until the machine is at least `threshold` idle (other processes off the cores), at most
+    `max_wait_s`; returns the last idle fraction seen."""
+    deadline = time.monotonic() + max_wait_s
+    idle = idle_fraction()
+    while idle < threshold and time.monotonic() < deadline:
+        idle = idle_fraction()
+    return idle
+
+
 def profile(fn, label: str) -> None:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
@@ -116,6 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--eos", action="store_true", help="stop at eos and count actual tokens (default: force the length)")
     ap.add_argument("--n", type=int, default=1,
                     help="samples per prompt (RL group size): a batch of B rows is B/n prompts x n samples")
+    ap.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                    help="before each run, wait up to this long for the other processes to leave the cores")
     ap.add_argument("--only", choices=["both", "engine", "generate"], default="both")
     ap.add_argument("--engine-kwargs", default="{}", help='JSON kwargs for get_engine, e.g. \'{"max_batch_size": 32}\'')
     ap.add_argument("--profile", choices=["engine", "generate"], help="profile one run of this instead of timing")
@@ -140,10 +165,10 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"--n {args.n} must divide every batch size (got {batch_size})")
         prompts = make_prompts(tokenizer, batch_size // args.n)
         if args.profile == "engine":
-            profile(lambda: run_engine(engine, prompts, args.new_tokens, 0, args.eos, args.n), f"engine, batch {batch_size}")
+            profile(lambda prompts=prompts: run_engine(engine, prompts, args.new_tokens, 0, args.eos, args.n), f"engine, batch {batch_size}")
             continue
         if args.profile == "generate":
-            profile(lambda: run_generate(model, tokenizer, prompts, args.new_tokens, 0, args.eos, args.n),
+            profile(lambda prompts=prompts: run_generate(model, tokenizer, prompts, args.new_tokens, 0, args.eos, args.n),
                     f"generate, batch {batch_size}")
             continue
         runs: dict[str, list[dict]] = {"engine": [], "generate": []}
@@ -152,12 +177,14 @@ def main(argv: list[str] | None = None) -> dict:
             for name in order:
                 if args.only not in ("both", name):
                     continue
+                idle_before = wait_until_idle(args.wait_idle) if args.wait_idle else None
                 if name == "engine":
                     res = run_engine(engine, prompts, args.new_tokens, r, args.eos, args.n)
                 else:
                     res = run_generate(model, tokenizer, prompts, args.new_tokens, r, args.eos, args.n)
                 res["tok_s"] = res["tokens"] / res["wall_s"]
                 res["cpu_util"] = res["cpu_s"] / res["wall_s"] / args.threads
+                res["idle_before"] = idle_before
                 runs[name].append(res)
                 print(f"batch {batch_size:4d} repeat {r} {name:9s} {res['tok_s']:8.1f} tok/s  "
                       f"wall {res['wall_s']:7.2f} s  cpu util {res['cpu_util']:.2f}"

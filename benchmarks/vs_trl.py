@@ -48,6 +48,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import ClassVar
 
 MODEL = "smollm2-135m-instruct"
 PROMPTS, SAMPLES, MAX_NEW, TEMPERATURE, LR = 4, 4, 64, 1.0, 1e-6  # the work; MAX_NEW: --max-new-tokens
@@ -123,6 +124,17 @@ def run_rlvr(args) -> dict:
     stream = PromptStream(trainer.task.examples("train"), cfg.seed)
     params = sum(p.numel() for p in trainer.model.parameters())
     rss_loaded = _rss_mib()
+    gen_cpu = []
+    generate = trainer.engine.generate
+
+    def timed_generate(*a, **k):  # CPU time of generation (the engine reports only wall time)
+        c0 = time.process_time()
+        try:
+            return generate(*a, **k)
+        finally:
+            gen_cpu.append(time.process_time() - c0)
+
+    trainer.engine.generate = timed_generate
     steps = []
     for step in range(1, args.steps + 1):
         cpu0 = time.process_time()
@@ -133,7 +145,8 @@ def run_rlvr(args) -> dict:
         prompt = sum(len(p) for p in r.prompt_ids)
         steps.append({
             "step_s": m["step_time_s"], "gen_s": m["gen_time_s"], "train_s": m["train_time_s"],
-            "cpu_s": time.process_time() - cpu0, "gen_tokens": gen, "prompt_tokens": prompt, "train_tokens": gen + prompt,
+            "cpu_s": time.process_time() - cpu0, "gen_cpu_s": gen_cpu[-1],
+            "gen_tokens": gen, "prompt_tokens": prompt, "train_tokens": gen + prompt,
             "train_tokens_padded": len(r.prompt_ids) * (max(map(len, r.prompt_ids)) + max(r.response_lengths)),
             "reward_mean": m["reward_mean"], "response_len_mean": m["response_len_mean"],
         })
@@ -194,7 +207,7 @@ def run_trl(args) -> dict:
     class TimedGRPO(GRPOTrainer):
         """Times generation + reward and records token counts; checks the prompt token ids."""
 
-        gen_rows: list[dict] = []
+        gen_rows: ClassVar[list[dict]] = []
         mismatches = 0
 
         def _tokenize_prompts(self, prompts):
@@ -203,12 +216,14 @@ def run_trl(args) -> dict:
             return ids, images, fields
 
         def _generate_and_score_completions(self, inputs):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             out = super()._generate_and_score_completions(inputs)
+            gen_cpu = time.process_time() - c0
             pm, cm = out["prompt_mask"], out["completion_mask"]
             gen = int(cm.sum())
             TimedGRPO.gen_rows.append({
-                "gen_s": time.perf_counter() - t0, "gen_tokens": gen, "prompt_tokens": int(pm.sum()),
+                "gen_s": time.perf_counter() - t0, "gen_cpu_s": gen_cpu,
+                "gen_tokens": gen, "prompt_tokens": int(pm.sum()),
                 "train_tokens": gen + int(pm.sum()),
                 "train_tokens_padded": pm.shape[0] * (pm.shape[1] + cm.shape[1]),
                 "response_len_mean": gen / cm.shape[0],
@@ -236,8 +251,10 @@ def run_trl(args) -> dict:
 
 
 def profile_rlvr(args) -> dict:
-    """Phases of rlvr steps (wall time of each library call, by wrapping them from outside), then a
-    torch.profiler op table of one more step. Runs in this process; the first step is warm-up."""
+    """Phases of rlvr steps (wall and CPU time of each library call, found by wrapping the calls from
+    outside), then the same for one more step under torch.profiler, with its op table. Runs in this
+    process; the first step is warm-up. Each step's row carries the load average, since a busy CPU
+    stretches phases unevenly (many small ops suffer more than a few large ones)."""
     _setup_threads(args.threads)
     import torch
     from torch.profiler import ProfilerActivity, profile
@@ -250,46 +267,65 @@ def profile_rlvr(args) -> dict:
     trainer = build(cfg, log=lambda *a, **k: None)
     stream = PromptStream(trainer.task.examples("train"), cfg.seed)
     trainer.run(stream, 1)
-    phases: dict[str, float] = {}
+    phases: dict[str, list[float]] = {}
 
     def timed(name, fn):
         def wrapper(*a, **k):
             label = name(*a, **k) if callable(name) else name
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             try:
                 return fn(*a, **k)
             finally:
-                phases[label] = phases.get(label, 0.0) + time.perf_counter() - t0
+                acc = phases.setdefault(label, [0.0, 0.0])
+                acc[0] += time.perf_counter() - t0
+                acc[1] += time.process_time() - c0
         return wrapper
 
-    grad_or_not = lambda *a, **k: "forward (log-probs)" if torch.is_grad_enabled() else "old log-probs (no grad)"  # noqa: E731
+    def grad_or_not(*a, **k):
+        return "forward (log-probs)" if torch.is_grad_enabled() else "old log-probs (no grad)"
+
     rl_module.response_logprobs = timed(grad_or_not, rl_module.response_logprobs)
+    for name in ("compute_advantages", "policy_loss", "aggregate"):
+        setattr(rl_module, name, timed("advantages + loss math", getattr(rl_module, name)))
     torch.Tensor.backward = timed("backward", torch.Tensor.backward)
     torch.nn.utils.clip_grad_norm_ = timed("grad-norm clip", torch.nn.utils.clip_grad_norm_)
     trainer.optimizer.step = timed("optimizer step", trainer.optimizer.step)
     trainer.engine.generate = timed("generation", trainer.engine.generate)
-    trainer.score = timed("reward", trainer.score)
-    rows = []
-    for step in range(2, args.steps + 1):
+    trainer.score = timed("reward (decode + score)", trainer.score)
+    trainer.prompt_ids = timed("prompt render + tokenise", trainer.prompt_ids)
+    names = ["generation", "prompt render + tokenise", "reward (decode + score)", "old log-probs (no grad)",
+             "forward (log-probs)", "advantages + loss math", "backward", "grad-norm clip", "optimizer step"]
+
+    def one_step(step: int) -> dict:
         phases.clear()
+        load = os.getloadavg()[0]
+        c0 = time.process_time()
         m = trainer.run(stream, step)
-        extra = trainer.last_scored.rollout.extra
-        rows.append({**phases, "prefill": extra["prefill_s"], "decode": extra["decode_s"], "step": m["step_time_s"],
-                     "gen_tokens": m["response_len_mean"] * PROMPTS * SAMPLES})
-    names = ["generation", "prefill", "decode", "reward", "old log-probs (no grad)", "forward (log-probs)", "backward",
-             "grad-norm clip", "optimizer step"]
-    med = {k: statistics.median(r.get(k, 0.0) for r in rows) for k in names + ["step", "gen_tokens"]}
-    med["other"] = med["step"] - sum(med[k] for k in names if k not in ("prefill", "decode"))
-    print(f"rlvr step phases, median of {len(rows)} steps after one warm-up (load {os.getloadavg()}):")
-    for k in names + ["other", "step"]:
-        indent = "    " if k in ("prefill", "decode") else "  "
-        print(f"{indent}{k:26s}{med[k]:8.3f} s {100 * med[k] / med['step']:6.1f} %")
-    print(f"  generated tokens per step (median): {med['gen_tokens']:.0f}")
+        r = trainer.last_scored.rollout
+        row = {k: phases.get(k, [0.0, 0.0]) for k in names}
+        row["other"] = [m["step_time_s"] - sum(v[0] for v in row.values()),
+                        time.process_time() - c0 - sum(v[1] for v in row.values())]
+        row["step"] = [m["step_time_s"], time.process_time() - c0]
+        return {"phases": row, "prefill_s": r.extra["prefill_s"], "decode_s": r.extra["decode_s"], "load_1min": load,
+                "gen_tokens": sum(r.response_lengths), "longest": max(r.response_lengths)}
+
+    def show(title: str, row: dict) -> None:
+        ph = row["phases"]
+        print(f"{title}: load {row['load_1min']:.1f}, {row['gen_tokens']} generated tokens (longest {row['longest']}), "
+              f"prefill {row['prefill_s']:.2f} s, decode {row['decode_s']:.2f} s")
+        for k in names + ["other", "step"]:
+            wall, cpu = ph[k]
+            print(f"  {k:28s}{wall:8.2f} s wall {100 * wall / ph['step'][0]:5.1f} %  {cpu:8.2f} s CPU")
+
+    rows = [one_step(step) for step in range(2, args.steps + 1)]
+    for i, row in enumerate(rows):
+        show(f"step {i + 2}", row)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        trainer.run(stream, args.steps + 1)
+        profiled = one_step(args.steps + 1)
+    show(f"step {args.steps + 1} (under torch.profiler)", profiled)
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
     print(table)
-    report = {"phases_median_s": med, "rows": rows, "op_table": table}
+    report = {"rows": rows, "profiled": profiled, "op_table": table}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return report
@@ -309,7 +345,7 @@ def spawn(side: str, args) -> dict:
         if args.trl_gradient_checkpointing:
             cmd.append("--trl-gradient-checkpointing")
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True)
         if proc.returncode != 0 or not out.exists():
             sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
             raise RuntimeError(f"the {side} child failed (exit {proc.returncode}); its output is above")
@@ -346,7 +382,9 @@ def summarise(runs: list[dict], gflops: float) -> dict:
 def print_table(s: dict) -> None:
     rows = [
         ("median step (s)", "median_step_s", "{:.2f}"), ("  generation (s)", "median_gen_s", "{:.2f}"),
-        ("  rest: reward+train (s)", "median_train_s", "{:.2f}"), ("peak RSS (MiB)", "peak_rss_mib", "{:.0f}"),
+        ("  rest: reward+train (s)", "median_train_s", "{:.2f}"),
+        ("median step CPU time (s)", "median_cpu_s", "{:.2f}"),
+        ("  generation CPU time (s)", "median_gen_cpu_s", "{:.2f}"), ("peak RSS (MiB)", "peak_rss_mib", "{:.0f}"),
         ("RSS after load (MiB)", "rss_loaded_mib", "{:.0f}"), ("generated tokens/step", "median_gen_tokens", "{:.0f}"),
         ("trained tokens/step", "median_train_tokens", "{:.0f}"),
         ("  padded to the batch", "median_train_tokens_padded", "{:.0f}"),
