@@ -212,6 +212,9 @@ class TrainConfig(_Strict):
     """Sequences per forward/backward (gradient accumulation); None: the whole mini-batch."""
     max_bad_steps: int = Field(3, ge=1)
     """Consecutive steps with a non-finite loss or gradient that stop the run."""
+    packed: bool = True
+    """Log-prob forward passes run each distinct prompt once and the responses without padding
+    (Llama-family models; others use the padded forward). Same values up to float rounding."""
 
 
 class EvalConfig(_Strict):

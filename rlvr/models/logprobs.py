@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from rlvr.core.entropy import entropy_from_logits
+from rlvr.models.llama import packed_path_problem, predicting_hidden_packed
 
 # Default chunk: about 2**24 float32 logits (64 MiB) per chunk, 341 tokens for SmolLM2's 49152-token
 # vocabulary, and never fewer than 64 tokens. Measured on the 2-core CPU (benchmarks/NOTES.md): the
@@ -68,6 +69,7 @@ def response_logprobs(
     temperature: float = 1.0,
     chunk_size: int | None = None,
     return_entropy: bool = False,
+    packed: bool | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Log-probs [N, T] (float32) of the response tokens, and optionally the entropies [N, T].
 
@@ -85,6 +87,9 @@ def response_logprobs(
     `torch.no_grad()` (old / reference log-probs).
 
     chunk_size: response tokens per output-projection call; None picks about 2**24 logits per chunk.
+    packed: run the backbone with `rlvr.models.llama.predicting_hidden_packed` (each distinct prompt
+      once, response tokens without padding; same values up to float rounding). None: whenever the model
+      and batch allow it (Llama-family model, left-padded prompts); True: require it; False: never.
     """
     _check_batch(input_ids, attention_mask)
     num_rows, length = input_ids.shape
@@ -111,9 +116,15 @@ def response_logprobs(
             "to P, responses RIGHT-padded (got a response token after a padding column)"
         )
 
-    hidden = backbone_hidden_states(model, input_ids, attention_mask)  # [N, L, H]
-    predicting = hidden[:, P - 1 : P + T - 1]  # [N, T, H]: column P+t-1 predicts response token t
-    rows = predicting[counted]  # [M, H], M = real response tokens
+    problem = packed_path_problem(model, attention_mask, T) if packed is not False else "packed=False"
+    if packed and problem is not None:
+        raise ValueError(f"packed=True but the packed forward cannot run this batch: {problem}")
+    if problem is None:
+        rows = predicting_hidden_packed(model, input_ids, attention_mask, T)  # [M, H]
+    else:
+        hidden = backbone_hidden_states(model, input_ids, attention_mask)  # [N, L, H]
+        predicting = hidden[:, P - 1 : P + T - 1]  # [N, T, H]: column P+t-1 predicts response token t
+        rows = predicting[counted]  # [M, H], M = real response tokens
     row_targets = input_ids[:, P:][counted]  # [M]
 
     if chunk_size is None:
@@ -134,8 +145,8 @@ def response_logprobs(
         lp_parts.append(lp)
         ent_parts.append(ent)
 
-    logprobs = _scatter_rows(lp_parts, counted, num_rows, T, hidden)
-    entropy = _scatter_rows(ent_parts, counted, num_rows, T, hidden) if return_entropy else None
+    logprobs = _scatter_rows(lp_parts, counted, num_rows, T, rows)
+    entropy = _scatter_rows(ent_parts, counted, num_rows, T, rows) if return_entropy else None
     return logprobs, entropy
 
 

@@ -33,40 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-FAST_MODEL_TYPES = ("llama", "qwen2", "qwen3", "mistral")
-FAST_ROPE_TYPES = ("default", "linear", "llama3", "yarn")  # the others depend on the sequence length
+from rlvr.models.llama import qkv, rotary_table
+
 PREFILL_TOKENS = 8192  # prompt tokens (padding included) per prefill forward
 MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate forward
-
-
-def fast_path_problem(model, total_len: int) -> str | None:
-    """Why `LlamaDecoder` cannot run `model` for sequences of `total_len` tokens; None when it can."""
-    config = getattr(model, "config", None)
-    model_type = getattr(config, "model_type", None)
-    if model_type not in FAST_MODEL_TYPES:
-        return f"model_type {model_type!r} is not one of {', '.join(FAST_MODEL_TYPES)}"
-    base = getattr(model, "model", None)
-    for name in ("embed_tokens", "layers", "norm", "rotary_emb"):
-        if not hasattr(base, name):
-            return f"model.model has no {name}"
-    if not hasattr(model, "lm_head"):
-        return "model has no lm_head"
-    for layer in base.layers:
-        attn = getattr(layer, "self_attn", None)
-        if not all(hasattr(attn, p) for p in ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim", "scaling")):
-            return "a decoder layer's self_attn is not Llama-like"
-        if not all(hasattr(layer, m) for m in ("input_layernorm", "post_attention_layernorm", "mlp")):
-            return "a decoder layer is not Llama-like"
-    rope_type = getattr(base.rotary_emb, "rope_type", "default")
-    if rope_type not in FAST_ROPE_TYPES:
-        return f"rope type {rope_type!r} is not one of {', '.join(FAST_ROPE_TYPES)}"
-    layer_types = getattr(config, "layer_types", None)
-    window = getattr(config, "sliding_window", None)
-    if layer_types is not None and any(t != "full_attention" for t in layer_types):
-        return "the model has sliding-window layers"
-    if layer_types is None and window is not None and total_len > window:
-        return f"sequences of {total_len} tokens exceed the sliding window ({window})"
-    return None
 
 
 class LlamaDecoder:
@@ -75,7 +45,7 @@ class LlamaDecoder:
     def __init__(self, model):
         self.model = model
         base = model.model
-        self.embed, self.layers, self.norm, self.rotary = base.embed_tokens, list(base.layers), base.norm, base.rotary_emb
+        self.embed, self.layers, self.norm = base.embed_tokens, list(base.layers), base.norm
         self.lm_head = model.lm_head
         attn = self.layers[0].self_attn
         self.head_dim = attn.head_dim
@@ -87,16 +57,7 @@ class LlamaDecoder:
         self.device, self.dtype = p.device, p.dtype
 
     def _qkv(self, layer, h: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """q [.., heads, D], k and v [.., kv_heads, D] for hidden states h [.., H], rotary applied."""
-        attn = layer.self_attn
-        lead = h.shape[:-1]
-        q = attn.q_proj(h).view(*lead, self.num_heads, self.head_dim)
-        k = attn.k_proj(h).view(*lead, self.num_kv, self.head_dim)
-        v = attn.v_proj(h).view(*lead, self.num_kv, self.head_dim)
-        if hasattr(attn, "q_norm"):  # qwen3: RMSNorm over each head before rotary
-            q, k = attn.q_norm(q), attn.k_norm(k)
-        cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)  # broadcast over heads
-        return _rotate(q, cos, sin), _rotate(k, cos, sin), v
+        return qkv(layer, h, cos, sin, self.num_heads, self.num_kv)
 
     @torch.inference_mode()
     def prefill(self, prompts: list[list[int]], row_prompt: list[int], max_new_tokens: int) -> Tensor:
@@ -105,9 +66,7 @@ class LlamaDecoder:
         p_len = max(lens)
         s_len = p_len + max_new_tokens
         b = len(row_prompt)
-        table = torch.arange(p_len + max_new_tokens, device=dev)[None]
-        cos, sin = self.rotary(torch.empty(0, device=dev, dtype=self.dtype), table)
-        self.cos, self.sin = cos[0], sin[0]  # [max_pos, D]
+        self.cos, self.sin = rotary_table(self.model, s_len)  # [max_pos, D]
         shape = (b, self.num_kv, s_len, self.head_dim)
         # Zeros, not empty: padding columns are masked with -inf, but a NaN left in freed memory would
         # still poison q.k (NaN + -inf) and probs @ v (0 * NaN).
@@ -249,13 +208,6 @@ def _common_prefix_len(prompts: list[list[int]]) -> int:
         if any(p[j] != first[j] for p in prompts):
             return j
     return n
-
-
-def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotary embedding, HF's rotate_half convention: x * cos + [-x2, x1] * sin."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
 
 
 class GenericDecoder:

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from rlvr.models.llama import fast_path_problem
 from rlvr.rollout.base import ENGINES, RolloutBatch, RolloutEngine, SamplingParams
-from rlvr.rollout.decoders import GenericDecoder, LlamaDecoder, fast_path_problem
+from rlvr.rollout.decoders import GenericDecoder, LlamaDecoder
 from rlvr.rollout.sampling import sample_next, stream_keys, stream_uniforms
 
 DECODERS = ("auto", "fast", "generic")

@@ -280,7 +280,7 @@ class RLStep:
         for mb in b.micro_batches(rows, cfg.train.micro_batch_size):
             lp, ent = response_logprobs(
                 self.model, mb.input_ids, mb.attention_mask, mb.t,
-                temperature=cfg.rollout.temperature, return_entropy=True,
+                temperature=cfg.rollout.temperature, return_entropy=True, packed=None if cfg.train.packed else False,
             )
             old = mb.old_logprobs if mb.old_logprobs is not None else lp.detach()
             per_token, m = policy_loss(
@@ -349,7 +349,8 @@ class RLStep:
     def _logprobs_no_grad(self, model, b: TrainBatch) -> Tensor:
         out = torch.zeros_like(b.sampler_logprobs)
         for mb in b.micro_batches(range(b.loss_mask.shape[0]), self.cfg.train.micro_batch_size):
-            lp, _ = response_logprobs(model, mb.input_ids, mb.attention_mask, mb.t, temperature=self.cfg.rollout.temperature)
+            lp, _ = response_logprobs(model, mb.input_ids, mb.attention_mask, mb.t, temperature=self.cfg.rollout.temperature,
+                                      packed=None if self.cfg.train.packed else False)
             out[mb.rows, : mb.t] = lp
         return out
 

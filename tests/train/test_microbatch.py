@@ -45,3 +45,21 @@ def test_micro_batch_size_does_not_change_the_gradient(tiny_dir, tmp_path, overr
     # The check can fail: a different loss normalisation changes the gradient.
     other = _first_update_grads(tiny_dir, tmp_path / "c", *overrides, "algorithm.aggregation=seq_mean_token_sum")
     assert not all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(whole[0], other[0]))
+
+
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
+@pytest.mark.parametrize(
+    "overrides",
+    [["algorithm.preset=grpo"], ["algorithm.preset=grpo", "algorithm.kl.coef=0.1", "train.mini_batches=2"],
+     ["algorithm.preset=ppo"]],
+    ids=["grpo", "grpo-kl-minibatches", "ppo"],
+)
+def test_packed_forward_does_not_change_the_gradient(tiny_dir, tmp_path, overrides):
+    """The speed-ups of the log-prob forward (prompt shared by its group, no padding) leave the step's
+    gradients as the padded forward gives them."""
+    padded = _first_update_grads(tiny_dir, tmp_path / "a", *overrides, "train.packed=false")
+    packed = _first_update_grads(tiny_dir, tmp_path / "b", *overrides)
+    assert len(padded) == len(packed) >= 1
+    for gw, gs in zip(padded, packed):
+        for a, b in zip(gw, gs):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), (a - b).abs().max()
