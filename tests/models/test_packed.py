@@ -10,10 +10,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausa
 from rlvr.models.llama import packed_path_problem
 from rlvr.models.logprobs import response_logprobs
 from rlvr.models.tiny import make_tiny_model
-
-COMMON = dict(vocab_size=87, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-              num_key_value_heads=2, max_position_embeddings=256, eos_token_id=2, pad_token_id=0, bos_token_id=None)
-
+from tests.rollout.test_architectures import COMMON
 
 def group_batch(vocab: int, prompt_lens: list[int], group: int, response_lens: list[int], seed: int = 0):
     """Prompts of the given lengths, each repeated `group` times (an RL group), left-padded; responses of
