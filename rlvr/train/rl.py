@@ -38,6 +38,7 @@ from rlvr.train.batch import (
     rollout_metrics,
     select_prompts,
 )
+from rlvr.train.optim import adamw
 
 
 class RewardErrors:
@@ -73,12 +74,12 @@ class RLStep:
         self.skipped_steps = 0
         self.last_scored: Scored | None = None
         o = cfg.optim
-        self.optimizer = torch.optim.AdamW(
+        self.optimizer = adamw(
             model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.critic_optimizer = (
-            torch.optim.AdamW(critic.parameters(), lr=cfg.algorithm.critic.lr) if critic is not None else None
+            adamw(critic.parameters(), lr=cfg.algorithm.critic.lr) if critic is not None else None
         )
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 

@@ -41,6 +41,7 @@ from rlvr.core.losses import sft_loss
 from rlvr.models.logprobs import response_logprobs
 from rlvr.rollout.base import RolloutBatch
 from rlvr.train.checkpoint import save_checkpoint
+from rlvr.train.optim import adamw
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,7 @@ def sft(
         raise ValueError(f"every one of the {len(records)} records has a prompt of at least max_len={config.max_len} "
                          "tokens; raise max_len")
     if optimizer is None:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = adamw(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     micro = config.micro_batch_size or config.batch_size
     pad = pad_id(tokenizer)
     steps_per_epoch = math.ceil(len(items) / config.batch_size)
