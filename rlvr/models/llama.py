@@ -11,6 +11,7 @@ laid out as everywhere in rlvr (prompts left-padded to P, responses right-padded
 the same function as the Hugging Face forward, with less work:
   - each distinct prompt runs once, however many rows (samples of a group) share it: its keys and
     values are indexed out to those rows, so autograd sums their gradients into the one prompt pass;
+    and a prefix common to all the prompts (a system message) runs once for all of them;
   - response tokens run packed, [M, H] with M the real tokens: projections, MLPs and norms never see
     right padding (only the attention, a small part, works on a padded [N, T] view);
   - the last real token of each response is not run at all: it predicts nothing that is scored, and
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 
 FAST_MODEL_TYPES = ("llama", "qwen2", "qwen3", "mistral")
 FAST_ROPE_TYPES = ("default", "linear", "llama3", "yarn")  # the others depend on the sequence length
+MIN_SHARED_PREFIX = 8  # shorter prefixes common to all prompts are not worth a separate pass
 
 
 def fast_path_problem(model: nn.Module, total_len: int) -> str | None:
@@ -129,8 +131,18 @@ def predicting_hidden_packed(model: nn.Module, input_ids: Tensor, attention_mask
     u_mask = unique[:, P:].bool()
     first = int(u_mask.any(0).long().argmax())
     u_ids, u_mask = unique[:, first:P], u_mask[:, first:]
-    pu = P - first
     prompt_len = u_mask.sum(1)  # [U]
+    # A prefix common to all distinct prompts (a system message) runs once; each prompt keeps at least
+    # its last token, whose state predicts the first response token.
+    lens = prompt_len.tolist()
+    s_len = common_prefix_len([u_ids[u, u_ids.shape[1] - n_u :].tolist() for u, n_u in enumerate(lens)])
+    s_len = min(s_len, min(lens) - 1) if len(lens) > 1 else 0
+    if s_len < MIN_SHARED_PREFIX:
+        s_len = 0
+    pu = u_ids.shape[1] - s_len
+    s_ids = u_ids[:1, u_ids.shape[1] - lens[0] : u_ids.shape[1] - lens[0] + s_len]  # [1, S]
+    u_ids = u_ids[:, s_len:]  # each prompt's suffix ends at the last column, as the whole prompt did
+    u_mask = torch.arange(pu, device=dev)[None] >= (pu - (prompt_len - s_len))[:, None]  # [U, Pu - S]
 
     # Response tokens that are run: all real ones but each row's last; columns 0 .. T' - 1.
     resp_len = attention_mask[:, P:].long().sum(1)  # [N]; real tokens are a prefix (validated by the caller)
@@ -140,36 +152,58 @@ def predicting_hidden_packed(model: nn.Module, input_ids: Tensor, attention_mask
     run_idx = run.reshape(-1).nonzero().squeeze(1)  # flat positions of the packed tokens in [N * T']
 
     cos_t, sin_t = rotary_table(model, int(prompt_len.max()) + t_in + 1)
-    p_pos = (u_mask.long().cumsum(1) - 1).clamp(min=0)  # [U, Pu]
+    p_pos = s_len + (u_mask.long().cumsum(1) - 1).clamp(min=0)  # [U, Pu - S]
     r_pos = (prompt_len[inverse][:, None] + cols[None, :])[run]  # [M']
     p_cos, p_sin = cos_t[p_pos], sin_t[p_pos]
     r_cos, r_sin = cos_t[r_pos], sin_t[r_pos]
 
-    eye = torch.eye(pu, dtype=torch.bool, device=dev)
-    # Prompt attention: causal, real keys only; a padding query also sees itself so its softmax is finite.
-    p_allowed = ((torch.ones((pu, pu), dtype=torch.bool, device=dev).tril()[None] & u_mask[:, None, :]) | eye)[:, None]
-    # Response attention: the row's real prompt tokens, then causal over the run response tokens. A
-    # padding query (discarded) sees the prompt, so its softmax is finite too.
-    r_causal = torch.ones((t_in, t_in), dtype=torch.bool, device=dev).tril()
-    r_allowed = torch.cat(
-        (u_mask[inverse][:, None, :].expand(n, t_in, pu), r_causal[None].expand(n, t_in, t_in)), dim=2
-    )[:, None]  # [N, 1, T', Pu + T']
+    def tril(a: int) -> Tensor:
+        return torch.ones((a, a), dtype=torch.bool, device=dev).tril()
 
-    x_p = base.embed_tokens(u_ids)  # [U, Pu, H]
+    # Prompt attention: the shared prefix, then causal over its own real tokens; a padding query also
+    # sees itself so that its softmax is finite.
+    p_allowed = torch.cat((
+        torch.ones((len(lens), pu, s_len), dtype=torch.bool, device=dev),
+        (tril(pu)[None] & u_mask[:, None, :]) | torch.eye(pu, dtype=torch.bool, device=dev),
+    ), dim=2)[:, None]  # [U, 1, Pu - S, Pu]
+    # Response attention: the prefix and the row's real prompt tokens, then causal over the run response
+    # tokens. A padding query (discarded) sees the prompt, so its softmax is finite too.
+    r_allowed = torch.cat((
+        torch.ones((n, t_in, s_len), dtype=torch.bool, device=dev),
+        u_mask[inverse][:, None, :].expand(n, t_in, pu),
+        tril(t_in)[None].expand(n, t_in, t_in),
+    ), dim=2)[:, None]  # [N, 1, T', S + Pu + T']
+
+    def attend(q: Tensor, ks: list[Tensor], vs: list[Tensor], allowed: Tensor) -> Tensor:
+        k, v = (torch.cat(z, dim=2) if len(z) > 1 else z[0] for z in (ks, vs))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scaling, enable_gqa=True)
+
+    x_s = base.embed_tokens(s_ids)  # [1, S, H]
+    x_p = base.embed_tokens(u_ids)  # [U, Pu - S, H]
     x_r = base.embed_tokens(input_ids[:, P : P + t_in][run])  # [M', H]
-    for layer in layers:
-        q, k, v = qkv(layer, layer.input_layernorm(x_p), p_cos, p_sin, heads, kv)  # [U, Pu, heads, D]
-        k_p, v_p = k.transpose(1, 2), v.transpose(1, 2)  # [U, kv, Pu, D]
-        a = F.scaled_dot_product_attention(q.transpose(1, 2), k_p, v_p, attn_mask=p_allowed, scale=scaling, enable_gqa=True)
+    for i, layer in enumerate(layers):
+        ks, vs = [], []  # keys and values every later level sees: [rows, kv, length, D]
+        if s_len:
+            q, k, v = qkv(layer, layer.input_layernorm(x_s), cos_t[:s_len], sin_t[:s_len], heads, kv)
+            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [1, heads | kv, S, D]
+            ks, vs = [k], [v]
+            if i < len(layers) - 1:  # the last layer's prefix states feed nothing
+                a = attend(q, ks, vs, tril(s_len))
+                x_s = x_s + layer.self_attn.o_proj(a.transpose(1, 2).reshape(1, s_len, -1))
+                x_s = x_s + layer.mlp(layer.post_attention_layernorm(x_s))
+        q, k, v = qkv(layer, layer.input_layernorm(x_p), p_cos, p_sin, heads, kv)  # [U, Pu - S, heads, D]
+        u = len(lens)
+        k_p, v_p = k.transpose(1, 2), v.transpose(1, 2)
+        a = attend(q.transpose(1, 2), [z.expand(u, -1, -1, -1) for z in ks] + [k_p],
+                   [z.expand(u, -1, -1, -1) for z in vs] + [v_p], p_allowed)
         x_p = x_p + layer.self_attn.o_proj(a.transpose(1, 2).reshape(*x_p.shape[:2], -1))
         x_p = x_p + layer.mlp(layer.post_attention_layernorm(x_p))
         if t_in == 0:
             continue
         q, k, v = qkv(layer, layer.input_layernorm(x_r), r_cos, r_sin, heads, kv)  # [M', heads | kv, D]
         q, k, v = (_unpack(z, run_idx, n, t_in).transpose(1, 2) for z in (q, k, v))  # [N, heads | kv, T', D]
-        k = torch.cat((k_p[inverse], k), dim=2)
-        v = torch.cat((v_p[inverse], v), dim=2)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=r_allowed, scale=scaling, enable_gqa=True)
+        a = attend(q, [z.expand(n, -1, -1, -1) for z in ks] + [k_p[inverse], k],
+                   [z.expand(n, -1, -1, -1) for z in vs] + [v_p[inverse], v], r_allowed)
         a = a.transpose(1, 2).reshape(n * t_in, -1)[run_idx]  # [M', heads * D]
         x_r = x_r + layer.self_attn.o_proj(a)
         x_r = x_r + layer.mlp(layer.post_attention_layernorm(x_r))
@@ -189,3 +223,12 @@ def _unpack(packed: Tensor, flat_idx: Tensor, n: int, t: int) -> Tensor:
     """[M, ...] packed rows -> [n, t, ...] with zeros elsewhere (differentiable in `packed`)."""
     out = packed.new_zeros((n * t, *packed.shape[1:]))
     return out.index_copy(0, flat_idx, packed).view(n, t, *packed.shape[1:])
+
+
+def common_prefix_len(seqs: list[list[int]]) -> int:
+    """Length of the longest prefix shared by all the sequences."""
+    first, n = seqs[0], min(map(len, seqs))
+    for j in range(n):
+        if any(p[j] != first[j] for p in seqs):
+            return j
+    return n

@@ -33,10 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rlvr.models.llama import qkv, rotary_table
+from rlvr.models.llama import MIN_SHARED_PREFIX, common_prefix_len, qkv, rotary_table
 
 PREFILL_TOKENS = 8192  # prompt tokens (padding included) per prefill forward
-MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate forward
 
 
 class LlamaDecoder:
@@ -81,7 +80,7 @@ class LlamaDecoder:
 
         # A prefix shared by every prompt (a system message, few-shot examples) is computed once and
         # its KV copied to each row; at least one token per prompt stays to produce its logits.
-        shared = min(_common_prefix_len(prompts), min(lens) - 1) if len(prompts) > 1 else 0
+        shared = min(common_prefix_len(prompts), min(lens) - 1) if len(prompts) > 1 else 0
         prefix = None
         if shared >= MIN_SHARED_PREFIX:
             prefix = self._prefill_prefix(prompts[0][:shared])
@@ -200,14 +199,6 @@ class LlamaDecoder:
         out = torch.empty((len(rows), *cache.shape[1:]), dtype=cache.dtype, device=cache.device)
         out[:, :, : self.col] = cache[:, :, : self.col].index_select(0, rows)
         return out
-
-
-def _common_prefix_len(prompts: list[list[int]]) -> int:
-    first, n = prompts[0], min(map(len, prompts))
-    for j in range(n):
-        if any(p[j] != first[j] for p in prompts):
-            return j
-    return n
 
 
 class GenericDecoder:

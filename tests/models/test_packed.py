@@ -12,11 +12,12 @@ from rlvr.models.logprobs import response_logprobs
 from rlvr.models.tiny import make_tiny_model
 from tests.rollout.test_architectures import COMMON
 
-def group_batch(vocab: int, prompt_lens: list[int], group: int, response_lens: list[int], seed: int = 0):
-    """Prompts of the given lengths, each repeated `group` times (an RL group), left-padded; responses of
-    `response_lens` (one per row) right-padded."""
+def group_batch(vocab: int, prompt_lens: list[int], group: int, response_lens: list[int], shared: int = 0, seed: int = 0):
+    """Prompts of the given lengths (their first `shared` tokens the same: a system message), each repeated
+    `group` times (an RL group), left-padded; responses of `response_lens` (one per row) right-padded."""
     g = torch.Generator().manual_seed(seed)
-    prompts = [torch.randint(4, vocab, (p,), generator=g) for p in prompt_lens]
+    prefix = torch.randint(4, vocab, (shared,), generator=g)
+    prompts = [torch.cat((prefix, torch.randint(4, vocab, (p - shared,), generator=g))) for p in prompt_lens]
     rows = [prompts[i // group] for i in range(len(prompt_lens) * group)]
     assert len(rows) == len(response_lens)
     P, T = max(prompt_lens), max(response_lens)
@@ -53,6 +54,8 @@ BATCHES = {
     "distinct": ([4, 2, 6, 6], 1, [3, 0, 5, 2]),
     # one prompt for all rows; no response longer than 1 (nothing but the prompt runs)
     "single-token": ([7], 3, [1, 1, 1]),
+    # a 9-token prefix common to all prompts (run once), suffixes of 1 to 6 tokens, groups of 2
+    "system-prefix": ([12, 10, 15, 10], 2, [4, 6, 1, 3, 5, 5, 2, 3], 9),
 }
 
 
