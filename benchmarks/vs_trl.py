@@ -17,9 +17,11 @@ one optimizer step per batch (no old-log-prob pass on either side), AdamW lr 1e-
 clip 1.0, the whole batch of 16 in one forward/backward. Differences that remain are each library's
 own choice and are part of what is measured: TRL's transformers `generate` (finished rows keep
 decoding until the longest is done; each prompt is prefilled once per sample) against rlvr's engine
-(one prefill per prompt, finished rows dropped); TRL's default fused AdamW against torch's default
-AdamW in rlvr; gradient checkpointing, on by default in TRL, is turned off here so that both do the
-same arithmetic (`--trl-gradient-checkpointing` measures TRL's default instead).
+(one prefill per prompt, finished rows dropped); TRL's padded training forward against rlvr's packed
+one (each distinct prompt and the common system prefix run once, responses without padding: the same
+loss and gradients up to float rounding, tests/train/test_microbatch.py); both use a fused AdamW;
+gradient checkpointing, on by default in TRL, is turned off here (it trades time for memory, and
+neither side needs it at this size; `--trl-gradient-checkpointing` measures TRL's default instead).
 
 Method. Each side runs in its own fresh subprocess with 2 torch threads (OMP/MKL too), loads the
 model, runs `--steps` steps and reports per-step wall times (rlvr: RLStep.run's step_time_s; TRL: a
@@ -33,7 +35,8 @@ Arithmetic floor of a step: (2 x params x generated tokens + 6 x params x traine
 (DESIGN.md section 8: float32 matmul peak of this CPU). Generated tokens are the sampled response
 tokens (eos included); trained tokens are the real (non-padding) prompt + response tokens that go
 through the training forward and backward. Attention FLOPs and prefill are left out (both small here),
-so the floor is a lower bound that no implementation can beat on this machine.
+so the floor is a lower bound for any implementation that runs every trained token through the
+model once per sample (rlvr's packed forward runs a group's shared prompt once, so it can go below).
 """
 
 from __future__ import annotations
