@@ -151,19 +151,27 @@ def predicting_hidden_packed(model: nn.Module, input_ids: Tensor, attention_mask
     run = cols[None, :] < (resp_len - 1)[:, None]  # [N, T']
     run_idx = run.reshape(-1).nonzero().squeeze(1)  # flat positions of the packed tokens in [N * T']
 
+    u = len(lens)
+    p_run = u_mask.reshape(-1).nonzero().squeeze(1)  # flat positions of the real suffix tokens in [U * (Pu - S)]
+    m_s, m_p = s_len, len(p_run)
+
+    # All tokens of the three levels (shared prefix, prompt suffixes, responses) go through the per-token
+    # work (norms, projections, MLPs) as one packed [M, H] tensor: one matrix product per weight per
+    # layer, forward and backward. Only attention looks at each level apart.
     cos_t, sin_t = rotary_table(model, int(prompt_len.max()) + t_in + 1)
     p_pos = s_len + (u_mask.long().cumsum(1) - 1).clamp(min=0)  # [U, Pu - S]
-    r_pos = (prompt_len[inverse][:, None] + cols[None, :])[run]  # [M']
-    p_cos, p_sin = cos_t[p_pos], sin_t[p_pos]
-    r_cos, r_sin = cos_t[r_pos], sin_t[r_pos]
+    r_pos = (prompt_len[inverse][:, None] + cols[None, :])[run]  # [M_r]
+    pos = torch.cat((torch.arange(s_len, device=dev), p_pos.reshape(-1)[p_run], r_pos))
+    cos, sin = cos_t[pos], sin_t[pos]
+    tokens = torch.cat((s_ids.reshape(-1), u_ids.reshape(-1)[p_run], input_ids[:, P : P + t_in][run]))
 
-    def tril(a: int) -> Tensor:
-        return torch.ones((a, a), dtype=torch.bool, device=dev).tril()
+    def tril(size: int) -> Tensor:
+        return torch.ones((size, size), dtype=torch.bool, device=dev).tril()
 
     # Prompt attention: the shared prefix, then causal over its own real tokens; a padding query also
     # sees itself so that its softmax is finite.
     p_allowed = torch.cat((
-        torch.ones((len(lens), pu, s_len), dtype=torch.bool, device=dev),
+        torch.ones((u, pu, s_len), dtype=torch.bool, device=dev),
         (tril(pu)[None] & u_mask[:, None, :]) | torch.eye(pu, dtype=torch.bool, device=dev),
     ), dim=2)[:, None]  # [U, 1, Pu - S, Pu]
     # Response attention: the prefix and the row's real prompt tokens, then causal over the run response
@@ -178,46 +186,39 @@ def predicting_hidden_packed(model: nn.Module, input_ids: Tensor, attention_mask
         k, v = (torch.cat(z, dim=2) if len(z) > 1 else z[0] for z in (ks, vs))
         return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scaling, enable_gqa=True)
 
-    x_s = base.embed_tokens(s_ids)  # [1, S, H]
-    x_p = base.embed_tokens(u_ids)  # [U, Pu - S, H]
-    x_r = base.embed_tokens(input_ids[:, P : P + t_in][run])  # [M', H]
-    for i, layer in enumerate(layers):
-        ks, vs = [], []  # keys and values every later level sees: [rows, kv, length, D]
-        if s_len:
-            q, k, v = qkv(layer, layer.input_layernorm(x_s), cos_t[:s_len], sin_t[:s_len], heads, kv)
-            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [1, heads | kv, S, D]
-            ks, vs = [k], [v]
-            if i < len(layers) - 1:  # the last layer's prefix states feed nothing
-                a = attend(q, ks, vs, tril(s_len))
-                x_s = x_s + layer.self_attn.o_proj(a.transpose(1, 2).reshape(1, s_len, -1))
-                x_s = x_s + layer.mlp(layer.post_attention_layernorm(x_s))
-        q, k, v = qkv(layer, layer.input_layernorm(x_p), p_cos, p_sin, heads, kv)  # [U, Pu - S, heads, D]
-        u = len(lens)
-        k_p, v_p = k.transpose(1, 2), v.transpose(1, 2)
-        a = attend(q.transpose(1, 2), [z.expand(u, -1, -1, -1) for z in ks] + [k_p],
-                   [z.expand(u, -1, -1, -1) for z in vs] + [v_p], p_allowed)
-        x_p = x_p + layer.self_attn.o_proj(a.transpose(1, 2).reshape(*x_p.shape[:2], -1))
-        x_p = x_p + layer.mlp(layer.post_attention_layernorm(x_p))
-        if t_in == 0:
-            continue
-        q, k, v = qkv(layer, layer.input_layernorm(x_r), r_cos, r_sin, heads, kv)  # [M', heads | kv, D]
-        q, k, v = (_unpack(z, run_idx, n, t_in).transpose(1, 2) for z in (q, k, v))  # [N, heads | kv, T', D]
-        a = attend(q, [z.expand(n, -1, -1, -1) for z in ks] + [k_p[inverse], k],
-                   [z.expand(n, -1, -1, -1) for z in vs] + [v_p[inverse], v], r_allowed)
-        a = a.transpose(1, 2).reshape(n * t_in, -1)[run_idx]  # [M', heads * D]
-        x_r = x_r + layer.self_attn.o_proj(a)
-        x_r = x_r + layer.mlp(layer.post_attention_layernorm(x_r))
+    def expand(z: Tensor, rows: int) -> list[Tensor]:
+        return [z.expand(rows, -1, -1, -1)] if s_len else []
 
-    # Row n's predicting states: prompt's last (column P - 1 is real), then its run response tokens.
-    first_state = base.norm(x_p[:, -1])[inverse][:, None]  # [N, 1, H]
+    x = base.embed_tokens(tokens)  # [M, H], M = S + M_p + M_r
+    for layer in layers:
+        q, k, v = qkv(layer, layer.input_layernorm(x), cos, sin, heads, kv)  # [M, heads | kv, D]
+        # shared prefix: [1, heads | kv, S, D], causal
+        q_s, k_s, v_s = (z[:m_s].transpose(0, 1)[None] for z in (q, k, v))
+        # prompt suffixes: [U, heads | kv, Pu - S, D] with zeros on padding
+        q_p, k_p, v_p = (_unpack(z[m_s : m_s + m_p], p_run, u, pu).transpose(1, 2) for z in (q, k, v))
+        outs = []
+        if s_len:
+            outs.append(attend(q_s, [k_s], [v_s], tril(s_len))[0].transpose(0, 1))  # [S, heads, D]
+        a = attend(q_p, expand(k_s, u) + [k_p], expand(v_s, u) + [v_p], p_allowed)
+        outs.append(a.transpose(1, 2).reshape(u * pu, heads, -1)[p_run])
+        if t_in:
+            q_r, k_r, v_r = (_unpack(z[m_s + m_p :], run_idx, n, t_in).transpose(1, 2) for z in (q, k, v))
+            a = attend(q_r, expand(k_s, n) + [k_p[inverse], k_r], expand(v_s, n) + [v_p[inverse], v_r], r_allowed)
+            outs.append(a.transpose(1, 2).reshape(n * t_in, heads, -1)[run_idx])
+        x = x + layer.self_attn.o_proj(torch.cat(outs).flatten(1))
+        x = x + layer.mlp(layer.post_attention_layernorm(x))
+    x = base.norm(x)
+
+    # Row n's predicting states: its prompt's last token, then its run response tokens.
+    last = m_s + (u_mask.long().sum(1).cumsum(0) - 1)  # packed index of each prompt's last token
+    first_state = x[last][inverse][:, None]  # [N, 1, H]
     parts = [first_state]
     if t_in:
-        parts.append(_unpack(base.norm(x_r), run_idx, n, t_in))  # [N, T', H]
+        parts.append(_unpack(x[m_s + m_p :], run_idx, n, t_in))  # [N, T', H]
     if T - 1 - t_in > 0:
         parts.append(first_state.new_zeros((n, T - 1 - t_in, first_state.shape[-1])))
     hidden = torch.cat(parts, dim=1)  # [N, T, H]
     return hidden[attention_mask[:, P:].bool()]
-
 
 def _unpack(packed: Tensor, flat_idx: Tensor, n: int, t: int) -> Tensor:
     """[M, ...] packed rows -> [n, t, ...] with zeros elsewhere (differentiable in `packed`)."""

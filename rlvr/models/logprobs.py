@@ -14,7 +14,7 @@ Memory. A causal LM's `forward` returns logits for every position, [N, L, V] flo
 16 x 320 x 49152 x 4 bytes = 1 GiB), and a log-softmax over them doubles that, before autograd keeps
 both for the backward pass. Here the backbone runs alone; the output projection and the softmax run
 on at most `chunk_size` response tokens at a time, and only on tokens whose attention_mask is 1. With
-gradient enabled each chunk is wrapped in activation checkpointing, so autograd keeps just the chunk's
+gradient enabled each chunk is wrapped in activation checkpointing (unless the whole call is small), so autograd keeps just the chunk's
 [chunk, H] hidden-state slice and recomputes its logits during the backward pass: peak logits memory is
 one chunk, in the forward and in the backward pass (the recomputation costs one extra output-projection
 matmul per chunk; the same trade as Liger's fused linear cross-entropy).
@@ -26,7 +26,6 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from rlvr.core.entropy import entropy_from_logits
 from rlvr.models.llama import packed_path_problem, predicting_hidden_packed
 
 # Default chunk: about 2**24 float32 logits (64 MiB) per chunk, 341 tokens for SmolLM2's 49152-token
@@ -35,6 +34,10 @@ from rlvr.models.llama import packed_path_problem, predicting_hidden_packed
 # twice as slow at 64, while each halving saves about a quarter of the chunk's memory in training.
 _CHUNK_LOGITS = 2**24
 _MIN_CHUNK_TOKENS = 64
+# When a whole call has at most this many logits (682 response tokens for SmolLM2), autograd keeps each
+# chunk's logits instead of recomputing them in the backward pass: at most ~400 MB kept (the shifted
+# logits, their exponentials and the probabilities), for ~6% less time per training step on the CPU.
+_KEEP_LOGITS = 2**25
 
 
 def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
@@ -127,12 +130,15 @@ def response_logprobs(
         rows = predicting[counted]  # [M, H], M = real response tokens
     row_targets = input_ids[:, P:][counted]  # [M]
 
+    vocab = model.config.vocab_size
     if chunk_size is None:
-        vocab = model.config.vocab_size
         chunk_size = max(_MIN_CHUNK_TOKENS, _CHUNK_LOGITS // vocab)
-    # Checkpoint whenever anything upstream of the logits is trained (the backbone, or only the head).
-    use_checkpoint = torch.is_grad_enabled() and (
-        rows.requires_grad or any(p.requires_grad for p in head.parameters())
+    # Checkpoint whenever anything upstream of the logits is trained (the backbone, or only the head),
+    # unless the call is small enough to keep all its logits.
+    use_checkpoint = (
+        torch.is_grad_enabled()
+        and (rows.requires_grad or any(p.requires_grad for p in head.parameters()))
+        and rows.shape[0] * vocab > _KEEP_LOGITS
     )
     lp_parts, ent_parts = [], []
     for start in range(0, rows.shape[0], chunk_size):
@@ -156,8 +162,19 @@ def _chunk_logprobs(
     z = head(rows).float()  # [C, V]
     if temperature != 1.0:
         z = z / temperature
-    logprobs = z.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(z, dim=-1)
-    entropy = entropy_from_logits(z) if with_entropy else None
+    # One pass per step over the [C, V] logits: shift by the (detached) max, exponentiate once, and take
+    # both the log-prob and the entropy from the same normaliser:
+    #   log p_t = z_t - lse,   H = -sum_v p_v log p_v = lse - sum_v p_v z_v   (z shifted, so lse in [0, log V]).
+    # The shift is constant per row, so the values and gradients are those of the unshifted formulas.
+    shifted = z - z.amax(dim=-1, keepdim=True).detach()
+    exp = shifted.exp()
+    total = exp.sum(dim=-1)
+    lse = total.log()
+    logprobs = shifted.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
+    entropy = None
+    if with_entropy:
+        probs = exp / total.unsqueeze(-1)
+        entropy = lse - (probs * shifted).sum(dim=-1)
     return logprobs, entropy
 
 

@@ -67,7 +67,18 @@ def test_matches_unpadded_per_sequence_loop(tiny):
             assert (lp[i, r:] == 0).all()
 
 
-def test_gradients_match_full_log_softmax(tiny):
+@pytest.fixture
+def always_checkpoint(monkeypatch):
+    """Checkpoint every logits chunk (by default a call as small as the tiny model's keeps its logits)."""
+    import rlvr.models.logprobs as logprobs_module
+
+    monkeypatch.setattr(logprobs_module, "_KEEP_LOGITS", 0)
+
+
+@pytest.mark.parametrize("mode", ["keep-logits", "checkpointed"])
+def test_gradients_match_full_log_softmax(tiny, mode, request):
+    if mode == "checkpointed":
+        request.getfixturevalue("always_checkpoint")
     model, tok = tiny
     ids, mask, T = make_batch(len(tok), PROMPTS, RESPONSES, seed=2)
     weights = torch.randn(4, T, generator=torch.Generator().manual_seed(0))
@@ -122,7 +133,7 @@ def test_no_grad_builds_no_graph(tiny):
     assert not lp.requires_grad
 
 
-def test_autograd_keeps_no_full_vocabulary_tensor(tiny):
+def test_autograd_keeps_no_full_vocabulary_tensor(tiny, always_checkpoint):
     """With gradient, what autograd saves outside the checkpointed chunks has no [*, V] tensor bigger than
     one chunk: the memory claim of the module, checked on the saved tensors themselves."""
     model, tok = tiny
@@ -139,11 +150,34 @@ def test_autograd_keeps_no_full_vocabulary_tensor(tiny):
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         lp, ent = response_logprobs(model, ids, mask, T, chunk_size=chunk, return_entropy=True)
     assert max(saved, default=0) <= chunk * V < 160 * V
+    assert not saved  # checkpointed: not even one chunk's logits are kept
     saved.clear()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         naive(model, ids, mask, T)
     assert max(saved) >= 160 * V  # the hook does see full-vocabulary tensors when they are kept
     (lp.sum() + ent.sum()).backward()  # and the checkpointed backward runs
+
+
+def test_small_calls_keep_their_logits_large_ones_do_not(tiny, monkeypatch):
+    """Below the size budget autograd keeps the chunks' logits (no recomputation); above, it keeps none."""
+    import rlvr.models.logprobs as logprobs_module
+
+    model, tok = tiny
+    V = model.config.vocab_size
+    ids, mask, T = make_batch(len(tok), [6] * 8, [20] * 8)  # 160 response tokens
+    saved = []
+
+    def pack(t):
+        if t.dim() > 0 and t.shape[-1] == V:
+            saved.append(t.numel())
+        return t
+
+    for budget, keeps in ((160 * V, True), (160 * V - 1, False)):
+        monkeypatch.setattr(logprobs_module, "_KEEP_LOGITS", budget)
+        saved.clear()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            response_logprobs(model, ids, mask, T, chunk_size=16, return_entropy=True)
+        assert bool(saved) == keeps
 
 
 def test_backbone_hidden_states(tiny):
@@ -207,7 +241,7 @@ def test_bad_layouts(tiny):
         response_logprobs(torch.nn.Linear(2, 2), ids, mask, T)
 
 
-def test_frozen_backbone_trained_head_gets_the_same_gradient(tiny):
+def test_frozen_backbone_trained_head_gets_the_same_gradient(tiny, always_checkpoint):
     """Only the output projection trains (backbone frozen): still checkpointed, still exact."""
     import copy
 
