@@ -16,8 +16,10 @@ the same function as the Hugging Face forward, with less work:
     right padding (only the attention, a small part, works on a padded [N, T] view);
   - the last real token of each response is not run at all: it predicts nothing that is scored, and
     no earlier token attends to it.
-For the GRPO benchmark batch (4 prompts x 4 samples, 44-token prompts, responses of 39 tokens on
-average padded to 64) this is ~800 token-passes instead of 1728. The result equals the padded forward
+For the GRPO benchmark batch (4 prompts x 4 samples, 44-token prompts sharing a system message,
+responses of 39 tokens on average padded to 64) this is ~700 token positions instead of 1728. All
+three kinds of token (shared prefix, prompt suffixes, responses) run as one packed [M, H] tensor
+through the per-token work, so each weight takes one matrix product per layer. The result equals the padded forward
 up to float rounding (tests compare values and gradients).
 """
 
@@ -219,6 +221,7 @@ def predicting_hidden_packed(model: nn.Module, input_ids: Tensor, attention_mask
         parts.append(first_state.new_zeros((n, T - 1 - t_in, first_state.shape[-1])))
     hidden = torch.cat(parts, dim=1)  # [N, T, H]
     return hidden[attention_mask[:, P:].bool()]
+
 
 def _unpack(packed: Tensor, flat_idx: Tensor, n: int, t: int) -> Tensor:
     """[M, ...] packed rows -> [n, t, ...] with zeros elsewhere (differentiable in `packed`)."""

@@ -82,6 +82,8 @@ class RLStep:
             adamw(critic.parameters(), lr=cfg.algorithm.critic.lr) if critic is not None else None
         )
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        # response_logprobs' `packed`: None uses the packed forward wherever the model allows it.
+        self.packed = None if cfg.train.packed else False
 
     # --- schedule ---------------------------------------------------------------------------------
 
@@ -281,7 +283,7 @@ class RLStep:
         for mb in b.micro_batches(rows, cfg.train.micro_batch_size):
             lp, ent = response_logprobs(
                 self.model, mb.input_ids, mb.attention_mask, mb.t,
-                temperature=cfg.rollout.temperature, return_entropy=True, packed=None if cfg.train.packed else False,
+                temperature=cfg.rollout.temperature, return_entropy=True, packed=self.packed,
             )
             old = mb.old_logprobs if mb.old_logprobs is not None else lp.detach()
             per_token, m = policy_loss(
@@ -351,7 +353,7 @@ class RLStep:
         out = torch.zeros_like(b.sampler_logprobs)
         for mb in b.micro_batches(range(b.loss_mask.shape[0]), self.cfg.train.micro_batch_size):
             lp, _ = response_logprobs(model, mb.input_ids, mb.attention_mask, mb.t, temperature=self.cfg.rollout.temperature,
-                                      packed=None if self.cfg.train.packed else False)
+                                      packed=self.packed)
             out[mb.rows, : mb.t] = lp
         return out
 
