@@ -62,8 +62,8 @@ class CISPOLoss(_Strict):
     """CISPO (MiniMax-M1 2025): clipped, stop-gradient IS weight times A log p."""
 
     name: Literal["cispo"] = "cispo"
-    clip_low: float | None = Field(None, gt=0)
-    """None: no lower bound on the IS weight (as in the paper)."""
+    clip_low: float | None = Field(None, gt=0, le=1)
+    """None: no lower bound on the IS weight (as in the paper); else the weight is at least 1 - clip_low."""
     clip_high: float = Field(4.0, gt=0)
 
 
@@ -122,6 +122,9 @@ class DynamicSamplingConfig(_Strict):
     enabled: bool = False
     max_rounds: int = Field(3, ge=1)
     """Generation rounds per step at most (the first included); then train on what was kept."""
+    max_oversample: float = Field(4.0, ge=1)
+    """Each round asks for (groups still missing) / (keep rate observed so far) prompts, at most this
+    many times the groups missing; the kept groups beyond the batch size are dropped (DAPO, verl)."""
 
 
 class OverlongConfig(_Strict):
@@ -133,13 +136,16 @@ class OverlongConfig(_Strict):
 
 
 class CriticConfig(_Strict):
-    """PPO value model: a scalar head on its own copy of the policy backbone."""
+    """PPO value model: a scalar head on its own copy of the policy backbone.
+
+    The critic has its own parameters and its own AdamW (betas, eps and weight decay from `optim`,
+    the same warm-up and schedule as the policy, its own learning rate), so a loss coefficient on the
+    value loss would only rescale its gradient before Adam normalises it away: there is none."""
 
     enabled: bool = False
     lr: float = Field(1e-5, gt=0)
     clip_range: float = Field(0.2, gt=0)
     """Clip of the value update around the old values (PPO clipped value loss)."""
-    coef: float = Field(1.0, gt=0)
 
 
 class AlgorithmConfig(_Strict):
@@ -161,6 +167,9 @@ class AlgorithmConfig(_Strict):
     dynamic_sampling: DynamicSamplingConfig = Field(default_factory=DynamicSamplingConfig)
     overlong: OverlongConfig = Field(default_factory=OverlongConfig)
     critic: CriticConfig = Field(default_factory=CriticConfig)
+    mask_truncated: bool = False
+    """Drop responses cut at rollout.max_new_tokens from the loss (DAPO's overlong filtering, TRL's
+    mask_truncated_completions); they still count in their group's baseline."""
 
 
 class ModelConfig(_Strict):
@@ -259,7 +268,7 @@ class RunConfig(_Strict):
 # --- presets (DESIGN.md section 4) -----------------------------------------------------------------
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "reinforce": {"advantage": "reinforce", "loss": {"name": "pg"}, "aggregation": "seq_mean_token_mean"},
+    "reinforce": {"advantage": "reinforce", "loss": {"name": "pg"}, "aggregation": "seq_mean_token_sum_norm"},
     "grpo": {
         "advantage": "grpo",
         "loss": {"name": "ppo_clip", "clip_low": 0.2, "clip_high": 0.2},
@@ -284,10 +293,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "rloo": {
         "advantage": "rloo",
         "loss": {"name": "pg"},
-        "aggregation": "seq_mean_token_mean",
+        "aggregation": "seq_mean_token_sum_norm",
         "kl": {"estimator": "k1", "placement": "reward"},
     },
-    "remax": {"advantage": "remax", "loss": {"name": "pg"}, "aggregation": "seq_mean_token_mean"},
+    "remax": {"advantage": "remax", "loss": {"name": "pg"}, "aggregation": "seq_mean_token_sum_norm"},
     "reinforce_pp": {
         "advantage": "reinforce_pp",
         "loss": {"name": "ppo_clip"},
@@ -308,7 +317,31 @@ PRESETS: dict[str, dict[str, Any]] = {
         "is_correction": {"enabled": True, "level": "token", "mode": "truncate"},
     },
 }
-"""Each preset's settings; values not named keep the field defaults (which follow the papers)."""
+"""Each preset's settings; values not named keep the field defaults (which follow the papers).
+
+reinforce, rloo and remax differentiate log pi(y|x) = sum_t log pi_t, a per-sequence token *sum*
+(Williams 1992; Ahmadian et al. 2024; Li et al. 2023; TRL's RLOOTrainer): `seq_mean_token_sum_norm`
+divides that sum by the constant rollout.max_new_tokens (not by |y|, which would be the length bias
+Dr. GRPO describes), only to keep the learning-rate scale of the token-mean presets."""
+
+PRESET_SCHEDULES: dict[str, dict[str, Any]] = {
+    # GSPO (Zheng et al. 2025, sec. 5.1): "we partition each batch of rollout data into four
+    # minibatches for gradient updates".
+    "gspo": {"mini_batches": 4},
+    # CISPO (MiniMax-M1, sec. 3.1) is built for off-policy updates; the paper's count is not stated
+    # where we could check it, so rlvr uses GSPO's four.
+    "cispo": {"mini_batches": 4},
+    # DAPO's recipe: 512 prompts per rollout batch in mini-batches of 32 prompts, 16 updates per batch.
+    "dapo": {"mini_batches": 16},
+    # MiniRL ("Stabilizing RL with LLMs", arXiv:2512.01374) studies N mini-batches per rollout batch;
+    # rlvr's default is N = 4, so that the IS correction and the clip act.
+    "minirl": {"mini_batches": 4},
+    # PPO for LLMs (TRL's PPOTrainer defaults; Ouyang et al. 2022): 4 epochs over each rollout batch.
+    "ppo": {"epochs": 4},
+}
+"""Each preset's update schedule (train.epochs x train.mini_batches), under any the recipe sets. With
+fewer prompt groups than mini-batches (a small batch, or dynamic sampling short of groups), each
+mini-batch holds one group."""
 
 
 def check_combinations(cfg: RunConfig) -> None:
@@ -358,11 +391,20 @@ def check_combinations(cfg: RunConfig) -> None:
         problems.append("algorithm.kl.adaptive=true needs algorithm.kl.target (the KL to track)")
     if alg.kl.adaptive and alg.kl.coef == 0:
         problems.append("algorithm.kl.adaptive=true needs a starting algorithm.kl.coef > 0")
-    mb = cfg.rollout.prompts_per_step
-    if mb % cfg.train.mini_batches:
+    if alg.kl.coef > 0 and alg.kl.placement == "loss" and alg.kl.estimator == "k1":
         problems.append(
-            f"rollout.prompts_per_step ({mb}) must be divisible by train.mini_batches ({cfg.train.mini_batches}) "
-            "so that every mini-batch holds whole groups"
+            "algorithm.kl.estimator=k1 with placement=loss has zero expected gradient (E_pi[grad log pi] = 0): "
+            "use k3 (forward KL, GRPO) or k2 (reverse KL) in the loss, or algorithm.kl.placement=reward with k1 "
+            "(reverse KL)"
+        )
+    if alg.advantage == "reinforce_pp_baseline" and alg.gamma != 1.0:
+        problems.append(
+            f"advantage estimator 'reinforce_pp_baseline' is defined for algorithm.gamma=1 (as in OpenRLHF); "
+            f"got {alg.gamma}. Use 'reinforce_pp' for a discounted reward-to-go"
+        )
+    if alg.loss.name == "clip_cov" and not alg.loss.clip_cov_lb < alg.loss.clip_cov_ub:
+        problems.append(
+            f"algorithm.loss.clip_cov_lb ({alg.loss.clip_cov_lb}) must be below clip_cov_ub ({alg.loss.clip_cov_ub})"
         )
     if problems:
         raise ValueError("; ".join(problems))
@@ -467,6 +509,7 @@ def resolve(recipe: dict[str, Any], overrides: list[str] | None = None) -> RunCo
             from rlvr.core.registry import unknown_name_message
 
             raise ConfigError(unknown_name_message("preset", preset, PRESETS))
+        data["train"] = deep_merge(PRESET_SCHEDULES.get(preset, {}), data.get("train") or {})
         merged = deep_merge(PRESETS[preset], algorithm)
         # A loss named differently from the preset's starts from that loss's own defaults.
         user_loss = algorithm.get("loss") or {}

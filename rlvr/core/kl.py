@@ -15,6 +15,25 @@ The same functions serve both placements: detached, as a per-token penalty in th
 (`token_rewards - coef * kl.detach()`, Ziegler et al. 2019 / Ouyang et al. 2022), or with gradient, as
 a loss term (`coef * aggregate(kl, loss_mask, mode)`, GRPO). The estimates are per token [N, T]; the
 caller masks and aggregates them.
+
+Which gradient a placement follows. An estimator's *value* being an unbiased KL estimate says nothing
+about its *gradient*: in the loss, the samples y ~ pi are held fixed and autograd differentiates the
+estimator itself; in the reward, the estimate is a constant that reaches the policy only through the
+score function, E[k * grad log pi]. With r = pi_ref / pi at a sampled token (Tang & Munos 2025,
+"On a few pitfalls in KL divergence gradient estimation for RL", arXiv:2506.09477; "A Comedy of
+Estimators", arXiv:2512.21852):
+
+| estimator | in the loss: E_pi[grad k]                         | in the reward: E_pi[k grad log pi]          |
+| --------- | ------------------------------------------------- | ------------------------------------------- |
+| k1        | E[grad log pi] = 0: no gradient at all (refused)  | grad KL(pi || pi_ref), the reverse KL        |
+| k2        | E[log(pi/pi_ref) grad log pi] = grad KL(pi||pi_ref), reverse KL | not a KL gradient (grad E[k2] - grad KL(pi||pi_ref)) |
+| k3        | -E[r grad log pi] = grad KL(pi_ref || pi), the forward KL (GRPO) | grad KL(pi||pi_ref) - grad KL(pi_ref||pi): not a KL gradient |
+| abs       | E[sign(log pi/pi_ref) grad log pi] = grad sum_v abs(pi - pi_ref): total variation, not a KL | not a KL gradient |
+
+For the reward placement the penalty is credited as a reward-to-go (each token gets the KL terms from
+itself on), which makes k1 in the reward the exact policy gradient of -coef * KL(pi || pi_ref) of the
+whole response. `kl_gradient(estimator, placement)` returns the table's verdict as text (shown by
+`rlvr presets`).
 """
 
 from __future__ import annotations
@@ -88,6 +107,26 @@ def kl_divergence(
     if loss_mask is not None:
         kl = torch.where(mask, kl, torch.zeros((), dtype=kl.dtype, device=kl.device))
     return kl
+
+
+_KL_GRADIENTS = {
+    ("k1", "loss"): "none: k1 in the loss has zero expected gradient (refused)",
+    ("k2", "loss"): "reverse KL(pi||pi_ref)",
+    ("k3", "loss"): "forward KL(pi_ref||pi)",
+    ("abs", "loss"): "total variation sum|pi - pi_ref| (not a KL)",
+    ("k1", "reward"): "reverse KL(pi||pi_ref)",
+    ("k2", "reward"): "biased: not the gradient of a KL",
+    ("k3", "reward"): "biased: grad KL(pi||pi_ref) - grad KL(pi_ref||pi)",
+    ("abs", "reward"): "biased: not the gradient of a KL",
+}
+
+
+def kl_gradient(estimator: str, placement: str) -> str:
+    """Which divergence's gradient the KL term follows in expectation (see the module docstring)."""
+    KL_ESTIMATORS[estimator]  # unknown names raise the registry's error
+    if placement not in ("loss", "reward"):
+        raise ValueError(f"KL placement must be 'loss' or 'reward', got {placement!r}")
+    return _KL_GRADIENTS[(estimator, placement)]
 
 
 def adaptive_kl_coef(

@@ -269,6 +269,7 @@ def clip_cov(
     clip_cov_lb: float = 1.0,
     clip_cov_ub: float = 5.0,
     generator: torch.Generator | None = None,
+    selected: Tensor | None = None,
 ) -> tuple[Tensor, dict]:
     """Clip-Cov (Cui et al. 2025, "The Entropy Mechanism of Reinforcement Learning for Reasoning
     Language Models", arXiv:2505.22617, section 4): cut the gradient of a few tokens whose
@@ -284,8 +285,10 @@ def clip_cov(
     value as well as in gradient. Defaults follow the paper's recipe (r = 2e-4, omega_low = 1,
     omega_high = 5) and its scripts' clip_ratio_low = clip_ratio_high = 1, which leaves the ratio in
     [0, 2] and makes Clip-Cov, not PPO's clip, the main constraint; verl instead shares the actor's
-    PPO clip (0.2). The selection uses this batch's statistics: with micro-batches it is per
-    micro-batch, as in verl. `generator` makes the random subset reproducible.
+    PPO clip (0.2). The selection is over the tensors given; a trainer that splits a mini-batch into
+    micro-batches computes it once over the whole mini-batch with `covariance_selection` and passes
+    each micro-batch its slice as `selected`, so the selected fraction does not depend on the
+    micro-batch size (verl selects per micro-batch). `generator` makes the random subset reproducible.
     Extra metric: clip_cov_frac (fraction of valid tokens selected).
     """
     _check_clip(clip_low, clip_high)
@@ -294,19 +297,33 @@ def clip_cov(
         raise ValueError(f"clip_cov_lb must be < clip_cov_ub, got {clip_cov_lb} and {clip_cov_ub}")
     ratio = torch.exp(logprobs - old_logprobs)
     loss, metrics = _clipped_surrogate(ratio, advantages, mask, clip_low, clip_high)
+    if selected is None:
+        selected = _clip_cov_select(logprobs, ratio, advantages, mask, clip_low, clip_high, clip_cov_ratio,
+                                    clip_cov_lb, clip_cov_ub, generator)
+    else:
+        selected = _given_selection(selected, mask)
+    loss = torch.where(selected, torch.zeros_like(loss), loss)
+    metrics["clip_cov_frac"] = _frac(selected, mask, ratio.detach())
+    return loss, metrics
+
+
+def _clip_cov_select(logprobs, ratio, advantages, mask, clip_low, clip_high, ratio_frac, lb, ub, generator):
     r = ratio.detach()
     clipped_by_ppo = ((advantages > 0) & (r > 1 + clip_high)) | ((advantages < 0) & (r < 1 - clip_low))
     cov = _covariance(logprobs, advantages, mask)
-    eligible = mask & ~clipped_by_ppo & (cov > clip_cov_lb) & (cov < clip_cov_ub)
+    eligible = mask & ~clipped_by_ppo & (cov > lb) & (cov < ub)
     # Random keys in [0, 1) for eligible tokens and 2 for the rest: the first k in sorted order are a
     # uniformly random k-subset of the eligible tokens, with no data-dependent shape or .item().
     device = generator.device if generator is not None else logprobs.device
     noise = torch.rand(mask.shape, generator=generator, device=device).to(logprobs.device)
     keys = torch.where(eligible, noise, torch.full_like(noise, 2.0))
-    selected = eligible & (_rank(keys, descending=False) < _count_to_select(mask, clip_cov_ratio))
-    loss = torch.where(selected, torch.zeros_like(loss), loss)
-    metrics["clip_cov_frac"] = _frac(selected, mask, r)
-    return loss, metrics
+    return eligible & (_rank(keys, descending=False) < _count_to_select(mask, ratio_frac))
+
+
+def _given_selection(selected: Tensor, mask: Tensor) -> Tensor:
+    if selected.shape != mask.shape:
+        raise ValueError(f"selected {list(selected.shape)} must have the shape of loss_mask {list(mask.shape)}")
+    return selected.bool() & mask
 
 
 @POLICY_LOSSES.register("kl_cov")
@@ -318,6 +335,7 @@ def kl_cov(
     *,
     kl_cov_ratio: float = 2e-3,
     kl_cov_coef: float = 1.0,
+    selected: Tensor | None = None,
 ) -> tuple[Tensor, dict]:
     """KL-Cov (Cui et al. 2025, arXiv:2505.22617, section 4): a KL penalty on the tokens of highest
     covariance between log-prob and advantage, on top of the unclipped surrogate:
@@ -327,8 +345,9 @@ def kl_cov(
         l_it     = -A_it r_it + (kl_cov_coef |logp_it - old_logp_it| if selected else 0)
 
     Defaults: the paper's k = 2e-3 (0.2%, its Qwen2.5-7B setting; 2e-4 for 32B, which is verl's
-    default) and beta = 1. Ties in cov are broken by position (first wins). The selection uses this
-    batch's statistics, as in the authors' code and verl. Extra metrics: kl_cov_frac (fraction of
+    default) and beta = 1. Ties in cov are broken by position (first wins). The selection uses the
+    statistics of the tensors given, or `selected` (see `clip_cov` and `covariance_selection`: a
+    trainer selects over the whole mini-batch, not per micro-batch as verl does). Extra metrics: kl_cov_frac (fraction of
     valid tokens penalised) and abs_kl (masked mean |log r|).
     """
     _check_fraction("kl_cov_ratio", kl_cov_ratio)
@@ -336,8 +355,10 @@ def kl_cov(
         raise ValueError(f"kl_cov_coef must be >= 0, got {kl_cov_coef}")
     log_ratio = logprobs - old_logprobs
     cov = _covariance(logprobs, advantages, mask)
-    keys = torch.where(mask, cov, torch.full_like(cov, -torch.inf))
-    selected = mask & (_rank(keys, descending=True) < _count_to_select(mask, kl_cov_ratio))
+    if selected is None:
+        selected = _kl_cov_select(cov, mask, kl_cov_ratio)
+    else:
+        selected = _given_selection(selected, mask)
     penalty = kl_cov_coef * log_ratio.abs()
     loss = -advantages * torch.exp(log_ratio) + torch.where(selected, penalty, torch.zeros_like(penalty))
     zero = _frac(torch.zeros_like(mask), mask, cov)
@@ -347,6 +368,50 @@ def kl_cov(
         "kl_cov_frac": _frac(selected, mask, cov),
         "abs_kl": masked_mean(log_ratio.detach().abs(), mask),
     }
+
+
+def _kl_cov_select(cov: Tensor, mask: Tensor, ratio_frac: float) -> Tensor:
+    keys = torch.where(mask, cov, torch.full_like(cov, -torch.inf))
+    return mask & (_rank(keys, descending=True) < _count_to_select(mask, ratio_frac))
+
+
+COVARIANCE_LOSSES = ("clip_cov", "kl_cov")
+
+
+def covariance_selection(
+    name: str,
+    *,
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    loss_mask: Tensor,
+    generator: torch.Generator | None = None,
+    **params: object,
+) -> Tensor:
+    """The tokens [N, T] (bool) that `clip_cov` or `kl_cov` would select on this whole batch.
+
+    For a mini-batch split into micro-batches: compute it once on the mini-batch (detached current
+    log-probs), then pass each micro-batch its rows as the loss's `selected` option; the selection,
+    and so the loss, is then the one a single pass over the mini-batch computes. `params` are the
+    loss's options (those that do not affect the selection are ignored).
+    """
+    if name not in COVARIANCE_LOSSES:
+        raise ValueError(f"covariance_selection applies to {', '.join(COVARIANCE_LOSSES)}, not {name!r}")
+    check_same_shape(logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages, loss_mask=loss_mask)
+    mask = as_bool_mask(loss_mask)
+    zero = torch.zeros((), dtype=logprobs.dtype, device=logprobs.device)
+    lp = torch.where(mask, logprobs.detach(), zero)
+    old = torch.where(mask, old_logprobs.detach(), zero)
+    adv = torch.where(mask, advantages.detach(), zero)
+    if name == "kl_cov":
+        ratio_frac = float(params.get("kl_cov_ratio", 2e-3))
+        _check_fraction("kl_cov_ratio", ratio_frac)
+        return _kl_cov_select(_covariance(lp, adv, mask), mask, ratio_frac)
+    clip_low, clip_high = float(params.get("clip_low", 1.0)), float(params.get("clip_high", 1.0))
+    ratio_frac = float(params.get("clip_cov_ratio", 2e-4))
+    _check_fraction("clip_cov_ratio", ratio_frac)
+    return _clip_cov_select(lp, torch.exp(lp - old), adv, mask, clip_low, clip_high, ratio_frac,
+                            float(params.get("clip_cov_lb", 1.0)), float(params.get("clip_cov_ub", 5.0)), generator)
 
 
 # --- critic and SFT ---------------------------------------------------------------------------------

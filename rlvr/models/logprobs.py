@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from rlvr.core.filtering import filtering_active, keep_mask
 from rlvr.models.llama import packed_path_problem, predicting_hidden_packed
 
 # Default chunk: about 2**24 float32 logits (64 MiB) per chunk, 341 tokens for SmolLM2's 49152-token
@@ -73,6 +74,8 @@ def response_logprobs(
     chunk_size: int | None = None,
     return_entropy: bool = False,
     packed: bool | None = None,
+    top_k: int = 0,
+    top_p: float = 1.0,
 ) -> tuple[Tensor, Tensor | None]:
     """Log-probs [N, T] (float32) of the response tokens, and optionally the entropies [N, T].
 
@@ -81,7 +84,12 @@ def response_logprobs(
         entropy_t    = -sum_v softmax(z_t)_v log softmax(z_t)_v     (rlvr.core.entropy.entropy_from_logits)
 
     i.e. under softmax(logits / temperature), the distribution the sampler draws from at that
-    temperature. Layout: see the module docstring; T = `num_response_tokens`, P = L - T >= 1.
+    temperature. With `top_k` > 0 or `top_p` < 1 the log-probs and entropies are those of the
+    *processed* distribution the sampler drew from (`rlvr.core.filtering`): tokens outside the kept set
+    get probability 0 and the rest are renormalised, so on-policy log-probs equal the sampler's
+    `sampler_logprobs` up to float rounding. The kept set is a constant for the gradient; the target
+    token is always kept (a boundary token that rounding moved out of the set would otherwise read
+    -inf). Layout: see the module docstring; T = `num_response_tokens`, P = L - T >= 1.
     Response columns whose attention_mask is 0 (right padding) are not computed: their log-prob and
     entropy are 0 and get no gradient. Values are equal to a log_softmax over the full logits up to
     float rounding; logits are computed in float32 whatever the model's dtype.
@@ -105,6 +113,8 @@ def response_logprobs(
         )
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not 0 < top_p <= 1 or top_k < 0:
+        raise ValueError(f"top_p must be in (0, 1] and top_k >= 0 (0 and 1 mean off), got top_k={top_k}, top_p={top_p}")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
     _decoder(model)  # fail on a model without a backbone before any work
@@ -143,7 +153,7 @@ def response_logprobs(
     lp_parts, ent_parts = [], []
     for start in range(0, rows.shape[0], chunk_size):
         stop = start + chunk_size
-        args = (head, rows[start:stop], row_targets[start:stop], temperature, return_entropy)
+        args = (head, rows[start:stop], row_targets[start:stop], temperature, return_entropy, top_k, top_p)
         if use_checkpoint:
             lp, ent = checkpoint(_chunk_logprobs, *args, use_reentrant=False)
         else:
@@ -157,11 +167,14 @@ def response_logprobs(
 
 
 def _chunk_logprobs(
-    head: nn.Module, rows: Tensor, targets: Tensor, temperature: float, with_entropy: bool
+    head: nn.Module, rows: Tensor, targets: Tensor, temperature: float, with_entropy: bool,
+    top_k: int = 0, top_p: float = 1.0,
 ) -> tuple[Tensor, Tensor | None]:
     z = head(rows).float()  # [C, V]
     if temperature != 1.0:
         z = z / temperature
+    if filtering_active(z.shape[-1], top_k, top_p):
+        return _filtered_chunk(z, targets, with_entropy, top_k, top_p)
     # One pass per step over the [C, V] logits: shift by the (detached) max, exponentiate once, and take
     # both the log-prob and the entropy from the same normaliser:
     #   log p_t = z_t - lse,   H = -sum_v p_v log p_v = lse - sum_v p_v z_v   (z shifted, so lse in [0, log V]).
@@ -174,6 +187,26 @@ def _chunk_logprobs(
     entropy = None
     if with_entropy:
         probs = exp / total.unsqueeze(-1)
+        entropy = lse - (probs * shifted).sum(dim=-1)
+    return logprobs, entropy
+
+
+def _filtered_chunk(z: Tensor, targets: Tensor, with_entropy: bool, top_k: int, top_p: float):
+    """Log-prob and entropy under the top-k / top-p processed distribution (see `response_logprobs`).
+
+    Removed tokens are excluded with a `where` on their exponentials rather than a -inf fill, so no
+    inf or nan enters the backward pass; the kept set itself is detached.
+    """
+    keep = keep_mask(z, top_k, top_p)
+    keep[torch.arange(z.shape[0], device=z.device), targets] = True
+    shifted = z - z.amax(dim=-1, keepdim=True).detach()  # the max token is always kept
+    exp = torch.where(keep, shifted.exp(), torch.zeros((), dtype=z.dtype, device=z.device))
+    total = exp.sum(dim=-1)
+    lse = total.log()
+    logprobs = shifted.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
+    entropy = None
+    if with_entropy:
+        probs = exp / total.unsqueeze(-1)  # exactly 0 on removed tokens, where `shifted` is finite
         entropy = lse - (probs * shifted).sum(dim=-1)
     return logprobs, entropy
 

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rlvr.core.filtering import filter_logits_  # noqa: F401  (the sampler's filter; re-exported)
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MUL1 = np.uint64(0xBF58476D1CE4E5B9)
 _MUL2 = np.uint64(0x94D049BB133111EB)
@@ -45,30 +47,6 @@ def stream_uniforms(keys: np.ndarray, step: int) -> np.ndarray:
     with np.errstate(over="ignore"):
         z = _splitmix64(keys + np.uint64(step) * _GOLDEN)
     return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
-
-
-def filter_logits_(logits: Tensor, temperature: float, top_k: int, top_p: float) -> Tensor:
-    """In place: logits / temperature, then top-k, then top-p; removed tokens become -inf. [B, V] float32.
-
-    top-k keeps every token whose value is at least the k-th largest (ties at the boundary stay, as in
-    Hugging Face's TopKLogitsWarper). top-p (Holtzman et al., "The Curious Case of Neural Text
-    Degeneration", ICLR 2020) keeps, in order of decreasing probability, each token whose preceding
-    mass is below top_p, so the kept set is the smallest whose mass reaches top_p (at least one token).
-    """
-    if temperature != 1.0:
-        logits.div_(temperature)
-    vocab = logits.shape[-1]
-    if 0 < top_k < vocab:
-        kth = torch.topk(logits, top_k, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)
-        logits.masked_fill_(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        mass_before = torch.cumsum(probs, dim=-1).sub_(probs)
-        remove = mass_before >= top_p
-        remove[:, 0] = False
-        logits.masked_fill_(torch.zeros_like(remove).scatter_(-1, order, remove), float("-inf"))
-    return logits
 
 
 def sample_next(

@@ -24,7 +24,10 @@ class Scored:
     responses: list[str] = field(default_factory=list)
 
 
-PER_TOKEN = ("loss_mask", "sampler_logprobs", "old_logprobs", "ref_logprobs", "values", "advantages", "returns", "is_weights")
+PER_TOKEN = (
+    "loss_mask", "sampler_logprobs", "old_logprobs", "ref_logprobs", "values", "advantages", "returns", "is_weights",
+    "cov_selected",
+)
 
 
 @dataclass
@@ -42,6 +45,8 @@ class TrainBatch:
     advantages: Tensor | None = None
     returns: Tensor | None = None
     is_weights: Tensor | None = None
+    cov_selected: Tensor | None = None
+    """Clip-Cov / KL-Cov's tokens, chosen over the whole mini-batch (rlvr.core.losses.covariance_selection)."""
     rows: list[int] | None = None
 
     @classmethod

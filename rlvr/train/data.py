@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from rlvr.train.seeds import DATA, derive_seed
+
 
 class PromptStream:
     """Yields examples in a fresh seeded permutation each epoch; `state_dict` is the data position."""
@@ -21,7 +23,7 @@ class PromptStream:
         self._order = self._permutation(0)
 
     def _permutation(self, epoch: int) -> list[int]:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, DATA, epoch))
         return torch.randperm(len(self.examples), generator=gen).tolist()
 
     def take(self, k: int) -> list[Any]:

@@ -21,11 +21,11 @@ from torch import Tensor
 
 from rlvr.config import RunConfig
 from rlvr.core.advantages import compute_advantages, outcome_to_token_rewards
-from rlvr.core.aggregation import aggregate
 from rlvr.core.importance import importance_weights
 from rlvr.core.kl import adaptive_kl_coef, kl_divergence
-from rlvr.core.losses import policy_loss, value_loss
-from rlvr.core.masked import masked_mean
+from rlvr.core.losses import COVARIANCE_LOSSES, covariance_selection
+from rlvr.core.masked import masked_mean, masked_sum
+from rlvr.core.objective import rl_objective
 from rlvr.core.shaping import filter_groups, overlong_penalty
 from rlvr.models.logprobs import response_logprobs
 from rlvr.rollout import SamplingParams
@@ -39,6 +39,7 @@ from rlvr.train.batch import (
     select_prompts,
 )
 from rlvr.train.optim import adamw
+from rlvr.train.seeds import COVARIANCE, GREEDY_BASELINE, MINIBATCH, ROLLOUT, derive_seed
 
 
 class RewardErrors:
@@ -78,9 +79,16 @@ class RLStep:
             model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-        self.critic_optimizer = (
-            adamw(critic.parameters(), lr=cfg.algorithm.critic.lr) if critic is not None else None
-        )
+        self.critic_optimizer = self.critic_scheduler = None
+        if critic is not None:
+            # The critic's own learning rate; everything else as the policy's optimizer and schedule.
+            self.critic_optimizer = adamw(
+                critic.parameters(), lr=cfg.algorithm.critic.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay
+            )
+            self.critic_scheduler = torch.optim.lr_scheduler.LambdaLR(self.critic_optimizer, self._lr_factor)
+        # Dynamic sampling's running keep rate (groups kept / groups generated), over the whole run.
+        self.ds_seen = 0
+        self.ds_kept = 0
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         # response_logprobs' `packed`: None uses the packed forward wherever the model allows it.
         self.packed = None if cfg.train.packed else False
@@ -144,7 +152,14 @@ class RLStep:
         )
 
     def generate_and_score(self, stream, step: int) -> tuple[Scored, dict[str, float]]:
-        """Rollouts for one step, with DAPO dynamic sampling when enabled."""
+        """Rollouts for one step, with DAPO dynamic sampling when enabled.
+
+        Dynamic sampling: each round asks for the groups still missing divided by the keep rate observed
+        so far in the run (capped at `max_oversample` times the shortfall), keeps the groups whose
+        rewards differ, and stops once the batch is full; kept groups beyond `prompts_per_step` are
+        dropped (DAPO's over-sample-then-truncate, as verl does). After `max_rounds` the step trains
+        on what it has.
+        """
         cfg = self.cfg
         want = cfg.rollout.prompts_per_step
         ds = cfg.algorithm.dynamic_sampling
@@ -152,9 +167,14 @@ class RLStep:
         kept: list[Scored] = []
         kept_groups, gen_time, gen_tokens, raw = 0, 0.0, 0, []
         for rnd in range(rounds):
-            examples = stream.take(want - kept_groups if ds.enabled else want)
+            ask = want
+            if ds.enabled:
+                short = want - kept_groups
+                rate = self.ds_kept / self.ds_seen if self.ds_seen else 1.0
+                ask = min(math.ceil(short / max(rate, 1e-9)), math.ceil(short * ds.max_oversample))
+            examples = stream.take(ask)
             batch = self.engine.generate(
-                self.prompt_ids(examples), self.sampling_params(cfg.seed * 7919 + step * 31 + rnd)
+                self.prompt_ids(examples), self.sampling_params(derive_seed(cfg.seed, ROLLOUT, step, rnd))
             )
             gen_time += batch.gen_time_s
             gen_tokens += batch.num_generated_tokens
@@ -166,12 +186,17 @@ class RLStep:
             group_ids = torch.tensor(batch.prompt_index)
             keep = filter_groups(scored.rewards, group_ids)
             kept_prompts = sorted({batch.prompt_index[i] for i in range(len(keep)) if keep[i]})
+            self.ds_seen += len(examples)
+            self.ds_kept += len(kept_prompts)
+            kept_prompts = kept_prompts[: want - kept_groups]
             if kept_prompts:
                 kept.append(select_prompts(scored, kept_prompts))
                 kept_groups += len(kept_prompts)
             if kept_groups >= want:
                 break
         stats = {"gen_time_s": gen_time, "gen_tokens": gen_tokens, "gen_rounds": len(raw)}
+        if ds.enabled:
+            stats["keep_rate"] = self.ds_kept / max(self.ds_seen, 1)
         merged_raw = concat_scored(raw)
         stats["raw"] = merged_raw
         return (concat_scored(kept) if kept else None), stats
@@ -188,6 +213,8 @@ class RLStep:
         metrics["gen_time_s"] = gen["gen_time_s"]
         metrics["gen_tokens_per_s"] = gen["gen_tokens"] / max(gen["gen_time_s"], 1e-9)
         metrics["gen_rounds"] = float(gen["gen_rounds"])
+        if "keep_rate" in gen:
+            metrics["keep_rate"] = gen["keep_rate"]
         t_train = time.perf_counter()
         if scored is None:
             # Dynamic sampling found no group with any spread: nothing to learn from this step.
@@ -200,6 +227,11 @@ class RLStep:
         metrics["kl_coef"] = self.kl_coef
         metrics["skipped_steps"] = float(self.skipped_steps)
         return metrics
+
+    def _filter(self) -> dict[str, Any]:
+        """The sampler's processing, under which every trainer log-prob is evaluated (rlvr.core.filtering)."""
+        r = self.cfg.rollout
+        return {"temperature": r.temperature, "top_k": r.top_k, "top_p": r.top_p}
 
     def update(self, scored: Scored, step: int) -> dict[str, float]:
         cfg, alg = self.cfg, self.cfg.algorithm
@@ -247,81 +279,88 @@ class RLStep:
             b.is_weights, is_metrics = importance_weights(
                 b.old_logprobs, b.sampler_logprobs, b.loss_mask, level=c.level, mode=c.mode, cap=c.cap
             )
+        full_mask = b.loss_mask
+        if alg.mask_truncated:
+            # DAPO's overlong filtering: truncated responses leave the loss (and its denominators) but
+            # kept their place in their group's baseline above.
+            truncated = torch.tensor([f == "length" for f in scored.rollout.finish_reasons], device=device)
+            b.loss_mask = b.loss_mask & ~truncated[:, None]
 
         acc = MetricSums()
-        for _ in range(cfg.train.epochs):
-            for rows in minibatch_rows(scored.rollout.prompt_index, cfg.train.mini_batches, cfg.seed + step):
-                self._optimizer_step(b, rows, acc)
+        for epoch in range(cfg.train.epochs):
+            # A fresh partition every epoch (cleanrl, verl), from a seed no other stream shares.
+            seed = derive_seed(cfg.seed, MINIBATCH, step, epoch)
+            for index, rows in enumerate(minibatch_rows(scored.rollout.prompt_index, cfg.train.mini_batches, seed)):
+                self._optimizer_step(b, rows, acc, derive_seed(cfg.seed, COVARIANCE, step, epoch, index))
         out = acc.means()
         out["kept_groups"] = float(len(set(scored.rollout.prompt_index)))
         if "logprob_mismatch" not in is_metrics and b.old_logprobs is not None:
-            is_metrics["logprob_mismatch"] = masked_mean((b.old_logprobs - b.sampler_logprobs).abs(), b.loss_mask)
+            is_metrics["logprob_mismatch"] = masked_mean((b.old_logprobs - b.sampler_logprobs).abs(), full_mask)
         out.update({k: float(v) for k, v in is_metrics.items()})
         # "kl" is the policy's KL from the reference model; null when no reference model is loaded.
         out["kl"] = None
         if reward_kl is not None:
-            out["kl"] = float(masked_mean(reward_kl, b.loss_mask))
+            out["kl"] = float(masked_mean(reward_kl, full_mask))
         elif "kl_loss" in out:
             out["kl"] = out.pop("kl_loss")
         if alg.kl.adaptive and out["kl"] is not None:
             self.kl_coef = adaptive_kl_coef(self.kl_coef, out["kl"], alg.kl.target, alg.kl.horizon, n)
         out.setdefault("is_weight_mean", 1.0)
         out["advantage_mean"] = float(masked_mean(b.advantages, b.loss_mask))
+        if alg.mask_truncated:
+            out["masked_truncated_frac"] = float(1 - b.loss_mask.any(-1).float().mean())
         return out
 
-    def _optimizer_step(self, b: TrainBatch, rows: list[int], acc: MetricSums) -> None:
+    def _optimizer_step(self, b: TrainBatch, rows: list[int], acc: MetricSums, cov_seed: int) -> None:
         cfg, alg = self.cfg, self.cfg.algorithm
         loss_params = alg.loss.model_dump(exclude={"name"})
         self.optimizer.zero_grad(set_to_none=True)
         if self.critic_optimizer is not None:
             self.critic_optimizer.zero_grad(set_to_none=True)
         # Denominators of the whole mini-batch: the gradient does not depend on the micro-batch size.
-        num_tokens = b.loss_mask[rows].sum()
-        num_sequences = len(rows)
+        mask = b.loss_mask[rows]
+        num_tokens = mask.sum()
+        num_sequences = mask.any(dim=-1).sum()
         constant = alg.aggregation_constant or cfg.rollout.max_new_tokens
+        if alg.loss.name in COVARIANCE_LOSSES:
+            # Clip-Cov / KL-Cov pick their tokens from the statistics of the whole mini-batch.
+            b.cov_selected = self._covariance_selection(b, rows, loss_params, cov_seed)
         finite = True
+        step_loss = torch.zeros(())
+        step_parts: dict[str, float] = {}
         for mb in b.micro_batches(rows, cfg.train.micro_batch_size):
             lp, ent = response_logprobs(
-                self.model, mb.input_ids, mb.attention_mask, mb.t,
-                temperature=cfg.rollout.temperature, return_entropy=True, packed=self.packed,
+                self.model, mb.input_ids, mb.attention_mask, mb.t, return_entropy=True, packed=self.packed,
+                **self._filter(),
             )
-            old = mb.old_logprobs if mb.old_logprobs is not None else lp.detach()
-            per_token, m = policy_loss(
-                alg.loss.name, logprobs=lp, old_logprobs=old, advantages=mb.advantages, loss_mask=mb.loss_mask,
-                **loss_params,
+            params = dict(loss_params)
+            if mb.cov_selected is not None:
+                params["selected"] = mb.cov_selected
+            values = self.critic(mb.input_ids, mb.attention_mask, mb.t) if self.critic is not None else None
+            loss, m = rl_objective(
+                lp, loss_mask=mb.loss_mask, advantages=mb.advantages, old_logprobs=mb.old_logprobs,
+                loss=alg.loss.name, loss_params=params, aggregation=alg.aggregation,
+                num_tokens=num_tokens, num_sequences=num_sequences, constant=constant,
+                is_weights=mb.is_weights,
+                ref_logprobs=mb.ref_logprobs if alg.kl.placement == "loss" else None,
+                kl_coef=self.kl_coef, kl_estimator=alg.kl.estimator,
+                entropy=ent, entropy_coef=alg.entropy_coef,
+                values=values, old_values=mb.values, returns=mb.returns, value_clip=alg.critic.clip_range,
             )
-            if mb.is_weights is not None:
-                per_token = per_token * mb.is_weights
-            if mb.ref_logprobs is not None and alg.kl.placement == "loss":
-                kl = kl_divergence(lp, mb.ref_logprobs, alg.kl.estimator, loss_mask=mb.loss_mask)
-                per_token = per_token + self.kl_coef * kl
-                acc.add("kl_loss", kl.detach(), mb.loss_mask)
-            if alg.entropy_coef > 0:
-                per_token = per_token - alg.entropy_coef * ent
-            loss = aggregate(
-                per_token, mb.loss_mask, alg.aggregation, num_tokens=num_tokens, num_sequences=num_sequences,
-                constant=constant,
-            )
-            share = len(mb.rows) / num_sequences
-            if self.critic is not None:
-                v = self.critic(mb.input_ids, mb.attention_mask, mb.t)
-                vl, vm = value_loss(v, mb.values, mb.returns, mb.loss_mask, clip_range=alg.critic.clip_range)
-                vloss = aggregate(vl, mb.loss_mask, "token_mean", num_tokens=num_tokens)
-                loss = loss + alg.critic.coef * vloss
-                acc.add_scalar("value_loss", vloss.detach())
-                for k, val in vm.items():
-                    acc.add_weighted(k, val, share)
             if not torch.isfinite(loss):
                 finite = False
                 break
             loss.backward()
-            weight = mb.loss_mask.sum()
-            acc.add("entropy", ent.detach(), mb.loss_mask)
+            step_loss = step_loss + loss.detach()
+            weight = m.pop("num_valid_tokens")
             if mb.old_logprobs is None:
                 acc.add("logprob_mismatch", (lp.detach() - mb.sampler_logprobs).abs(), mb.loss_mask)
+            for k in ("policy_loss", "value_loss"):  # partial sums of the mini-batch's loss
+                if k in m:
+                    step_parts[k] = step_parts.get(k, 0.0) + float(m.pop(k))
             for k, val in m.items():
                 acc.add_weighted(k, val, weight)
-            acc.add_scalar("loss", loss.detach())
+        b.cov_selected = None
         grad_norm = None
         if finite:
             params = [p for p in self.model.parameters() if p.grad is not None]
@@ -333,6 +372,8 @@ class RLStep:
         if not finite:
             # A non-finite loss or gradient: skip this optimizer step rather than corrupt the weights.
             self.optimizer.zero_grad(set_to_none=True)
+            if self.critic_optimizer is not None:
+                self.critic_optimizer.zero_grad(set_to_none=True)
             self.skipped_steps += 1
             self.bad_steps_in_row += 1
             if self.bad_steps_in_row >= cfg.train.max_bad_steps:
@@ -342,18 +383,36 @@ class RLStep:
                 )
             return
         self.bad_steps_in_row = 0
+        acc.add_scalar("loss", step_loss)
+        for k, v in step_parts.items():
+            acc.add_scalar(k, v)
         acc.add_scalar("grad_norm", grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         if self.critic_optimizer is not None:
             self.critic_optimizer.step()
+            self.critic_scheduler.step()
 
     @torch.no_grad()
-    def _logprobs_no_grad(self, model, b: TrainBatch) -> Tensor:
+    def _covariance_selection(self, b: TrainBatch, rows: list[int], loss_params: dict, seed: int) -> Tensor:
+        """Clip-Cov / KL-Cov's selected tokens over the mini-batch `rows`, as a [N, T] mask of the batch."""
+        current = self._logprobs_no_grad(self.model, b, rows)[rows]
+        old = b.old_logprobs[rows] if b.old_logprobs is not None else current
+        selected = covariance_selection(
+            self.cfg.algorithm.loss.name, logprobs=current, old_logprobs=old, advantages=b.advantages[rows],
+            loss_mask=b.loss_mask[rows], generator=torch.Generator(device=current.device).manual_seed(seed),
+            **loss_params,
+        )
+        full = torch.zeros_like(b.loss_mask)
+        full[rows] = selected
+        return full
+
+    @torch.no_grad()
+    def _logprobs_no_grad(self, model, b: TrainBatch, rows=None) -> Tensor:
         out = torch.zeros_like(b.sampler_logprobs)
-        for mb in b.micro_batches(range(b.loss_mask.shape[0]), self.cfg.train.micro_batch_size):
-            lp, _ = response_logprobs(model, mb.input_ids, mb.attention_mask, mb.t, temperature=self.cfg.rollout.temperature,
-                                      packed=self.packed)
+        rows = range(b.loss_mask.shape[0]) if rows is None else rows
+        for mb in b.micro_batches(rows, self.cfg.train.micro_batch_size):
+            lp, _ = response_logprobs(model, mb.input_ids, mb.attention_mask, mb.t, packed=self.packed, **self._filter())
             out[mb.rows, : mb.t] = lp
         return out
 
@@ -365,8 +424,27 @@ class RLStep:
         return torch.where(b.loss_mask, out, torch.zeros_like(out))
 
     def greedy_baseline(self, scored: Scored, step: int) -> Tensor:
-        """ReMax: the reward of each prompt's greedy response, broadcast to its samples."""
-        greedy = self.engine.generate(self.prompt_ids(scored.examples), self.sampling_params(step, n=1, greedy=True))
+        """ReMax: each prompt's greedy response's return, broadcast to its samples [N].
+
+        The greedy response is shaped exactly like the samples, so the baseline subtracts like from
+        like: the same overlong penalty, and with KL in the reward the same -coef * sum_t kl_t of the
+        greedy response (old policy against the reference, under the sampler's filter).
+        """
+        cfg, alg = self.cfg, self.cfg.algorithm
+        greedy = self.engine.generate(
+            self.prompt_ids(scored.examples),
+            self.sampling_params(derive_seed(cfg.seed, GREEDY_BASELINE, step), n=1, greedy=True),
+        )
         greedy_scored = self.score(scored.examples, greedy)
-        per_prompt = greedy_scored.rewards  # [P]
-        return per_prompt[torch.tensor(scored.rollout.prompt_index)]
+        per_prompt = greedy_scored.rewards.clone()  # [P]
+        device = next(self.model.parameters()).device
+        gb = TrainBatch.from_rollout(greedy, self.pad_id, device)
+        per_prompt = per_prompt.to(device)
+        if alg.overlong.enabled:
+            per_prompt = per_prompt + overlong_penalty(gb.loss_mask.sum(-1), cfg.rollout.max_new_tokens, alg.overlong.cache_len)
+        if self.ref_model is not None and self.kl_coef > 0 and alg.kl.placement == "reward":
+            old = self._logprobs_no_grad(self.model, gb)
+            ref = self._logprobs_no_grad(self.ref_model, gb)
+            kl = kl_divergence(old, ref, alg.kl.estimator, loss_mask=gb.loss_mask)
+            per_prompt = per_prompt - self.kl_coef * masked_sum(kl, gb.loss_mask, dim=1)
+        return per_prompt[torch.tensor(scored.rollout.prompt_index, device=device)]

@@ -119,10 +119,12 @@ def trainer_state(trainer: RLStep, stream: PromptStream) -> dict[str, Any]:
         "kl_coef": trainer.kl_coef,
         "skipped_steps": trainer.skipped_steps,
         "reward_errors": trainer.reward_errors.count,
+        "dynamic_sampling": {"seen": trainer.ds_seen, "kept": trainer.ds_kept},
     }
     if trainer.critic is not None:
         state["critic"] = trainer.critic.state_dict()
         state["critic_optimizer"] = trainer.critic_optimizer.state_dict()
+        state["critic_scheduler"] = trainer.critic_scheduler.state_dict()
     return state
 
 
@@ -133,9 +135,13 @@ def restore(trainer: RLStep, stream: PromptStream, state: dict[str, Any]) -> Non
     trainer.kl_coef = state["kl_coef"]
     trainer.skipped_steps = state["skipped_steps"]
     trainer.reward_errors.count = state["reward_errors"]
+    ds = state.get("dynamic_sampling", {})
+    trainer.ds_seen, trainer.ds_kept = int(ds.get("seen", 0)), int(ds.get("kept", 0))
     if trainer.critic is not None:
         trainer.critic.load_state_dict(state["critic"])
         trainer.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        if "critic_scheduler" in state:
+            trainer.critic_scheduler.load_state_dict(state["critic_scheduler"])
     set_rng_state(state["rng"])
 
 

@@ -109,13 +109,13 @@ def test_a_raising_reward_is_contained_and_counted(tiny_dir, tmp_path, monkeypat
 
 
 def test_non_finite_loss_skips_then_stops(tiny_dir, tmp_path, monkeypatch):
-    from rlvr.train import rl
+    from rlvr.core import objective
 
     def nan_loss(name, **kwargs):
         per_token = kwargs["logprobs"] * float("nan")
         return per_token, {}
 
-    monkeypatch.setattr(rl, "policy_loss", nan_loss)
+    monkeypatch.setattr(objective, "policy_loss", nan_loss)
     with pytest.raises(FloatingPointError, match="non-finite"):
         train(tiny_config(tiny_dir, tmp_path / "run", "train.steps=5", "train.max_bad_steps=2"), progress=False)
 
