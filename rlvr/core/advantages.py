@@ -253,10 +253,34 @@ def outcome_to_token_rewards(rewards: Tensor, loss_mask: Tensor) -> Tensor:
 
 
 def _sequence_scores(rewards: Tensor, token_rewards: Tensor | None, loss_mask: Tensor) -> Tensor:
-    """The scalar score of each sequence: `rewards`, or the sum of `token_rewards` over valid tokens."""
+    """The scalar return of each sequence: `rewards`, or the sum of `token_rewards` over valid tokens."""
     if token_rewards is None:
         return rewards
     return masked_sum(token_rewards, loss_mask, dim=1)
+
+
+def _credit(
+    rewards: Tensor, token_rewards: Tensor | None, loss_mask: Tensor, baseline: Tensor, scale: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """A_it = (G_it - baseline_i) / scale_i over valid tokens; G_it the return credited to token t.
+
+    Without `token_rewards`, G_it = r_i on every token (an outcome reward). With them (the outcome on
+    the last token plus per-token terms such as a -beta * KL penalty), G_it = sum_{s >= t} token_rewards_is,
+    the reward-to-go: a token is credited with the penalties from itself on, never with those of the
+    tokens before it, which its choice cannot change (the causality argument of REINFORCE; with a KL
+    penalty it makes k1 in the reward the exact gradient of the sequence's reverse KL). The baseline and
+    scale are per-sequence statistics of the whole returns G_i0 (see each estimator).
+    """
+    zero = torch.zeros((), dtype=rewards.dtype, device=rewards.device)
+    if token_rewards is None:
+        to_go = rewards[:, None].expand(loss_mask.shape)
+    else:
+        to_go = _reverse_scan(token_rewards, loss_mask, 1.0)
+    adv = to_go - baseline[:, None]
+    if scale is not None:
+        adv = adv / scale[:, None]
+    out = torch.where(loss_mask, adv, zero)
+    return out, out
 
 
 def _broadcast(per_sequence: Tensor, loss_mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -287,27 +311,29 @@ def _reverse_scan(x: Tensor, loss_mask: Tensor, decay: float) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
-# outcome estimators: one scalar per sequence, broadcast over its valid tokens; returns == advantages
+# outcome estimators: a baseline (and scale) per sequence from the sequence returns; each token is
+# credited with its return-to-go (`_credit`), which is the outcome reward itself when there are no
+# per-token terms. returns == advantages.
 
 
 @_estimator("reinforce")
 def reinforce(*, rewards, loss_mask, token_rewards, **_) -> tuple[Tensor, Tensor]:
-    """A_i = r_i, no baseline (Williams 1992, REINFORCE). Uses: rewards, token_rewards.
-
-    With `token_rewards` (e.g. a KL penalty folded into the reward), the sequence score is its sum over
-    valid tokens instead of `rewards`, so the penalty is not lost (as verl and TRL's RLOO do).
+    """A_it = G_it, no baseline (Williams 1992, REINFORCE): the outcome r_i on every token, or with
+    `token_rewards` (e.g. a KL penalty folded into the reward) the reward-to-go of `_credit`.
     """
-    return _broadcast(_sequence_scores(rewards, token_rewards, loss_mask), loss_mask)
+    zero = torch.zeros_like(rewards)
+    return _credit(rewards, token_rewards, loss_mask, zero)
 
 
 @_estimator("grpo", needs=("group_ids",))
 def grpo(*, rewards, loss_mask, group_ids, token_rewards, eps, **_) -> tuple[Tensor, Tensor]:
-    """A_i = (r_i - mean_g r) / (std_g r + eps), std with Bessel's correction.
+    """A_it = (G_it - mean_g G) / (std_g G + eps), std with Bessel's correction, G the sequence returns.
 
     GRPO (Shao et al. 2024, DeepSeekMath, sec. 4.1.2, outcome supervision); the Bessel-corrected std
     (torch.std's default) follows the DeepSeekMath / verl reference code. A group whose rewards are all
     equal gets A = 0. Groups of one are rejected (the corrected std is undefined).
-    Uses: rewards, group_ids, eps, token_rewards (sequence score = its sum, as in `reinforce`).
+    Uses: rewards, group_ids, eps, token_rewards (group statistics of the summed returns; each token
+    credited with its reward-to-go, `_credit`).
     """
     if not eps > 0.0:
         # A group of equal rewards has std 0, and its centred rewards are rounding noise (mean of
@@ -320,46 +346,50 @@ def grpo(*, rewards, loss_mask, group_ids, token_rewards, eps, **_) -> tuple[Ten
     centred = scores - mean[inverse]
     sq = scores.new_zeros(counts.shape[0]).index_add_(0, inverse, centred**2)
     std = (sq / (counts - 1).to(scores.dtype)).sqrt()
-    return _broadcast(centred / (std[inverse] + eps), loss_mask)
+    if token_rewards is None:
+        # Centre first, then divide: bit-for-bit the reference's (r - mean) / (std + eps).
+        return _broadcast(centred / (std[inverse] + eps), loss_mask)
+    return _credit(rewards, token_rewards, loss_mask, mean[inverse], std[inverse] + eps)
 
 
 @_estimator("dr_grpo", needs=("group_ids",))
 def dr_grpo(*, rewards, loss_mask, group_ids, token_rewards, **_) -> tuple[Tensor, Tensor]:
-    """A_i = r_i - mean_g r: GRPO without the std division (Liu et al. 2025, "Understanding R1-Zero-Like
+    """A_it = G_it - mean_g G: GRPO without the std division (Liu et al. 2025, "Understanding R1-Zero-Like
     Training", Dr. GRPO). A group of one gets A = 0. Uses: rewards, group_ids, token_rewards (as in
-    `reinforce`). The paper's other change (no per-sequence length normalisation) is the aggregation's.
+    `grpo`). The paper's other change (no per-sequence length normalisation) is the aggregation's.
     """
     scores = _sequence_scores(rewards, token_rewards, loss_mask)
     _, inverse, counts = group_index(group_ids)
-    return _broadcast(scores - group_mean(scores, inverse, counts)[inverse], loss_mask)
+    return _credit(rewards, token_rewards, loss_mask, group_mean(scores, inverse, counts)[inverse])
 
 
 @_estimator("rloo", needs=("group_ids",))
 def rloo(*, rewards, loss_mask, group_ids, token_rewards, **_) -> tuple[Tensor, Tensor]:
-    """A_i = r_i - (sum_g r - r_i) / (G - 1): leave-one-out baseline, = G/(G-1) * (r_i - mean_g r).
+    """A_it = G_it - (sum_g G - G_i) / (G - 1): leave-one-out baseline, = G/(G-1) * (r_i - mean_g r)
+    for outcome rewards.
 
     RLOO (Ahmadian et al. 2024, "Back to Basics", eq. 6; Kool et al. 2019). Groups of one are rejected.
-    Uses: rewards, group_ids, token_rewards (sequence score = its sum, i.e. the KL-penalised sequence
-    reward r - beta * KL of Ahmadian et al. and TRL's RLOOTrainer).
+    Uses: rewards, group_ids, token_rewards (the baseline is the other samples' KL-penalised returns
+    r - beta * KL of Ahmadian et al. and TRL's RLOOTrainer; each token gets its reward-to-go, `_credit`).
     """
     scores = _sequence_scores(rewards, token_rewards, loss_mask)
     ids, inverse, counts = group_index(group_ids)
     _check_min_group_size("rloo", ids, counts)
     sums = scores.new_zeros(counts.shape[0]).index_add_(0, inverse, scores)
     baseline = (sums[inverse] - scores) / (counts[inverse] - 1).to(scores.dtype)
-    return _broadcast(scores - baseline, loss_mask)
+    return _credit(rewards, token_rewards, loss_mask, baseline)
 
 
 @_estimator("remax", needs=("baseline_rewards",))
 def remax(*, rewards, loss_mask, baseline_rewards, token_rewards, **_) -> tuple[Tensor, Tensor]:
-    """A_i = r_i - r(greedy response to the same prompt) (Li et al. 2023, ReMax, Algorithm 1).
+    """A_it = G_it - b_i, b_i the return of the greedy response to the same prompt (Li et al. 2023,
+    ReMax, Algorithm 1).
 
-    `baseline_rewards` [N] is the greedy rollout's reward, already repeated for each sample of the
-    prompt. Uses: rewards, baseline_rewards, token_rewards (as in `reinforce`; the baseline is taken as
-    given, so fold any penalty into it yourself).
+    `baseline_rewards` [N] is the greedy rollout's return, already repeated for each sample of the
+    prompt, shaped like the samples' (overlong penalty, -beta * its summed KL: the trainer does this).
+    Uses: rewards, baseline_rewards, token_rewards (reward-to-go, `_credit`).
     """
-    scores = _sequence_scores(rewards, token_rewards, loss_mask)
-    return _broadcast(scores - baseline_rewards, loss_mask)
+    return _credit(rewards, token_rewards, loss_mask, baseline_rewards)
 
 
 # ----------------------------------------------------------------------------------------------

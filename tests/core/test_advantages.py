@@ -90,16 +90,36 @@ def test_remax_hand_values():
     assert torch.equal(ret, adv)
 
 
-def test_outcome_estimators_fold_token_rewards_into_the_sequence_score():
-    # token_rewards = outcome on the last token plus a per-token penalty; the score is the row sum
-    # (masked entries ignored): row 0: 1 - 0.1 - 0.2 = 0.7, row 1: 0 - 0.3 = -0.3 -> rloo: +-1.0
+def test_outcome_estimators_credit_each_token_with_its_reward_to_go():
+    """Guards issue 10, finding 3: with KL in the reward, a token is credited with the penalties from
+    itself on (reward-to-go), not with the whole sequence's sum (the old code gave row 0 [1.0, 1.0])."""
+    # token_rewards = outcome on the last token plus a per-token penalty: row 0 valid (-0.1, 1 - 0.2),
+    # row 1 valid (0 - 0.3). Returns 0.7 and -0.3, so the leave-one-out baselines are -0.3 and 0.7;
+    # reward-to-go: row 0 (0.7, 0.8), row 1 (-0.3) -> A = (1.0, 1.1) and (-1.0).
     mask = mask_from_lengths([2, 1], 3)
     token_rewards = torch.tensor([[-0.1, 0.8, 7.0], [-0.3, 5.0, 5.0]], dtype=F64)
     adv, _ = compute_advantages(
         "rloo", rewards=torch.tensor([1.0, 0.0], dtype=F64), loss_mask=mask, group_ids=torch.tensor([0, 0]),
         token_rewards=token_rewards,
     )
-    torch.testing.assert_close(adv, expected_outcome([1.0, -1.0], mask), rtol=0, atol=1e-15)
+    expected = torch.tensor([[1.0, 1.1, 0.0], [-1.0, 0.0, 0.0]], dtype=F64)
+    torch.testing.assert_close(adv, expected, rtol=0, atol=1e-15)
+    # reinforce: the plain reward-to-go; remax: minus the greedy return
+    adv, _ = compute_advantages("reinforce", rewards=torch.zeros(2, dtype=F64), loss_mask=mask, token_rewards=token_rewards)
+    torch.testing.assert_close(adv, torch.tensor([[0.7, 0.8, 0.0], [-0.3, 0.0, 0.0]], dtype=F64), rtol=0, atol=1e-15)
+    adv, _ = compute_advantages("remax", rewards=torch.zeros(2, dtype=F64), loss_mask=mask, token_rewards=token_rewards,
+                                baseline_rewards=torch.tensor([0.5, -0.5], dtype=F64))
+    torch.testing.assert_close(adv, torch.tensor([[0.2, 0.3, 0.0], [0.2, 0.0, 0.0]], dtype=F64), rtol=0, atol=1e-15)
+
+
+def test_outcome_estimators_without_per_token_terms_are_unchanged_by_the_reward_to_go():
+    """An outcome reward on the last token only: every token's reward-to-go is the outcome itself."""
+    batch = random_batch(3)
+    for name in ("reinforce", "grpo", "dr_grpo", "rloo", "remax"):
+        plain = call(name, batch)
+        tr = outcome_to_token_rewards(batch["rewards"], batch["loss_mask"])
+        folded = compute_advantages(name, **{**batch, "token_rewards": tr})
+        torch.testing.assert_close(folded[0], plain[0], rtol=0, atol=1e-12)
 
 
 def test_reinforce_pp_hand_values():
@@ -394,6 +414,43 @@ def ref_estimator(name, b, gamma, lam):
             ret.append(r_row)
         return ref_whiten(adv, lengths), ret
     raise AssertionError(name)
+
+
+def ref_outcome_with_token_rewards(name, b):
+    """Outcome estimators with per-token rewards: baseline/scale from the summed returns, each token
+    credited with its reward-to-go (plain Python)."""
+    ids = b["group_ids"].tolist()
+    lengths = b["loss_mask"].sum(1).tolist()
+    T = b["loss_mask"].shape[1]
+    tr = b["token_rewards"].tolist()
+    ret = [sum(tr[i][: lengths[i]]) for i in range(len(ids))]
+    members = {}
+    for i, g in enumerate(ids):
+        members.setdefault(g, []).append(i)
+    out = []
+    for i in range(len(ids)):
+        group = [ret[j] for j in members[ids[i]]]
+        base, scale = 0.0, 1.0
+        if name in ("grpo", "dr_grpo"):
+            base = statistics.mean(group)
+        if name == "grpo":
+            scale = statistics.stdev(group) + EPS
+        if name == "rloo":
+            base = (sum(group) - ret[i]) / (len(group) - 1)
+        if name == "remax":
+            base = b["baseline_rewards"][i].item()
+        out.append([(sum(tr[i][t: lengths[i]]) - base) / scale if t < lengths[i] else 0.0 for t in range(T)])
+    return out
+
+
+@pytest.mark.parametrize("name", ["reinforce", "grpo", "dr_grpo", "rloo", "remax"])
+def test_outcome_estimators_with_token_rewards_match_slow_reference(name):
+    for seed in range(6):
+        batch = random_batch(200 + seed)
+        adv, ret = compute_advantages(name, **batch)
+        ref = torch.tensor(ref_outcome_with_token_rewards(name, batch), dtype=F64)
+        torch.testing.assert_close(adv, ref, rtol=0, atol=1e-12)
+        assert torch.equal(ret, adv)
 
 
 @pytest.mark.parametrize("name", sorted(ALL_NAMES))
