@@ -483,3 +483,43 @@ def test_sft_loss_hand_values():
     leaf = lp.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(sft_loss(leaf, mask), leaf)
     assert torch.equal(grad, torch.where(mask, t(-1 / 3), t(0.0)))
+
+
+@pytest.mark.parametrize("name, params", [
+    ("kl_cov", {"kl_cov_ratio": 0.1}),
+    ("clip_cov", {"clip_cov_ratio": 0.1, "clip_cov_lb": -1e9, "clip_cov_ub": 1e9}),
+])
+def test_covariance_selection_over_the_batch_makes_micro_batches_add_up(name, params):
+    """Guards issue 10, finding 7: with the selection made once over the whole batch and passed to each
+    micro-batch as `selected`, the micro-batch losses and gradients sum to the whole batch's."""
+    from rlvr.core.aggregation import aggregate
+    from rlvr.core.losses import covariance_selection
+
+    g = torch.Generator().manual_seed(5)
+    n, t = 12, 6
+    lp = (torch.randn(n, t, generator=g, dtype=torch.float64) - 2).requires_grad_(True)
+    old = lp.detach() + 0.3 * torch.randn(n, t, generator=g, dtype=torch.float64)
+    adv = torch.randn(n, t, generator=g, dtype=torch.float64)
+    mask = torch.arange(t)[None, :] < torch.randint(1, t + 1, (n,), generator=g)[:, None]
+    sel = covariance_selection(name, logprobs=lp, old_logprobs=old, advantages=adv, loss_mask=mask,
+                               generator=torch.Generator().manual_seed(1), **params)
+    assert 0 < int(sel.sum()) <= int(mask.sum())
+    whole_loss, _ = policy_loss(name, logprobs=lp, old_logprobs=old, advantages=adv, loss_mask=mask, selected=sel,
+                                **params)
+    whole = aggregate(whole_loss, mask, "token_mean")
+    (g_whole,) = torch.autograd.grad(whole, lp)
+    parts = 0
+    for rows in (slice(0, 5), slice(5, 7), slice(7, 12)):
+        loss, _ = policy_loss(name, logprobs=lp[rows], old_logprobs=old[rows], advantages=adv[rows],
+                              loss_mask=mask[rows], selected=sel[rows], **params)
+        parts = parts + aggregate(loss, mask[rows], "token_mean", num_tokens=mask.sum())
+    (g_parts,) = torch.autograd.grad(parts, lp)
+    torch.testing.assert_close(parts, whole, rtol=0, atol=1e-13)
+    torch.testing.assert_close(g_parts, g_whole, rtol=0, atol=1e-13)
+    # Per-micro-batch selection (the old behaviour) selects other tokens.
+    local = torch.cat([
+        covariance_selection(name, logprobs=lp[r], old_logprobs=old[r], advantages=adv[r], loss_mask=mask[r],
+                             generator=torch.Generator().manual_seed(1), **params)
+        for r in (slice(0, 5), slice(5, 7), slice(7, 12))
+    ])
+    assert not torch.equal(local, sel)

@@ -10,7 +10,7 @@ from rlvr.train.runner import build
 from tests.train.conftest import tiny_config
 
 
-def _first_update_grads(tiny_dir, run_dir, *overrides):
+def _first_update_grads(tiny_dir, run_dir, *overrides, real_steps=False):
     # No gradient clipping: a clipped gradient hides a change of scale (the "can fail" checks below).
     cfg = tiny_config(tiny_dir, run_dir, "rollout.max_new_tokens=6", "optim.max_grad_norm=null", *overrides)
     trainer = build(cfg)
@@ -18,6 +18,13 @@ def _first_update_grads(tiny_dir, run_dir, *overrides):
 
     def capture():
         grads.append([p.grad.detach().clone() for p in trainer.model.parameters() if p.grad is not None])
+        if real_steps:
+            # Plain SGD, continuous in the gradient: Adam's first step is ~lr * sign(g), which would turn
+            # rounding-level differences of near-zero gradients into differences of 2 * lr.
+            with torch.no_grad():
+                for p in trainer.model.parameters():
+                    if p.grad is not None:
+                        p.sub_(0.5 * p.grad)
 
     trainer.optimizer.step = capture
     trainer.run(PromptStream(trainer.task.examples("train"), cfg.seed), 1)
@@ -37,14 +44,48 @@ def _first_update_grads(tiny_dir, run_dir, *overrides):
     ids=["grpo", "dapo", "dr_grpo", "grpo-kl-minibatches", "ppo"],
 )
 def test_micro_batch_size_does_not_change_the_gradient(tiny_dir, tmp_path, overrides):
-    whole = _first_update_grads(tiny_dir, tmp_path / "a", *overrides)
-    split = _first_update_grads(tiny_dir, tmp_path / "b", *overrides, "train.micro_batch_size=3")
+    _check_micro_batch_invariance(tiny_dir, tmp_path, overrides)
+
+
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
+def test_clip_cov_selects_over_the_whole_mini_batch(tiny_dir, tmp_path):
+    """Guards issue 10, finding 7: Clip-Cov chose its tokens per micro-batch, so the selected fraction
+    and the gradient changed with train.micro_batch_size; it now selects over the whole mini-batch."""
+    overrides = ["algorithm.loss.name=clip_cov", "algorithm.loss.clip_cov_ratio=0.2", "algorithm.loss.clip_cov_lb=0",
+                 "algorithm.loss.clip_cov_ub=1e9"]
+    _check_micro_batch_invariance(tiny_dir, tmp_path, overrides)
+    # The selection is active: with (almost) no token selected the gradient differs.
+    a = _first_update_grads(tiny_dir, tmp_path / "n1", *overrides)
+    b = _first_update_grads(tiny_dir, tmp_path / "n2", *overrides, "algorithm.loss.clip_cov_ratio=1e-9")
+    assert not all(torch.allclose(x, y, rtol=1e-5, atol=1e-7) for x, y in zip(a[0], b[0]))
+
+
+def test_kl_cov_selected_fraction_does_not_depend_on_the_micro_batch_size(tiny_dir, tmp_path):
+    """Guards issue 10, finding 7 for KL-Cov: per micro-batch, max(floor(ratio * tokens), 1) tokens each
+    made the fraction grow as micro-batches shrank. (Its gradient at r = 1 is sign(log r), i.e. rounding
+    noise, so the exact invariance is checked on tensors in tests/core/test_losses.py.)"""
+    from rlvr.train.data import PromptStream
+
+    fracs = []
+    for i, micro in enumerate(["train.micro_batch_size=64", "train.micro_batch_size=3"]):
+        cfg = tiny_config(tiny_dir, tmp_path / str(i), "rollout.max_new_tokens=6", "algorithm.loss.name=kl_cov",
+                          "algorithm.loss.kl_cov_ratio=0.1", micro)
+        trainer = build(cfg)
+        fracs.append(trainer.run(PromptStream(trainer.task.examples("train"), cfg.seed), 1)["kl_cov_frac"])
+    assert fracs[0] == pytest.approx(fracs[1], rel=1e-6)
+    assert 0.09 < fracs[0] <= 0.1
+
+
+def _check_micro_batch_invariance(tiny_dir, tmp_path, overrides, real_steps=False, rtol=1e-5, atol=1e-7):
+    whole = _first_update_grads(tiny_dir, tmp_path / "a", *overrides, real_steps=real_steps)
+    split = _first_update_grads(tiny_dir, tmp_path / "b", *overrides, "train.micro_batch_size=3", real_steps=real_steps)
     assert len(whole) == len(split) >= 1
     for gw, gs in zip(whole, split):
         for a, b in zip(gw, gs):
-            assert torch.allclose(a, b, rtol=1e-5, atol=1e-7), (a - b).abs().max()
+            assert torch.allclose(a, b, rtol=rtol, atol=atol), (a - b).abs().max()
     # The check can fail: a different loss normalisation changes the gradient.
-    other = _first_update_grads(tiny_dir, tmp_path / "c", *overrides, "algorithm.aggregation=seq_mean_token_sum")
+    other = _first_update_grads(tiny_dir, tmp_path / "c", *overrides, "algorithm.aggregation=seq_mean_token_sum",
+                                real_steps=real_steps)
     assert not all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(whole[0], other[0]))
 
 
