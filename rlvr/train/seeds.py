@@ -23,8 +23,11 @@ COVARIANCE = 6
 def derive_seed(seed: int, purpose: int, *indices: int) -> int:
     """A seed in [0, 2**63) for the stream (seed, purpose, *indices); all must be integers >= 0
     (a negative run seed is mapped to its two's-complement 64-bit value)."""
-    parts = [int(seed) % 2**64, int(purpose), *(int(i) for i in indices)]
-    if any(p < 0 for p in parts[1:]):
-        raise ValueError(f"purpose and indices must be >= 0, got {parts[1:]}")
-    state = np.random.SeedSequence(parts).generate_state(2, dtype=np.uint32)
+    rest = [int(purpose), *(int(i) for i in indices)]
+    if any(not 0 <= p < 2**32 for p in rest):
+        raise ValueError(f"purpose and indices must be >= 0 and < 2**32, got {rest}")
+    s64 = int(seed) % 2**64
+    # Fixed-width words and the number of indices: SeedSequence alone maps [a] and [a, 0] to one state.
+    words = [s64 & 0xFFFFFFFF, s64 >> 32, len(rest), *rest]
+    state = np.random.SeedSequence(words).generate_state(2, dtype=np.uint32)
     return (int(state[0]) << 31) ^ int(state[1])
