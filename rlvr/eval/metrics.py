@@ -1,8 +1,18 @@
 """Per-problem evaluation metrics and their confidence intervals.
 
 Every metric is first computed for each problem from that problem's n samples, then averaged over
-problems, so each problem weighs the same whatever its response lengths. The 95% confidence interval
-of a metric is a normal approximation over problems (see `mean_ci`).
+problems, so each problem weighs the same whatever its response lengths. 95% confidence intervals
+are over *distinct* problems (an evaluation set that repeats a problem ten times has one problem's
+worth of evidence about it, not ten; see `summarize`):
+
+- rates in [0, 1] (pass@k, mean@n, maj@n, format and truncation rates): the Wilson score interval
+  (`wilson_interval`) with the number of distinct problems as n. It stays inside [0, 1] and is honest at
+  the boundaries (0 correct of 6 gives [0, 0.39], not [0, 0]). For 0/1 per-problem outcomes (greedy
+  pass@1, mean@1) it is the Wilson interval itself; for fractional per-problem rates (pass@k from n
+  samples) it is conservative, since a variable in [0, 1] with mean mu has variance at most mu(1 - mu).
+  A percentile bootstrap over problems, the other usual choice for pass@k, collapses to [0, 0] too
+  when no problem is ever solved.
+- other metrics (reward, length, entropy): a normal approximation over distinct problems (`mean_ci`).
 
 Plain Python floats: these run once per evaluation, on a few thousand numbers, outside any graph.
 """
@@ -77,8 +87,8 @@ def mean_ci(values: Sequence[float], z: float = Z_95) -> tuple[float, float, flo
     Normal approximation over P problems (central limit theorem); NaN values (a problem where the
     metric is undefined, e.g. entropy of empty responses) are left out. With fewer than two values
     the interval is undefined and both bounds are NaN; with no values everything is NaN. For rates
-    near 0 or 1 on few problems the interval is too narrow (it can even collapse to a point when all
-    problems agree); it is meant for comparing runs on a few hundred problems.
+    near 0 or 1 on few problems the interval is too narrow (it collapses to a point when all problems
+    agree), so `summarize` uses it only for metrics that are not rates.
     """
     kept = [float(v) for v in values if not math.isnan(v)]
     p = len(kept)
@@ -92,17 +102,64 @@ def mean_ci(values: Sequence[float], z: float = Z_95) -> tuple[float, float, flo
     return mean, mean - half, mean + half
 
 
-def summarize(per_problem: dict[str, Sequence[float]], rates: Collection[str] = ()) -> dict[str, float]:
+def wilson_interval(mean: float, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval (Wilson 1927) of a proportion with observed mean `mean` over `n` trials:
+
+        (p + z^2 / 2n -+ z sqrt(p (1 - p) / n + z^2 / 4n^2)) / (1 + z^2 / n)
+
+    Inside [0, 1] and never of zero width for n >= 1: 0 of 6 gives [0, 0.390]. NaN bounds for n = 0.
+    """
+    if n < 1 or math.isnan(mean):
+        return math.nan, math.nan
+    p = min(max(float(mean), 0.0), 1.0)
+    z2 = z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    # At p = 0 (1) the lower (upper) bound is exactly 0 (1); float rounding would leave ~1e-17.
+    low = 0.0 if p == 0.0 else max(0.0, centre - half)
+    high = 1.0 if p == 1.0 else min(1.0, centre + half)
+    return low, high
+
+
+def cluster_means(values: Sequence[float], clusters: Sequence[Hashable] | None) -> list[float]:
+    """The mean of `values` within each cluster (first-appearance order), NaNs left out; no clusters:
+    the values themselves (without NaNs)."""
+    if clusters is None:
+        return [float(v) for v in values if not math.isnan(v)]
+    if len(clusters) != len(values):
+        raise ValueError(f"clusters must have one entry per value: {len(clusters)} clusters, {len(values)} values")
+    sums: dict[Hashable, list[float]] = {}
+    for v, c in zip(values, clusters):
+        if not math.isnan(v):
+            sums.setdefault(c, []).append(float(v))
+    return [math.fsum(vs) / len(vs) for vs in sums.values()]
+
+
+def summarize(
+    per_problem: dict[str, Sequence[float]],
+    rates: Collection[str] = (),
+    clusters: Sequence[Hashable] | None = None,
+) -> dict[str, float]:
     """Average each per-problem metric over problems and add `<name>_ci_low` / `<name>_ci_high`.
 
-    The interval of a metric named in `rates` (a fraction, such as pass@k) is clipped to [0, 1],
-    where the normal approximation can overshoot.
+    `clusters` (one key per problem, e.g. the distinct problem's id) makes the intervals count each
+    distinct problem once: values are first averaged within a cluster. The reported value stays the
+    plain mean over all problems (equal to the mean over clusters when every problem repeats equally
+    often). Metrics named in `rates` get the Wilson interval with n = number of clusters; the others
+    the normal approximation over cluster means.
     """
     metrics: dict[str, float] = {}
     for name, values in per_problem.items():
-        mean, low, high = mean_ci(values)
+        kept = [float(v) for v in values if not math.isnan(v)]
+        mean = math.fsum(kept) / len(kept) if kept else math.nan
+        groups = cluster_means(values, clusters)
         if name in rates:
-            low, high = max(low, 0.0), min(high, 1.0)  # NaN stays NaN: max/min return their first argument
+            low, high = wilson_interval(mean, len(groups))
+        else:
+            _, low, high = mean_ci(groups)
+            if not math.isnan(low):
+                centre = math.fsum(groups) / len(groups)
+                low, high = mean - (centre - low), mean + (high - centre)
         metrics[name] = mean
         metrics[f"{name}_ci_low"] = low
         metrics[f"{name}_ci_high"] = high

@@ -4,9 +4,10 @@
 held-out evaluation (passing its own rollout engine, so the weights it samples from are the ones
 being trained).
 
-Metrics, each computed per problem and then averaged over problems, with a 95% normal-approximation
-confidence interval over problems (`rlvr.eval.metrics.mean_ci`: mean ± 1.96 · std / sqrt(problems);
-clipped to [0, 1] for rates; NaN, written as null, with fewer than two problems):
+Metrics, each computed per problem and then averaged over problems, with a 95% confidence interval
+over *distinct* problems (examples sharing `meta["problem_id"]` count once; `rlvr.eval.metrics.summarize`):
+the Wilson score interval for rates, a normal approximation for the rest (NaN, written as null, with
+fewer than two distinct problems):
 
 - `pass@k` for each requested k <= n: unbiased estimator from the problem's c correct of n.
 - `mean@n`: fraction of the n samples that are correct.
@@ -148,13 +149,15 @@ def evaluate(
         score_time += time.perf_counter() - t0
 
     per_problem = per_problem_metrics(samples, n, ks, has_extractor=extract is not None)
-    metrics = summarize(per_problem, rates=rate_metrics(list(per_problem)))
+    clusters = [problem_key(ex) for ex in examples]
+    metrics = summarize(per_problem, rates=rate_metrics(list(per_problem)), clusters=clusters)
     for s in samples:
         del s["_entropy_sum"]
     total = time.perf_counter() - t_start
     settings = {
         "task": getattr(task, "name", type(task).__name__),
         "num_problems": len(examples),
+        "num_distinct_problems": len(set(clusters)),
         "n": n,
         "k": ks,
         "temperature": float(temperature),
@@ -176,6 +179,11 @@ def evaluate(
         "tokens_per_s": generated_tokens / gen_time if gen_time > 0 else math.nan,
     }
     return EvalResult(metrics=metrics, samples=samples, settings=settings, timing=timing)
+
+
+def problem_key(example) -> Any:
+    """The distinct problem an example poses: `meta["problem_id"]` for a repeated one, else its id."""
+    return (getattr(example, "meta", None) or {}).get("problem_id", example.id)
 
 
 def _check_settings(examples, n, k, temperature, top_p, top_k, max_new_tokens, batch_size) -> list[int]:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from rlvr.eval.metrics import Z_95, maj_at_n, majority_vote, mean_ci, pass_at_k, rate_metrics, summarize
+from rlvr.eval.metrics import Z_95, maj_at_n, majority_vote, mean_ci, pass_at_k, rate_metrics, summarize, wilson_interval
 
 
 def test_pass_at_k_hand_values():
@@ -91,15 +91,33 @@ def test_summarize_adds_bounds():
     assert metrics["entropy"] == 2.0 and math.isnan(metrics["entropy_ci_low"])
 
 
-def test_summarize_clips_rates_to_unit_interval():
-    # values 1,1,0: mean 2/3, s^2 = (2 * (1/3)^2 + (2/3)^2) / 2 = 1/3, se = 1/3
+def test_rates_get_a_wilson_interval_that_stays_honest_at_the_boundaries():
+    """Guards issue 10, finding 11: 0 correct of 6 was reported as [0, 0] (normal approximation)."""
+    m = summarize({"pass@1": [0.0] * 6}, rates=["pass@1"])
+    assert m["pass@1"] == 0.0 and m["pass@1_ci_low"] == 0.0
+    assert m["pass@1_ci_high"] == pytest.approx(0.3903, abs=1e-4)  # the textbook Wilson bound for 0/6
+    m = summarize({"pass@1": [1.0] * 6}, rates=["pass@1"])
+    assert m["pass@1_ci_low"] == pytest.approx(1 - 0.3903, abs=1e-4) and m["pass@1_ci_high"] == 1.0
+    # 3 of 10: Wilson (0.108, 0.603)
+    low, high = wilson_interval(0.3, 10)
+    assert (round(low, 3), round(high, 3)) == (0.108, 0.603)
+    # a rate that is not named as such keeps the normal approximation
     raw = summarize({"x": [1.0, 1.0, 0.0]})
-    assert raw["x_ci_low"] == pytest.approx(2 / 3 - Z_95 / 3, abs=1e-12)
-    assert raw["x_ci_high"] == pytest.approx(2 / 3 + Z_95 / 3, abs=1e-12)  # above 1
-    clipped = summarize({"x": [1.0, 1.0, 0.0]}, rates=["x"])
-    assert clipped["x_ci_low"] == raw["x_ci_low"] and clipped["x_ci_high"] == 1.0
-    single = summarize({"x": [1.0]}, rates=["x"])
-    assert math.isnan(single["x_ci_low"]) and math.isnan(single["x_ci_high"])
+    assert raw["x_ci_high"] == pytest.approx(2 / 3 + Z_95 / 3, abs=1e-12)
+
+
+def test_intervals_count_distinct_problems_once():
+    """Guards issue 10, finding 9: a problem repeated 10 times is one problem, not ten."""
+    values = [1.0] * 10 + [0.0] * 10  # two distinct problems, each repeated ten times
+    clusters = ["a"] * 10 + ["b"] * 10
+    flat = summarize({"mean@1": values}, rates=["mean@1"])
+    clustered = summarize({"mean@1": values}, rates=["mean@1"], clusters=clusters)
+    assert flat["mean@1"] == clustered["mean@1"] == 0.5
+    assert (clustered["mean@1_ci_low"], clustered["mean@1_ci_high"]) == pytest.approx(wilson_interval(0.5, 2))
+    assert clustered["mean@1_ci_high"] - clustered["mean@1_ci_low"] > 2 * (flat["mean@1_ci_high"] - flat["mean@1_ci_low"])
+    lengths = summarize({"len": [2.0] * 10 + [4.0] * 10}, clusters=clusters)
+    assert lengths["len"] == 3.0
+    assert lengths["len_ci_high"] == pytest.approx(3.0 + Z_95 * 1.0, abs=1e-12)  # two cluster means, se = 1
 
 
 def test_rate_metrics():

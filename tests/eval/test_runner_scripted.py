@@ -52,12 +52,17 @@ def test_metrics_match_hand_values(tiny):
     # reward_mean per problem is [0.55, 0.3]: s = sqrt(2 * 0.125^2 / 1), se = s / sqrt(2) = 0.125
     assert m["reward_mean_ci_low"] == pytest.approx(0.425 - Z_95 * 0.125, abs=1e-12)
     assert m["reward_mean_ci_high"] == pytest.approx(0.425 + Z_95 * 0.125, abs=1e-12)
-    # maj@4 per problem is [1, 0]: 0.5 ± 1.96 * 0.5 overshoots [0, 1] and is clipped to it
-    assert (m["maj@4_ci_low"], m["maj@4_ci_high"]) == (0.0, 1.0)
+    # maj@4 per problem is [1, 0]: the Wilson interval of 1 in 2, (0.5 -+ z sqrt(1/8 + z^2/16)) / (1 + z^2/2)
+    z2 = Z_95**2
+    half = Z_95 * math.sqrt(0.125 + z2 / 16) / (1 + z2 / 2)
+    assert m["maj@4_ci_low"] == pytest.approx(0.5 - half, abs=1e-12)
+    assert m["maj@4_ci_high"] == pytest.approx(0.5 + half, abs=1e-12)
     # the length is not a rate: its interval is not clipped (per problem [2, 2.25], se = 0.125)
     assert m["response_len_mean_ci_low"] == pytest.approx(2.125 - Z_95 * 0.125, abs=1e-12)
-    # pass@4 is 1 on both problems: a zero-width interval
-    assert m["pass@4_ci_low"] == m["pass@4_ci_high"] == pytest.approx(1.0, abs=1e-12)
+    # pass@4 is 1 on both problems: the interval stays honest, 2 of 2 is [0.342, 1], not [1, 1]
+    assert m["pass@4_ci_high"] == 1.0
+    assert m["pass@4_ci_low"] == pytest.approx((1 + z2 / 4 - Z_95 * math.sqrt(z2 / 16)) / (1 + z2 / 2), abs=1e-12)
+    assert 0.34 < m["pass@4_ci_low"] < 0.35
     assert result.headline() == [
         "pass@1", "pass@2", "pass@4", "mean@4", "maj@4", "reward_mean", "format_rate", "response_len_mean", "truncated_frac",
     ]
@@ -113,8 +118,9 @@ def test_nan_becomes_null_in_json(tiny):
     model, tokenizer = tiny
     engine = ScriptedEngine(tokenizer, [["A 4"]])
     result = evaluate(model, tokenizer, EchoTask(), EXAMPLES[:1], n=1, engine=engine, with_entropy=False)
-    assert math.isnan(result.metrics["pass@1_ci_low"])  # one problem: no interval
-    assert json.loads(result.to_json())["metrics"]["pass@1_ci_low"] is None
+    assert math.isnan(result.metrics["reward_mean_ci_low"])  # one problem: no normal interval
+    assert json.loads(result.to_json())["metrics"]["reward_mean_ci_low"] is None
+    assert not math.isnan(result.metrics["pass@1_ci_low"])  # a rate's Wilson interval exists for one problem
 
 
 def test_table_prints(tiny):
