@@ -111,3 +111,29 @@ def test_another_task_on_the_command_line_drops_the_recipe_task_options():
     cfg = resolve(load_recipe(None), ["task.name=symbol", "task.kwargs.max_len=4"])
     assert cfg.task.kwargs == {"max_len": 4}
     assert resolve(load_recipe(None), ["task.kwargs.digits=2"]).task.kwargs["n_terms"] == 2
+
+
+def test_presets_show_aggregation_schedule_and_kl_gradient():
+    """Issue 10, done-when: `rlvr presets` shows each preset's aggregation, update schedule and, where KL
+    is on, which KL gradient it follows."""
+    from rlvr.commands.presets import preset_rows
+
+    rows = {r["preset"]: r for r in preset_rows()}
+    assert rows["rloo"]["aggregation"] == "per-sequence token sum / max_new_tokens"
+    assert rows["grpo"]["aggregation"] == "sequence mean of token means (1/|y|)"
+    assert rows["gspo"]["schedule"] == "1 epoch x 4 mini-batches"
+    assert rows["ppo"]["schedule"] == "4 epochs x 1 mini-batch"
+    assert rows["grpo"]["schedule"].endswith("(on-policy)")
+    assert "forward KL(pi_ref||pi)" in rows["grpo"]["kl"]
+    assert "reverse KL(pi||pi_ref)" in rows["rloo"]["kl"]
+    assert rows["dapo"]["kl"] == "off"
+
+
+def test_kl_gradient_table():
+    from rlvr.core.kl import kl_gradient
+
+    assert kl_gradient("k3", "loss") == "forward KL(pi_ref||pi)"
+    assert kl_gradient("k2", "loss") == kl_gradient("k1", "reward") == "reverse KL(pi||pi_ref)"
+    assert "zero expected gradient" in kl_gradient("k1", "loss")
+    with pytest.raises(KeyError):
+        kl_gradient("k9", "loss")

@@ -168,3 +168,31 @@ def test_mask_truncated_drops_cut_responses_from_the_loss(tiny_dir, tmp_path, mo
     # micro-batch rows are sorted by length; count instead of aligning
     assert int(kept_rows.sum()) == truncated.count(False)
     assert m["masked_truncated_frac"] == pytest.approx(sum(truncated) / len(truncated))
+
+
+def test_held_out_eval_is_paired_and_logs_pass_at_k_and_entropy(tiny_dir, tmp_path):
+    """Finding 9: every evaluation uses the same sampling seed (old: a seed per step, so two evaluations
+    of the same weights differed), samples each distinct problem as often as the set repeats it, logs
+    pass@k up to that count and the entropy, and its interval counts distinct problems."""
+    from rlvr.train.runner import held_out_eval
+
+    cfg = tiny_config(tiny_dir, tmp_path, "eval.every=1")
+    trainer = build(cfg)
+    from rlvr.tasks.base import repeat_to_size
+
+    pool = trainer.task.examples("test")[:6]
+    examples = repeat_to_size(pool, 24)  # six distinct problems, four times each
+    distinct = {(ex.meta or {}).get("problem_id", ex.id) for ex in examples}
+    repeats = len(examples) // len(distinct)
+    assert repeats > 1 and len(examples) == repeats * len(distinct)
+    first = held_out_eval(trainer, examples, 0)
+    again = held_out_eval(trainer, examples, 8)
+    assert first == again
+    assert f"eval_pass@{repeats}" in first and "eval_pass@1" in first
+    assert first["eval_pass@1"] == pytest.approx(first["eval_accuracy"])
+    assert first[f"eval_pass@{repeats}"] >= first["eval_pass@1"]
+    assert first["eval_entropy"] > 0
+    from rlvr.eval.metrics import wilson_interval
+
+    low, high = wilson_interval(first["eval_accuracy"], len(distinct))
+    assert (first["eval_accuracy_ci_low"], first["eval_accuracy_ci_high"]) == pytest.approx((low, high))
