@@ -74,10 +74,22 @@ def run(args: argparse.Namespace) -> int:
         train = {k: getattr(cfg.train, k) for k in ("epochs", "mini_batches")}
         print(yaml.safe_dump({"algorithm": cfg.algorithm.model_dump(mode="json"), "train": train}, sort_keys=False), end="")
         return 0
+    rows = preset_rows()
+    if console.width < 140:
+        # A table of seven columns is unreadable in a narrow terminal: one block per preset instead.
+        console.print("[bold]rlvr presets[/] (override any part: algorithm.<key>=value, train.epochs=..., "
+                      "train.mini_batches=...)\n")
+        for row in rows:
+            console.print(f"[bold]{row['preset']}[/]", highlight=False)
+            for label, key in (("advantage", "advantage"), ("loss", "loss"), ("aggregation", "aggregation"),
+                               ("update schedule", "schedule"), ("KL", "kl"), ("also sets", "also")):
+                if row[key]:
+                    console.print(f"  {label:<16}{row[key]}", highlight=False, soft_wrap=True)
+        return 0
     table = Table(title="rlvr presets (override any part: algorithm.<key>=value, train.epochs=..., train.mini_batches=...)")
     for col in ("preset", "advantage", "loss", "aggregation", "update schedule", "KL (gradient it follows)", "also sets"):
-        table.add_column(col, overflow="fold")
-    for row in preset_rows():
+        table.add_column(col, overflow="fold", no_wrap=col == "preset")
+    for row in rows:
         table.add_row(row["preset"], row["advantage"], row["loss"], row["aggregation"], row["schedule"], row["kl"], row["also"])
     console.print(table)
     return 0
