@@ -1,7 +1,14 @@
 """One RL step (DESIGN.md section 5): rollout -> reward -> advantage -> updates.
 
 Every algorithmic choice goes through a core registry (advantage estimator, policy loss, aggregation,
-KL estimator); this file only moves tensors between them. How it departs from a textbook loop:
+KL estimator), and what one micro-batch minimises is `rlvr.core.objective.rl_objective`, a pure
+function of tensors; this file does the forward passes, the backward pass and the optimizer steps.
+- Every trainer log-prob (old, current, reference, and the entropy that feeds the loss) is evaluated
+  under the sampler's temperature, top-k and top-p (`rlvr.core.filtering`), so on-policy ratios and
+  IS weights are 1 to float rounding whatever the filter.
+- Several optimizer steps per rollout batch (train.epochs x train.mini_batches) draw a fresh partition
+  into mini-batches each epoch; every random stream's seed comes from `rlvr.train.seeds.derive_seed`.
+How it departs from a textbook loop:
 - The old-policy log-probs are not recomputed when the update is exactly on-policy (one epoch, one
   mini-batch, no IS correction): the first forward pass of the update gives the same numbers, so the
   ratio is taken against its detached value.
