@@ -118,6 +118,8 @@ class RolloutBatch:
     gen_time_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
     """Engine-specific diagnostics (not per sample)."""
+    policy_version: int = 0
+    """The weights version (`RolloutEngine.update_weights`) the samples were drawn with."""
 
     def __len__(self) -> int:
         return len(self.response_ids)
@@ -158,15 +160,30 @@ class RolloutBatch:
 
 
 class RolloutEngine(abc.ABC):
-    """Generates responses for token-id prompts. Engines are built by `get_engine(name, model, tokenizer)`."""
+    """Generates responses for token-id prompts. Engines are built by `get_engine(name, model, tokenizer)`.
+
+    The engine contract (DESIGN.md section 6): the trainer pushes its weights after every update with
+    `update_weights(model, version)`; every `RolloutBatch` the engine returns afterwards carries that
+    `policy_version`; `logprobs` gives the engine's own log-probs of given tokens, which the trainer
+    compares with its own after each push (a stale or corrupted copy fails loudly, rather than the
+    run training for hours on old samples).
+    """
+
+    policy_version: int = 0
 
     @abc.abstractmethod
     def generate(self, prompt_ids: list[list[int]], params: SamplingParams) -> RolloutBatch:
-        """`n` samples for each prompt, in prompt-major order."""
+        """`n` samples for each prompt, in prompt-major order, stamped with `policy_version`."""
 
     @abc.abstractmethod
-    def update_weights(self, model_or_state_dict: Any) -> None:
-        """Make later `generate` calls use these weights (a model object or a state dict)."""
+    def update_weights(self, model_or_state_dict: Any, version: int | None = None) -> None:
+        """Make later `generate` calls use these weights (a model object or a state dict); `version`
+        (when given) becomes the engine's `policy_version`."""
+
+    @abc.abstractmethod
+    def logprobs(self, prompt_ids: list[int], response_ids: list[int]) -> list[float]:
+        """log p(response token t | prompt, earlier response tokens) under the engine's current weights,
+        at temperature 1 with no filter: the weight-sync check compares them with the trainer's."""
 
 
 ENGINES: Registry = Registry("rollout engine")

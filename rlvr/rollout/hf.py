@@ -1,8 +1,10 @@
 """The "hf" rollout engine: batched sampling with a Hugging Face causal LM, on CPU or GPU.
 
-It shares the model object with the trainer (colocated): generation reads the current weights every
-call, so `update_weights` with that same object does nothing, and with another object or a state dict
-it swaps or loads weights. The model is put in eval mode for the duration of a call and restored after.
+By default it shares the model object with the trainer (colocated): generation reads the current
+weights every call, so `update_weights` with that same object only records the version. An engine
+built on its own copy (another module) gets the trainer's weights copied into it, in place, by
+`update_weights(model, version)`; a state dict is loaded. The model is put in eval mode for the
+duration of a call and restored after.
 
 Samples are generated in chunks of at most `max_batch_size` rows (prompt-major, so the samples of one
 prompt usually share a chunk and its prefill). Llama-family models take the fast decoder of
@@ -64,19 +66,38 @@ class HFEngine(RolloutEngine):
             return self._max_batch_size
         return 256 if self.device.type == "cuda" else 64
 
-    def update_weights(self, model_or_state_dict: Any) -> None:
-        """Use these weights from now on.
+    def update_weights(self, model_or_state_dict: Any, version: int | None = None) -> None:
+        """Use these weights from now on; `version` becomes `policy_version` (None keeps it).
 
-        The same model object the engine holds: nothing to do (generation reads the live parameters and
-        keeps no copies). Another module: generate with it instead. A state dict: loaded into the held
-        model (strict, so a mismatched checkpoint fails loudly).
+        The same model object the engine holds: nothing to copy (generation reads the live parameters
+        and keeps no copies). Another module: its weights are copied into the engine's model in place
+        (strict: same names and shapes, cast to the engine's dtype). A state dict: loaded the same way.
         """
         if isinstance(model_or_state_dict, torch.nn.Module):
-            self.model = model_or_state_dict
+            if model_or_state_dict is not self.model:
+                self.model.load_state_dict(model_or_state_dict.state_dict(), strict=True)
         elif isinstance(model_or_state_dict, dict):
             self.model.load_state_dict(model_or_state_dict, strict=True)
         else:
             raise TypeError(f"update_weights takes a torch.nn.Module or a state dict, not {type(model_or_state_dict).__name__}")
+        if version is not None:
+            self.policy_version = int(version)
+
+    @torch.no_grad()
+    def logprobs(self, prompt_ids: list[int], response_ids: list[int]) -> list[float]:
+        """The engine model's log-probs of `response_ids` after `prompt_ids` (temperature 1, no filter)."""
+        if not prompt_ids or not response_ids:
+            raise ValueError("logprobs needs a non-empty prompt and response")
+        ids = torch.tensor([list(prompt_ids) + list(response_ids)], device=self.device)
+        modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        try:
+            logits = self.model(input_ids=ids, use_cache=False).logits[0, len(prompt_ids) - 1 : -1].float()
+        finally:
+            for module, training in modes:
+                module.training = training
+        lp = torch.log_softmax(logits, dim=-1).gather(-1, ids[0, len(prompt_ids):, None]).squeeze(-1)
+        return lp.tolist()
 
     # --- generate ---------------------------------------------------------------------------------
 
@@ -117,6 +138,7 @@ class HFEngine(RolloutEngine):
             num_generated_tokens=sum(lengths),
             gen_time_s=time.perf_counter() - start,
             extra=extra,
+            policy_version=self.policy_version,
         )
 
     def _generate_chunk(self, prompts, samples, n, keys, params, stop_ids, responses, logprobs, reasons, extra):

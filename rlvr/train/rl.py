@@ -96,9 +96,47 @@ class RLStep:
         # Dynamic sampling's running keep rate (groups kept / groups generated), over the whole run.
         self.ds_seen = 0
         self.ds_kept = 0
+        # The engine contract: the policy's version counts optimizer steps; the engine gets the weights
+        # (and the version) pushed after every update, and each push is checked.
+        self.policy_version = 0
+        self.sync_max_diff = 0.0
+        self._probe = self._make_probe()
+        self.push_weights()
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         # response_logprobs' `packed`: None uses the packed forward wherever the model allows it.
         self.packed = None if cfg.train.packed else False
+
+    # --- the engine contract -------------------------------------------------------------------------
+
+    def _make_probe(self) -> tuple[list[int], list[int]]:
+        """A few fixed tokens whose log-probs the engine and the trainer must agree on after each push."""
+        ids = self.tokenizer("Question: what is 12 + 30? Answer: 42, since 12 + 30 = 42.", add_special_tokens=False)["input_ids"]
+        vocab = self.model.config.vocab_size
+        ids = [i for i in ids if 0 <= i < vocab][:24]
+        if len(ids) < 4:  # a tokenizer that maps the text to almost nothing: a fixed id pattern instead
+            ids = [(7 * k + 3) % vocab for k in range(16)]
+        half = len(ids) // 2
+        return ids[:half], ids[half:]
+
+    def push_weights(self) -> None:
+        """engine.update_weights(model, version), then the sync check (DESIGN.md section 6)."""
+        self.engine.update_weights(self.model, self.policy_version)
+        prompt, response = self._probe
+        engine_lp = torch.tensor(self.engine.logprobs(prompt, response), dtype=torch.float32)
+        device = next(self.model.parameters()).device
+        ids = torch.tensor([prompt + response], device=device)
+        with torch.no_grad():
+            trainer_lp, _ = response_logprobs(self.model, ids, torch.ones_like(ids), len(response), packed=False)
+        diff = float((engine_lp - trainer_lp[0].float().cpu()).abs().max())
+        self.sync_max_diff = diff
+        tol = self.cfg.rollout.sync_tolerance
+        if not diff <= tol:
+            raise RuntimeError(
+                f"weight sync failed at policy version {self.policy_version}: the rollout engine's log-probs of a fixed "
+                f"probe differ from the trainer's by up to {diff:.3g} nats (rollout.sync_tolerance = {tol:g}), so it "
+                "would sample from stale or corrupted weights. Check the engine's update_weights "
+                f"({type(self.engine).__name__}); raise rollout.sync_tolerance only if the engine runs at a lower precision"
+            )
 
     # --- schedule ---------------------------------------------------------------------------------
 
@@ -253,8 +291,10 @@ class RLStep:
         off_policy = cfg.train.epochs > 1 or cfg.train.mini_batches > 1
         kl_in_reward = self.ref_model is not None and self.kl_coef > 0 and alg.kl.placement == "reward"
         # Old log-probs are recomputed only when the first forward pass of the update cannot stand in
-        # for them: several optimizer steps per batch, an IS correction, or a KL penalty in the reward.
-        if off_policy or alg.is_correction.enabled or kl_in_reward:
+        # for them: several optimizer steps per batch, an IS correction, a KL penalty in the reward, or
+        # samples drawn with other weights than the trainer's current ones.
+        stale = getattr(scored.rollout, "policy_version", self.policy_version) != self.policy_version
+        if off_policy or alg.is_correction.enabled or kl_in_reward or stale:
             b.old_logprobs = self._logprobs_no_grad(self.model, b)
         if self.ref_model is not None and self.kl_coef > 0:
             b.ref_logprobs = self._logprobs_no_grad(self.ref_model, b)
@@ -314,6 +354,10 @@ class RLStep:
             self.kl_coef = adaptive_kl_coef(self.kl_coef, out["kl"], alg.kl.target, alg.kl.horizon, n)
         out.setdefault("is_weight_mean", 1.0)
         out["advantage_mean"] = float(masked_mean(b.advantages, b.loss_mask))
+        out["sampled_policy_version"] = float(getattr(scored.rollout, "policy_version", self.policy_version))
+        self.push_weights()
+        out["policy_version"] = float(self.policy_version)
+        out["weight_sync_max_diff"] = self.sync_max_diff
         if alg.mask_truncated:
             out["masked_truncated_frac"] = float(1 - b.loss_mask.any(-1).float().mean())
         return out
@@ -390,6 +434,7 @@ class RLStep:
                 )
             return
         self.bad_steps_in_row = 0
+        self.policy_version += 1
         acc.add_scalar("loss", step_loss)
         for k, v in step_parts.items():
             acc.add_scalar(k, v)

@@ -147,6 +147,7 @@ def trainer_state(trainer: RLStep, stream: PromptStream) -> dict[str, Any]:
         "skipped_steps": trainer.skipped_steps,
         "reward_errors": trainer.reward_errors.count,
         "dynamic_sampling": {"seen": trainer.ds_seen, "kept": trainer.ds_kept},
+        "policy_version": trainer.policy_version,
     }
     if trainer.critic is not None:
         state["critic"] = trainer.critic.state_dict()
@@ -162,6 +163,8 @@ def restore(trainer: RLStep, stream: PromptStream, state: dict[str, Any]) -> Non
     trainer.kl_coef = state["kl_coef"]
     trainer.skipped_steps = state["skipped_steps"]
     trainer.reward_errors.count = state["reward_errors"]
+    trainer.policy_version = int(state.get("policy_version", 0))
+    trainer.push_weights()
     ds = state.get("dynamic_sampling", {})
     trainer.ds_seen, trainer.ds_kept = int(ds.get("seen", 0)), int(ds.get("kept", 0))
     if trainer.critic is not None:

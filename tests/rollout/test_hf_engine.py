@@ -197,12 +197,37 @@ def test_update_weights_and_training_mode(prompts):
     assert model.training  # restored after generation
     engine.update_weights(model)  # same object: nothing to do
     assert engine.generate(prompts, params).response_ids == before
-    engine.update_weights(other.state_dict())
-    after = engine.generate(prompts, params).response_ids
+    engine.update_weights(other.state_dict(), version=3)
+    batch = engine.generate(prompts, params)
+    after = batch.response_ids
     assert after != before and engine.model is model
     assert after == [hf_greedy(other, p, 10) for p in prompts]
+    assert batch.policy_version == engine.policy_version == 3
     with pytest.raises(TypeError, match="torch.nn.Module or a state dict"):
         engine.update_weights([1, 2])
+
+
+def test_update_weights_from_another_module_copies_in_place(prompts):
+    """An engine on its own copy of the weights: a push copies them, it never aliases the trainer's."""
+    import copy
+
+    from rlvr.models.tiny import make_tiny_model
+    from tests.rollout.conftest import sharpen
+
+    trainer_model, tok = make_tiny_model(seed=0)
+    sharpen(trainer_model, seed=1)
+    engine = HFEngine(copy.deepcopy(trainer_model), tok)
+    probe = (prompts[0], [5, 6, 7])
+    assert engine.logprobs(*probe) == pytest.approx(HFEngine(trainer_model, tok).logprobs(*probe), abs=1e-6)
+    with torch.no_grad():
+        for p in trainer_model.parameters():
+            p.add_(0.1)
+    stale = engine.logprobs(*probe)
+    fresh = HFEngine(trainer_model, tok).logprobs(*probe)
+    assert max(abs(a - b) for a, b in zip(stale, fresh)) > 1e-3
+    engine.update_weights(trainer_model, version=1)
+    assert engine.model is not trainer_model and engine.policy_version == 1
+    assert engine.logprobs(*probe) == pytest.approx(fresh, abs=1e-6)
 
 
 def test_prefill_in_groups_changes_nothing(tiny_sharp, prompts, monkeypatch):
