@@ -205,7 +205,12 @@ def predicting_hidden_packed(model: nn.Module, input_ids: Tensor, attention_mask
         outs.append(a.transpose(1, 2).reshape(u * pu, heads, -1)[p_run])
         if t_in:
             q_r, k_r, v_r = (_unpack(z[m_s + m_p :], run_idx, n, t_in).transpose(1, 2) for z in (q, k, v))
-            a = attend(q_r, expand(k_s, n) + [k_p[inverse], k_r], expand(v_s, n) + [v_p[inverse], v_r], r_allowed)
+            # index_select, not k_p[inverse]: the backward of advanced indexing with repeated indices is
+            # index_put(accumulate=True), which on CPU with more than one thread adds with unordered float
+            # atomics (gradients differing run to run in the last bits, then diverging runs); the backward
+            # of index_select (index_add) sums in index order. tests/models/test_determinism.py guards it.
+            k_pr, v_pr = k_p.index_select(0, inverse), v_p.index_select(0, inverse)
+            a = attend(q_r, expand(k_s, n) + [k_pr, k_r], expand(v_s, n) + [v_pr, v_r], r_allowed)
             outs.append(a.transpose(1, 2).reshape(n * t_in, heads, -1)[run_idx])
         x = x + layer.self_attn.o_proj(torch.cat(outs).flatten(1))
         x = x + layer.mlp(layer.post_attention_layernorm(x))
@@ -213,7 +218,7 @@ def predicting_hidden_packed(model: nn.Module, input_ids: Tensor, attention_mask
 
     # Row n's predicting states: its prompt's last token, then its run response tokens.
     last = m_s + (u_mask.long().sum(1).cumsum(0) - 1)  # packed index of each prompt's last token
-    first_state = x[last][inverse][:, None]  # [N, 1, H]
+    first_state = x.index_select(0, last[inverse])[:, None]  # [N, 1, H]; index_select: see k_pr above
     parts = [first_state]
     if t_in:
         parts.append(_unpack(x[m_s + m_p :], run_idx, n, t_in))  # [N, T', H]
