@@ -224,6 +224,8 @@ class TrainConfig(_Strict):
     """Sequences per forward/backward (gradient accumulation); None: the whole mini-batch."""
     max_bad_steps: int = Field(3, ge=1)
     """Consecutive steps with a non-finite loss or gradient that stop the run."""
+    collective_timeout_s: float = Field(600.0, gt=0)
+    """Under torchrun: a collective that waits longer than this (a rank died or hangs) fails the run."""
     packed: bool = True
     """Log-prob forward passes run each distinct prompt once and the responses without padding
     (Llama-family models; others use the padded forward). Same values up to float rounding."""

@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         sys.stdout.write(to_yaml(cfg))
         return 0
+    from rlvr.train.distributed import PeerFailed
     from rlvr.train.runner import RunDirExists, train
 
     try:
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    except FloatingPointError as err:
+    except (FloatingPointError, PeerFailed) as err:
         print(f"stopped: {err}", file=sys.stderr)
         return 1
     console.print(f"done: {run_dir}")

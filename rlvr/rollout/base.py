@@ -48,6 +48,9 @@ class SamplingParams:
     """Token ids that end a response ("stop"), in addition to the tokenizer's and model's eos ids."""
     seed: int | None = None
     """Same seed + same prompts + same params -> same samples. None: drawn from torch's global RNG."""
+    stream_offset: int = 0
+    """Sample s of this call uses random stream `stream_offset + s`: a data-parallel rank that generates
+    prompts [a, b) of a batch passes a * n, so its samples are those one process would draw."""
     max_prompt_tokens: int | None = None
     """Longest prompt accepted; longer ones follow `truncate_prompt`. None: the model's context limit."""
     truncate_prompt: Literal["error", "left"] = "error"
@@ -74,6 +77,8 @@ class SamplingParams:
             problems.append(f"stop must be non-empty strings (got {self.stop!r})")
         if not all(_is_int(t) and t >= 0 for t in self.stop_token_ids):
             problems.append(f"stop_token_ids must be integers >= 0 (got {self.stop_token_ids!r})")
+        if not _is_int(self.stream_offset) or self.stream_offset < 0:
+            problems.append(f"stream_offset must be an integer >= 0 (got {self.stream_offset!r})")
         if self.seed is not None and not _is_int(self.seed):
             problems.append(f"seed must be an integer or None (got {self.seed!r})")
         if self.max_prompt_tokens is not None and (not _is_int(self.max_prompt_tokens) or self.max_prompt_tokens < 1):

@@ -109,7 +109,7 @@ class HFEngine(RolloutEngine):
         n = params.n
         total = len(prompts) * n
         seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
-        keys = stream_keys(seed, np.arange(total))
+        keys = stream_keys(seed, params.stream_offset + np.arange(total))
         stop_ids = self._stop_token_ids(params)
 
         responses: list[list[int]] = [[] for _ in range(total)]

@@ -19,6 +19,7 @@ How it departs from a textbook loop:
 from __future__ import annotations
 
 import math
+import os
 import time
 import traceback
 from typing import Any
@@ -45,6 +46,7 @@ from rlvr.train.batch import (
     rollout_metrics,
     select_prompts,
 )
+from rlvr.train.distributed import Topology
 from rlvr.train.optim import adamw
 from rlvr.train.seeds import COVARIANCE, GREEDY_BASELINE, MINIBATCH, ROLLOUT, derive_seed
 
@@ -68,8 +70,10 @@ class RewardErrors:
 class RLStep:
     """Holds the models, optimizers and algorithm settings; `run(examples)` does one step."""
 
-    def __init__(self, cfg: RunConfig, model, tokenizer, task, engine, *, ref_model=None, critic=None, log=print):
+    def __init__(self, cfg: RunConfig, model, tokenizer, task, engine, *, ref_model=None, critic=None, log=print,
+                 topology: Topology | None = None):
         self.cfg = cfg
+        self.topo = topology or Topology()
         self.model = model
         self.tokenizer = tokenizer
         self.task = task
@@ -154,9 +158,11 @@ class RLStep:
 
     # --- rollout and reward -----------------------------------------------------------------------
 
-    def sampling_params(self, step_seed: int, *, n: int | None = None, greedy: bool = False) -> SamplingParams:
+    def sampling_params(self, step_seed: int, *, n: int | None = None, greedy: bool = False,
+                        stream_offset: int = 0) -> SamplingParams:
         r = self.cfg.rollout
         return SamplingParams(
+            stream_offset=stream_offset,
             n=r.group_size if n is None else n,
             temperature=0.0 if greedy else r.temperature,
             top_p=1.0 if greedy else r.top_p,
@@ -218,12 +224,10 @@ class RLStep:
                 rate = self.ds_kept / self.ds_seen if self.ds_seen else 1.0
                 ask = min(math.ceil(short / max(rate, 1e-9)), math.ceil(short * ds.max_oversample))
             examples = stream.take(ask)
-            batch = self.engine.generate(
-                self.prompt_ids(examples), self.sampling_params(derive_seed(cfg.seed, ROLLOUT, step, rnd))
-            )
+            scored = self.generate_shared(examples, derive_seed(cfg.seed, ROLLOUT, step, rnd))
+            batch = scored.rollout
             gen_time += batch.gen_time_s
             gen_tokens += batch.num_generated_tokens
-            scored = self.score(examples, batch)
             raw.append(scored)
             if not ds.enabled:
                 kept.append(scored)
@@ -245,6 +249,23 @@ class RLStep:
         merged_raw = concat_scored(raw)
         stats["raw"] = merged_raw
         return (concat_scored(kept) if kept else None), stats
+
+    def generate_shared(self, examples: list[Any], seed: int, *, n: int | None = None, greedy: bool = False) -> Scored:
+        """Generate and score `examples` (one group each), every rank its contiguous share; every rank
+        returns the whole scored batch, in prompt order, as one process would have generated it (each
+        sample keeps its random stream: `SamplingParams.stream_offset`)."""
+        share = self.topo.shard(len(examples))  # possibly uneven (dynamic sampling's rounds), possibly empty
+        mine = [examples[i] for i in share]
+        group = self.cfg.rollout.group_size if n is None else n
+        params = self.sampling_params(seed, n=n, greedy=greedy, stream_offset=share.start * group)
+        batch = self.engine.generate(self.prompt_ids(mine), params)
+        scored = self.score(mine, batch)
+        if not self.topo.distributed:
+            return scored
+        parts = self.topo.all_gather_objects(scored)
+        merged = concat_scored(parts)
+        merged.rollout.gen_time_s = max(p.rollout.gen_time_s for p in parts)  # the ranks ran side by side
+        return merged
 
     # --- the update -------------------------------------------------------------------------------
 
@@ -278,10 +299,19 @@ class RLStep:
         r = self.cfg.rollout
         return {"temperature": r.temperature, "top_k": r.top_k, "top_p": r.top_p}
 
+    def _own_rows(self, prompt_index: list[int]) -> list[int]:
+        """The rows this rank trains on: the samples of a contiguous share of the batch's groups (every
+        rank holds the whole batch; a share may be empty when the batch has fewer groups than ranks)."""
+        groups = sorted(set(prompt_index))
+        w, r, g = self.topo.world_size, self.topo.rank, len(groups)
+        mine = set(groups[r * g // w : (r + 1) * g // w])
+        return [i for i, p in enumerate(prompt_index) if p in mine]
+
     def update(self, scored: Scored, step: int) -> dict[str, float]:
         cfg, alg = self.cfg, self.cfg.algorithm
         device = next(self.model.parameters()).device
         b = TrainBatch.from_rollout(scored.rollout, self.pad_id, device)
+        self.own = set(self._own_rows(scored.rollout.prompt_index))
         n = b.loss_mask.shape[0]
         group_ids = torch.tensor(scored.rollout.prompt_index, device=device)
         rewards = scored.rewards.to(device)
@@ -334,12 +364,12 @@ class RLStep:
             b.loss_mask = b.loss_mask & ~truncated[:, None]
 
         acc = MetricSums()
-        for epoch in range(cfg.train.epochs):
+        for epoch in range(cfg.train.epochs):  # noqa: B007 (epoch is part of the seeds)
             # A fresh partition every epoch (cleanrl, verl), from a seed no other stream shares.
             seed = derive_seed(cfg.seed, MINIBATCH, step, epoch)
             for index, rows in enumerate(minibatch_rows(scored.rollout.prompt_index, cfg.train.mini_batches, seed)):
                 self._optimizer_step(b, rows, acc, derive_seed(cfg.seed, COVARIANCE, step, epoch, index))
-        out = acc.means()
+        out = self._merge_metrics(acc).means()
         out["kept_groups"] = float(len(set(scored.rollout.prompt_index)))
         if "logprob_mismatch" not in is_metrics and b.old_logprobs is not None:
             is_metrics["logprob_mismatch"] = masked_mean((b.old_logprobs - b.sampler_logprobs).abs(), full_mask)
@@ -372,14 +402,21 @@ class RLStep:
         mask = b.loss_mask[rows]
         num_tokens = mask.sum()
         num_sequences = mask.any(dim=-1).sum()
+        if self.topo.distributed and os.environ.get("RLVR_FAULT_LOCAL_DENOMINATORS") == "1":
+            # Fault injection for the tests' negative control: per-rank denominators (the classic bug).
+            local_mask = b.loss_mask[[r for r in rows if r in self.own]]
+            num_tokens, num_sequences = local_mask.sum(), local_mask.any(dim=-1).sum()
         constant = alg.aggregation_constant or cfg.rollout.max_new_tokens
         if alg.loss.name in COVARIANCE_LOSSES:
             # Clip-Cov / KL-Cov pick their tokens from the statistics of the whole mini-batch.
             b.cov_selected = self._covariance_selection(b, rows, loss_params, cov_seed)
         finite = True
         step_loss = torch.zeros(())
-        step_parts: dict[str, float] = {}
-        for mb in b.micro_batches(rows, cfg.train.micro_batch_size):
+        step_parts: dict[str, float] = {"policy_loss": 0.0}
+        if self.critic is not None:
+            step_parts["value_loss"] = 0.0
+        local = [r for r in rows if r in self.own]
+        for mb in (b.micro_batches(local, cfg.train.micro_batch_size) if local else []):
             lp, ent = response_logprobs(
                 self.model, mb.input_ids, mb.attention_mask, mb.t, return_entropy=True, packed=self.packed,
                 **self._filter(),
@@ -413,6 +450,20 @@ class RLStep:
                 acc.add_weighted(k, val, weight)
         b.cov_selected = None
         grad_norm = None
+        if self.topo.distributed:
+            # Every rank must agree to step (or to skip); then the gradients of all ranks are summed.
+            finite = self.topo.all_reduce_max(0.0 if finite else 1.0) == 0.0
+            if finite:
+                trained = [m for m in (self.model, self.critic) if m is not None]
+                for module in trained:
+                    for p in module.parameters():
+                        if p.requires_grad and p.grad is None:
+                            p.grad = torch.zeros_like(p)
+                    self.topo.sum_gradients_([p for p in module.parameters() if p.requires_grad])
+                totals = torch.tensor([float(step_loss), *step_parts.values()], dtype=torch.float64)
+                self.topo.all_reduce_sum_(totals)
+                step_loss = totals[0]
+                step_parts = dict(zip(step_parts, totals[1:].tolist()))
         if finite:
             params = [p for p in self.model.parameters() if p.grad is not None]
             max_norm = cfg.optim.max_grad_norm or float("inf")
@@ -448,7 +499,7 @@ class RLStep:
     @torch.no_grad()
     def _covariance_selection(self, b: TrainBatch, rows: list[int], loss_params: dict, seed: int) -> Tensor:
         """Clip-Cov / KL-Cov's selected tokens over the mini-batch `rows`, as a [N, T] mask of the batch."""
-        current = self._logprobs_no_grad(self.model, b, rows)[rows]
+        current = self._logprobs_no_grad(self.model, b, rows)[rows]  # summed over ranks: the whole mini-batch
         old = b.old_logprobs[rows] if b.old_logprobs is not None else current
         selected = covariance_selection(
             self.cfg.algorithm.loss.name, logprobs=current, old_logprobs=old, advantages=b.advantages[rows],
@@ -459,21 +510,47 @@ class RLStep:
         full[rows] = selected
         return full
 
-    @torch.no_grad()
-    def _logprobs_no_grad(self, model, b: TrainBatch, rows=None) -> Tensor:
-        out = torch.zeros_like(b.sampler_logprobs)
+    def _my_rows(self, b: TrainBatch, rows=None) -> list[int]:
         rows = range(b.loss_mask.shape[0]) if rows is None else rows
-        for mb in b.micro_batches(rows, self.cfg.train.micro_batch_size):
+        own = getattr(self, "own", None)
+        return [r for r in rows if own is None or r in own] if self.topo.distributed else list(rows)
+
+    @torch.no_grad()
+    def _logprobs_no_grad(self, model, b: TrainBatch, rows=None, everywhere: bool = False) -> Tensor:
+        """Log-probs [N, T] of `rows` (default all) of the batch; each rank computes its own rows and the
+        ranks' results are summed, so every rank holds them all. everywhere: each rank computes all."""
+        out = torch.zeros_like(b.sampler_logprobs)
+        if everywhere:
+            for mb in b.micro_batches(range(b.loss_mask.shape[0]), self.cfg.train.micro_batch_size):
+                lp, _ = response_logprobs(model, mb.input_ids, mb.attention_mask, mb.t, packed=self.packed,
+                                          **self._filter())
+                out[mb.rows, : mb.t] = lp
+            return out
+        mine = self._my_rows(b, rows)
+        for mb in (b.micro_batches(mine, self.cfg.train.micro_batch_size) if mine else []):
             lp, _ = response_logprobs(model, mb.input_ids, mb.attention_mask, mb.t, packed=self.packed, **self._filter())
             out[mb.rows, : mb.t] = lp
-        return out
+        return self.topo.all_reduce_sum_(out)
 
     @torch.no_grad()
     def _values_no_grad(self, b: TrainBatch) -> Tensor:
         out = torch.zeros_like(b.sampler_logprobs)
-        for mb in b.micro_batches(range(b.loss_mask.shape[0]), self.cfg.train.micro_batch_size):
+        mine = self._my_rows(b)
+        for mb in (b.micro_batches(mine, self.cfg.train.micro_batch_size) if mine else []):
             out[mb.rows, : mb.t] = self.critic(mb.input_ids, mb.attention_mask, mb.t)
+        self.topo.all_reduce_sum_(out)
         return torch.where(b.loss_mask, out, torch.zeros_like(out))
+
+    def _merge_metrics(self, acc: MetricSums) -> MetricSums:
+        """The ranks' metric sums and weights, added (the same keys everywhere afterwards)."""
+        if not self.topo.distributed:
+            return acc
+        merged = MetricSums()
+        for sums, weights in self.topo.all_gather_objects((acc.sums, acc.weights)):
+            for k, v in sums.items():
+                merged.sums[k] = merged.sums.get(k, 0.0) + v
+                merged.weights[k] = merged.weights.get(k, 0.0) + weights[k]
+        return merged
 
     def greedy_baseline(self, scored: Scored, step: int) -> Tensor:
         """ReMax: each prompt's greedy response's return, broadcast to its samples [N].
@@ -483,11 +560,9 @@ class RLStep:
         greedy response (old policy against the reference, under the sampler's filter).
         """
         cfg, alg = self.cfg, self.cfg.algorithm
-        greedy = self.engine.generate(
-            self.prompt_ids(scored.examples),
-            self.sampling_params(derive_seed(cfg.seed, GREEDY_BASELINE, step), n=1, greedy=True),
-        )
-        greedy_scored = self.score(scored.examples, greedy)
+        greedy_scored = self.generate_shared(list(scored.examples), derive_seed(cfg.seed, GREEDY_BASELINE, step), n=1,
+                                             greedy=True)
+        greedy = greedy_scored.rollout
         per_prompt = greedy_scored.rewards.clone()  # [P]
         device = next(self.model.parameters()).device
         gb = TrainBatch.from_rollout(greedy, self.pad_id, device)
@@ -495,8 +570,9 @@ class RLStep:
         if alg.overlong.enabled:
             per_prompt = per_prompt + overlong_penalty(gb.loss_mask.sum(-1), cfg.rollout.max_new_tokens, alg.overlong.cache_len)
         if self.ref_model is not None and self.kl_coef > 0 and alg.kl.placement == "reward":
-            old = self._logprobs_no_grad(self.model, gb)
-            ref = self._logprobs_no_grad(self.ref_model, gb)
+            # every rank computes these few greedy rows itself (not the step's batch: no shares)
+            old = self._logprobs_no_grad(self.model, gb, everywhere=True)
+            ref = self._logprobs_no_grad(self.ref_model, gb, everywhere=True)
             kl = kl_divergence(old, ref, alg.kl.estimator, loss_mask=gb.loss_mask)
             per_prompt = per_prompt - self.kl_coef * masked_sum(kl, gb.loss_mask, dim=1)
         return per_prompt[torch.tensor(scored.rollout.prompt_index, device=device)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 import signal
 import threading
@@ -14,6 +15,7 @@ import torch
 
 from rlvr.config import RunConfig, to_yaml
 from rlvr.logging.jsonl import JsonlWriter
+from rlvr.train.distributed import Topology
 from rlvr.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
 from rlvr.train.data import PromptStream
 from rlvr.train.rl import RLStep
@@ -50,16 +52,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build(cfg: RunConfig, model_path: str | None = None, log=print) -> RLStep:
-    """Load the models, the task and the engine of a run."""
+def build(cfg: RunConfig, model_path: str | None = None, log=print, topology: Topology | None = None) -> RLStep:
+    """Load the models, the task and the engine of a run (on this rank's device)."""
     from rlvr.models import load_model
     from rlvr.rollout import get_engine
     from rlvr.tasks import get_task
     from rlvr.train.critic import make_value_model
 
     torch.manual_seed(cfg.seed)
+    topology = topology or Topology()
     dtype = getattr(torch, cfg.model.dtype)
-    device = resolve_device(cfg.model.device)
+    device = topology.device(cfg.model.device) if topology.distributed else resolve_device(cfg.model.device)
     model, tokenizer = load_model(
         model_path or cfg.model.name, dtype=dtype, device=str(device),
         trust_remote_code=cfg.model.trust_remote_code, cache_dir=cfg.model.cache_dir,
@@ -79,7 +82,7 @@ def build(cfg: RunConfig, model_path: str | None = None, log=print) -> RLStep:
         task_kwargs["template"] = cfg.task.template
     task = get_task(cfg.task.name, **task_kwargs)
     engine = get_engine(cfg.rollout.engine, model, tokenizer)
-    return RLStep(cfg, model, tokenizer, task, engine, ref_model=ref_model, critic=critic, log=log)
+    return RLStep(cfg, model, tokenizer, task, engine, ref_model=ref_model, critic=critic, log=log, topology=topology)
 
 
 def held_out_eval(trainer: RLStep, examples: list[Any], step: int) -> dict[str, float]:
@@ -175,15 +178,51 @@ def restore(trainer: RLStep, stream: PromptStream, state: dict[str, Any]) -> Non
     set_rng_state(state["rng"])
 
 
-def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, console=None, progress: bool = True) -> Path:
-    """Run `cfg` to its last step; returns the run directory."""
+def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, console=None, progress: bool = True,
+          topology: Topology | None = None) -> Path:
+    """Run `cfg` to its last step; returns the run directory.
+
+    Under torchrun every rank runs this (the topology comes from the environment); rank 0 alone writes
+    the run directory, and the others wait for it at each checkpoint and evaluation.
+    """
     from rich.console import Console
 
-    console = console or Console()
-    run_dir = prepare_run_dir(cfg, resume=resume, overwrite=overwrite)
+    own_topology = topology is None
+    topo = topology or Topology.from_env(timeout_s=cfg.train.collective_timeout_s, device=cfg.model.device)
+    run_dir = Path(cfg.run_dir or Path("runs") / cfg.name)
+    try:
+        return _train(cfg, topo, resume=resume, overwrite=overwrite, console=console or Console(), progress=progress)
+    except Exception as exc:
+        # Under torchrun, a rank whose collective broke because another rank died stops with that rank's
+        # error (one line) rather than a misleading "connection reset" traceback of its own.
+        peer = topo.peer_failure(run_dir) if topo.distributed and not isinstance(exc, RunDirExists) else None
+        if peer is not None:
+            raise peer from None
+        topo.report_failure(run_dir, exc)
+        raise
+    finally:
+        if own_topology:
+            topo.close()
+
+
+def _train(cfg: RunConfig, topo: Topology, *, resume: bool, overwrite: bool, console, progress: bool) -> Path:
+    from rich.console import Console
+
+    main = topo.is_main
+    if not main:
+        console, progress = Console(quiet=True), False
+    run_dir = Path(cfg.run_dir or Path("runs") / cfg.name)
+    if main:
+        run_dir = prepare_run_dir(cfg, resume=resume, overwrite=overwrite)
+    elif resume and not (run_dir / "config.yaml").exists():
+        raise FileNotFoundError(f"cannot resume: {run_dir}/config.yaml not found")
+    topo.barrier()  # rank 0 has made (or replaced) the run directory
+    if main and (run_dir / "errors").is_dir():
+        shutil.rmtree(run_dir / "errors")  # reports of an earlier, failed attempt
+    topo.barrier()
     ckpt = latest_checkpoint(run_dir) if resume else None
     t_load = time.perf_counter()
-    trainer = build(cfg, model_path=str(ckpt / "model") if ckpt else None, log=console.print)
+    trainer = build(cfg, model_path=str(ckpt / "model") if ckpt else None, log=console.print, topology=topo)
     train_examples = trainer.task.examples("train")
     eval_examples = trainer.task.examples("test", limit=cfg.eval.size) if cfg.eval.every else []
     stream = PromptStream(train_examples, cfg.seed)
@@ -193,20 +232,27 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, cons
         state = load_trainer_state(ckpt)
         restore(trainer, stream, state)
         start = state["step"]
-        metrics_log.truncate_after(start)
-        samples_log.truncate_after(start)
+        if main:
+            metrics_log.truncate_after(start)
+            samples_log.truncate_after(start)
         console.print(f"resumed {run_dir} from {ckpt.name} (step {start})")
-    console.print(f"loaded in {time.perf_counter() - t_load:.1f}s; run directory: {run_dir}")
+    ranks = f" on {topo.world_size} ranks ({topo.backend})" if topo.distributed else ""
+    console.print(f"loaded in {time.perf_counter() - t_load:.1f}s{ranks}; run directory: {run_dir}")
 
     def checkpoint(step: int) -> None:
-        save_checkpoint(run_dir, step, trainer.model, trainer.tokenizer, trainer_state(trainer, stream), cfg.checkpoint.keep_last)
+        if main:
+            save_checkpoint(run_dir, step, trainer.model, trainer.tokenizer, trainer_state(trainer, stream),
+                            cfg.checkpoint.keep_last)
+        topo.barrier()
 
     def evaluate_now(step: int) -> None:
-        if not eval_examples:
-            return
-        row = {"step": step, **held_out_eval(trainer, eval_examples, step)}
-        metrics_log.write(row)
-        console.print("eval step {}: {}".format(step, ", ".join(f"{k}={v:.3f}" for k, v in row.items() if k != "step")))
+        if eval_examples and main:
+            row = {"step": step, **held_out_eval(trainer, eval_examples, step)}
+            metrics_log.write(row)
+            console.print("eval step {}: {}".format(
+                step, ", ".join(f"{k}={v:.3f}" for k, v in row.items() if k != "step" and v is not None)))
+        if eval_examples:
+            topo.barrier()
 
     if start == 0 and cfg.eval.every:
         evaluate_now(0)
@@ -215,47 +261,61 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, cons
     bar = _progress(console, enabled=progress)
     with bar, GracefulInterrupt() as interrupt:
         task_id = bar.add_task("train", total=cfg.train.steps, completed=start, reward=float("nan"), step_s=float("nan"))
+        fault = os.environ.get("RLVR_FAULT_RAISE")  # "RANK:STEP": the tests' failing-rank injection
         for step in range(start + 1, cfg.train.steps + 1):
+            if fault and fault == f"{topo.rank}:{step}":
+                raise RuntimeError(f"injected failure on rank {topo.rank} at step {step} (RLVR_FAULT_RAISE)")
             metrics = trainer.run(stream, step)
             last = {"step": step, **metrics}
-            metrics_log.write(last)
-            _log_samples(samples_log, trainer, step, cfg.log_samples)
+            if main:
+                metrics_log.write(last)
+                _log_samples(samples_log, trainer, step, cfg.log_samples)
             bar.update(task_id, advance=1, reward=metrics["reward_mean"], step_s=metrics["step_time_s"])
             if cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.train.steps):
                 evaluate_now(step)
-            if interrupt.requested:
-                console.print(f"interrupted: checkpoint at step {step}; continue with: rlvr train --resume {run_dir}")
+            # Every rank stops at the same step when any of them was asked to (Ctrl-C, SIGTERM).
+            if topo.all_reduce_max(1.0 if interrupt.requested else 0.0) > 0:
+                console.print(f"{interrupt.reason or 'interrupted'}: checkpoint at step {step}; "
+                              f"continue with: rlvr train --resume {run_dir}")
                 checkpoint(step)
+                if interrupt.reason == "SIGTERM":
+                    return run_dir
                 raise KeyboardInterrupt
             if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step != cfg.train.steps:
                 checkpoint(step)
     checkpoint(cfg.train.steps)
-    _finish(run_dir, console, metrics_log)
+    if main:
+        _finish(run_dir, console, metrics_log)
     return run_dir
 
 
 class GracefulInterrupt:
-    """The first Ctrl-C lets the current step finish, then the loop checkpoints and stops; a second one
-    interrupts at once (without a checkpoint of the half-done step)."""
+    """The first Ctrl-C (or SIGTERM, a cluster's preemption notice) lets the current step finish, then the
+    loop checkpoints and stops (exit 130 for Ctrl-C, 0 for SIGTERM); a second Ctrl-C interrupts at once
+    (without a checkpoint of the half-done step)."""
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self.reason: str | None = None
+        self._previous: dict[int, Any] = {}
 
     def _handler(self, signum, frame):
-        if self.requested:
+        if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nCtrl-C: finishing this step, then writing a checkpoint (Ctrl-C again to stop now)", flush=True)
+        self.reason = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+        print(f"\n{self.reason}: finishing this step, then writing a checkpoint"
+              + (" (Ctrl-C again to stop now)" if signum == signal.SIGINT else ""), flush=True)
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
         return self
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
         return False
 
 

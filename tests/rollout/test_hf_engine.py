@@ -274,3 +274,16 @@ def test_shared_prefix_prefill_changes_nothing(tiny_sharp, monkeypatch):
     assert len(calls) == 3
     assert shared.response_ids == plain.response_ids
     torch.testing.assert_close(torch.tensor(sum(shared.sampler_logprobs, [])), torch.tensor(sum(plain.sampler_logprobs, [])))
+
+
+def test_stream_offset_reproduces_a_slice_of_a_larger_call(tiny_sharp, prompts):
+    """A data-parallel rank generating prompts [2, 5) with stream_offset = 2 * n draws the samples one
+    process draws for those prompts in the whole call."""
+    model, tok = tiny_sharp
+    params = SamplingParams(n=3, temperature=1.0, max_new_tokens=8, seed=11)
+    whole = HFEngine(model, tok).generate(prompts, params)
+    part = HFEngine(model, tok).generate(prompts[2:], SamplingParams(n=3, temperature=1.0, max_new_tokens=8, seed=11,
+                                                                     stream_offset=6))
+    assert part.response_ids == whole.response_ids[6:]
+    for got, want in zip(part.sampler_logprobs, whole.sampler_logprobs[6:]):
+        assert got == pytest.approx(want, abs=1e-5)

@@ -1,0 +1,197 @@
+"""The topology of a run: rank, world size and the few collectives the trainer needs.
+
+This is the only module that knows about `torch.distributed` (DESIGN.md section 7). A single process
+(no `torchrun`) gets `Topology()` with world size 1, whose collectives return their input: the
+default pays nothing. Under `torchrun --nproc_per_node N -m rlvr train ...` the environment names the
+rank and world size; `Topology.from_env` joins the process group, gloo on CPU and NCCL on CUDA, with a
+collective timeout, so a rank that dies makes the others fail within that time instead of hanging.
+
+How the trainer uses it (rlvr/train/rl.py): data parallelism that replicates the cheap data and splits
+the expensive work. Each rank generates and scores the samples of its share of the step's prompts
+(whole groups), then every rank receives every rank's scored samples, so rewards, dynamic sampling,
+advantages (group statistics, REINFORCE++'s batch whitening, GAE's whitening), the KL controller and
+the metrics are computed from the whole global batch, identically everywhere. The forward and backward
+passes run on each rank's own rows only; per-token tensors they produce (old, reference log-probs,
+values) are summed across ranks into the global batch, and the gradients are summed before the
+optimizer step. The loss denominators are the global mini-batch's, so N ranks compute the update of
+one process on the same global batch.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import pickle
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+class PeerFailed(RuntimeError):
+    """Another rank failed first; this rank stops with a pointer to that rank's error."""
+
+
+@dataclass
+class Topology:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+    """None for a single process; "gloo" or "nccl" once the process group is joined."""
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one that writes logs, samples, plots and checkpoints."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @classmethod
+    def from_env(cls, timeout_s: float = 600.0, device: str = "auto") -> Topology:
+        """The topology torchrun describes in RANK / WORLD_SIZE / LOCAL_RANK; world size 1 without them."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        import torch.distributed as dist
+
+        rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+        use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+        backend = "nccl" if use_cuda else "gloo"
+        if use_cuda:
+            torch.cuda.set_device(local)
+        if not dist.is_initialized():
+            dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+        return cls(rank=rank, world_size=world, local_rank=local, backend=backend)
+
+    def device(self, name: str) -> torch.device:
+        """The device of this rank for a configured device name ("auto": its own GPU, else the CPU)."""
+        if name == "auto":
+            if torch.cuda.is_available():
+                return torch.device("cuda", self.local_rank) if self.distributed else torch.device("cuda")
+            return torch.device("cpu")
+        if name == "cuda" and self.distributed:
+            return torch.device("cuda", self.local_rank)
+        return torch.device(name)
+
+    # --- collectives (identity with one process) ------------------------------------------------------
+
+    def all_reduce_sum_(self, tensor: Tensor) -> Tensor:
+        """Sum `tensor` over ranks, in place; returns it."""
+        if self.distributed:
+            import torch.distributed as dist
+
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def all_reduce_max(self, value: float) -> float:
+        if not self.distributed:
+            return value
+        import torch.distributed as dist
+
+        t = torch.tensor([float(value)], dtype=torch.float64, device=self._comm_device())
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return float(t.item())
+
+    def all_gather_objects(self, obj: Any) -> list[Any]:
+        """Every rank's `obj`, in rank order (picklable objects; tensors are moved to the CPU first)."""
+        if not self.distributed:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, _to_cpu(obj))
+        return out
+
+    def broadcast_object(self, obj: Any, src: int = 0) -> Any:
+        if not self.distributed:
+            return obj
+        import torch.distributed as dist
+
+        box = [_to_cpu(obj) if self.rank == src else None]
+        dist.broadcast_object_list(box, src=src)
+        return box[0]
+
+    def barrier(self) -> None:
+        if self.distributed:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def sum_gradients_(self, parameters) -> None:
+        """Sum every parameter's gradient over ranks, in one flat buffer per dtype (few collectives)."""
+        if not self.distributed:
+            return
+        grads = [p.grad for p in parameters if p.grad is not None]
+        by_dtype: dict[torch.dtype, list[Tensor]] = {}
+        for g in grads:
+            by_dtype.setdefault(g.dtype, []).append(g)
+        for group in by_dtype.values():
+            flat = torch.cat([g.reshape(-1) for g in group])
+            self.all_reduce_sum_(flat)
+            offset = 0
+            for g in group:
+                g.copy_(flat[offset : offset + g.numel()].view_as(g))
+                offset += g.numel()
+
+    def shard(self, n: int) -> range:
+        """The contiguous share [start, stop) of n items (prompt groups) this rank owns: n // world_size
+        or one more (the first ranks take the remainder), possibly empty."""
+        w, r = self.world_size, self.rank
+        return range(r * n // w, (r + 1) * n // w)
+
+    # --- failures ------------------------------------------------------------------------------------
+
+    def report_failure(self, run_dir, exc: BaseException) -> None:
+        """Leave this rank's error where the other ranks look for it (run_dir/errors/rank<R>.txt)."""
+        if not self.distributed:
+            return
+        folder = Path(run_dir) / "errors"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"rank{self.rank}.txt").write_text(f"{type(exc).__name__}: {exc}")
+
+    def peer_failure(self, run_dir, wait_s: float = 5.0) -> PeerFailed | None:
+        """Another rank's reported error (waiting up to `wait_s` for its report to appear), or None."""
+        if not self.distributed:
+            return None
+        folder = Path(run_dir) / "errors"
+        deadline = time.monotonic() + wait_s
+        while True:
+            reports = sorted(p for p in folder.glob("rank*.txt") if p.name != f"rank{self.rank}.txt") if folder.is_dir() else []
+            if reports:
+                first = reports[0]
+                return PeerFailed(f"{first.stem.replace('rank', 'rank ')} failed with {first.read_text()} (its traceback is "
+                                  f"in its own output); rank {self.rank} stopped")
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        if self.distributed:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+    def _comm_device(self) -> torch.device:
+        return torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def object_size(obj: Any) -> int:
+    """Bytes of `obj` pickled (what `all_gather_objects` sends)."""
+    return len(pickle.dumps(_to_cpu(obj)))

@@ -1,0 +1,135 @@
+"""Data-parallel training (issue 11): `torchrun --nproc_per_node 2 -m rlvr train ...` on CPU (gloo) gives
+the update of one process on the same global batch.
+
+Each test launches the real command line twice, once as one process and once under torchrun with two
+ranks, on the tiny model, and compares every logged metric and the final weights. Tolerances: values
+that are rounding noise around 0 (a loss of ~1e-8, log-prob mismatches of ~1e-7) are compared with an
+absolute tolerance of 1e-6, fractions of tokens (clip fractions, which a token at the boundary can
+flip) to 5e-3; everything else to 1e-5 relative; weights to 1e-5 relative, 1e-6 absolute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+TIMING = ("_time_s", "tokens_per_s")
+BASE = [
+    "model.device=cpu", "task.name=symbol", "task.template=chat", "rollout.prompts_per_step=8",
+    "rollout.group_size=8", "rollout.max_new_tokens=4", "optim.lr=3e-3", "eval.every=0", "checkpoint.every=0",
+    "log_samples=0", "optim.eps=1e-4",
+]
+# optim.eps: Adam's first steps move each weight by about lr * sign(gradient), so a gradient that is
+# rounding noise around 0 (summed in another order by two ranks) would move a weight by +-lr and the
+# weights could not be compared to float tolerance; eps = 1e-4 keeps such updates ~1e-4 of lr while
+# every real gradient (1e-3 and up here) still gets Adam's normalised step.
+
+
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RLVR_FAULT")}
+    env.update(OMP_NUM_THREADS="1", **extra)
+    return env
+
+
+def launch(tiny_dir, run_dir, ranks, *overrides, env=None, resume=False, timeout=300):
+    args = [f"model.name={tiny_dir}", *BASE, *overrides]
+    tail = ["--resume", str(run_dir)] if resume else [f"run_dir={run_dir}", "--overwrite"]
+    if ranks == 1:
+        cmd = [sys.executable, "-m", "rlvr", "train", *(args if not resume else overrides), *tail, "--no-progress"]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
+               "-m", "rlvr", "train", *(args if not resume else overrides), *tail, "--no-progress"]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env or _env(), timeout=timeout)
+
+
+def metrics(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.endswith(TIMING)} for r in rows]
+
+
+def final_weights(run_dir):
+    latest = (run_dir / "checkpoints" / "latest").read_text().strip()
+    return load_file(str(run_dir / "checkpoints" / latest / "model" / "model.safetensors"))
+
+
+def assert_same_run(a, b, what=""):
+    ma, mb = metrics(a), metrics(b)
+    assert len(ma) == len(mb) > 0
+    for ra, rb in zip(ma, mb):
+        assert set(ra) == set(rb), set(ra) ^ set(rb)
+        for k, va in ra.items():
+            vb = rb[k]
+            if isinstance(va, float) and isinstance(vb, float):
+                # A fraction of tokens at a clip boundary may flip by one token under rounding.
+                atol = 5e-3 if k.endswith("_frac") else 1e-6
+                assert abs(va - vb) <= atol + 1e-5 * abs(va), f"{what} step {ra['step']} {k}: {va} vs {vb}"
+            else:
+                assert va == vb, f"{what} step {ra['step']} {k}: {va} vs {vb}"
+    wa, wb = final_weights(a), final_weights(b)
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], rtol=1e-5, atol=1e-6, msg=f"{what}: weight {name}")
+
+
+def _ok(out):
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+
+CASES = {
+    "grpo": ["algorithm.preset=grpo", "train.steps=3"],
+    "dapo": ["algorithm.preset=dapo", "algorithm.overlong.cache_len=2", "train.steps=3"],
+    "reinforce_pp": ["algorithm.preset=reinforce_pp", "algorithm.kl.coef=0.05", "train.steps=3"],
+    "ppo": ["algorithm.preset=ppo", "algorithm.critic.lr=3e-3", "train.steps=2"],
+    "grpo-kl-minibatches": ["algorithm.preset=grpo", "algorithm.kl.coef=0.1", "train.mini_batches=2",
+                            "train.epochs=2", "train.micro_batch_size=5", "train.steps=3"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_two_ranks_give_the_update_of_one_process(tiny_dir, tmp_path, case):
+    one, two = tmp_path / "one", tmp_path / "two"
+    _ok(launch(tiny_dir, one, 1, *CASES[case]))
+    _ok(launch(tiny_dir, two, 2, *CASES[case]))
+    assert_same_run(one, two, case)
+
+
+def test_the_check_detects_per_rank_denominators(tiny_dir, tmp_path):
+    """Negative control: each rank normalising its loss by its own token count is the classic bug."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    overrides = ["algorithm.preset=grpo", "train.steps=2"]  # both ranks hold rows of the one mini-batch
+    _ok(launch(tiny_dir, one, 1, *overrides))
+    _ok(launch(tiny_dir, two, 2, *overrides, env=_env(RLVR_FAULT_LOCAL_DENOMINATORS="1")))
+    with pytest.raises(AssertionError):
+        assert_same_run(one, two, "per-rank denominators")
+
+
+@pytest.mark.parametrize("first, then", [(2, 1), (1, 2)])
+def test_resume_on_another_number_of_ranks(tiny_dir, tmp_path, first, then):
+    """A run stopped after step 2 on `first` ranks and resumed on `then` logs what an uninterrupted run logs."""
+    overrides = ["algorithm.preset=grpo", "algorithm.kl.coef=0.05", "train.mini_batches=2", "train.epochs=2"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    _ok(launch(tiny_dir, whole, 1, *overrides, "train.steps=4"))
+    _ok(launch(tiny_dir, parts, first, *overrides, "train.steps=2"))
+    _ok(launch(tiny_dir, parts, then, "train.steps=4", resume=True))
+    assert_same_run(whole, parts, f"{first} -> {then} ranks")
+
+
+def test_a_failing_rank_stops_every_rank_with_its_error(tiny_dir, tmp_path):
+    start = time.perf_counter()
+    out = launch(tiny_dir, tmp_path / "run", 2, "algorithm.preset=grpo", "train.steps=4", "train.collective_timeout_s=60",
+                 env=_env(RLVR_FAULT_RAISE="1:2"), timeout=240)
+    elapsed = time.perf_counter() - start
+    assert out.returncode != 0
+    assert elapsed < 120, elapsed
+    # rank 1's traceback once; rank 0 stops with one line naming it (not a "connection reset" traceback)
+    tracebacks = [line for line in out.stderr.splitlines()
+                  if line.startswith("[rank") and line.endswith("Traceback (most recent call last):")]
+    assert tracebacks == ["[rank1]: Traceback (most recent call last):"], tracebacks  # (torchrun adds its own)
+    assert "stopped: rank 1 failed with RuntimeError: injected failure on rank 1 at step 2" in out.stderr
+    assert "Connection reset" not in out.stderr
