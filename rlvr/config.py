@@ -172,6 +172,17 @@ class AlgorithmConfig(_Strict):
     mask_truncated_completions); they still count in their group's baseline."""
 
 
+class LoraSettings(_Strict):
+    """LoRA adapters through peft (rlvr.models.lora). Defaults follow "LoRA Without Regret" (all linear
+    layers, alpha 32; use a learning rate about 10x the full fine-tuning one)."""
+
+    rank: int = Field(32, ge=1)
+    alpha: float = Field(32.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: str | list[str] = "all-linear"
+    """peft's target_modules: "all-linear" (every linear layer but the output head) or module names."""
+
+
 class ModelConfig(_Strict):
     name: str = "smollm2-135m-instruct"
     """An embedded name, a Hugging Face hub id or a local directory in Hugging Face format."""
@@ -180,6 +191,8 @@ class ModelConfig(_Strict):
     """'auto': cuda if available, else cpu."""
     trust_remote_code: bool = False
     cache_dir: str | None = None
+    lora: LoraSettings | None = None
+    """Train LoRA adapters only (the `peft` extra); the reference model is the base with adapters off."""
 
 
 class TaskConfig(_Strict):

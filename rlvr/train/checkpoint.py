@@ -53,7 +53,12 @@ def save_checkpoint(run_dir: str | Path, step: int, model, tokenizer, trainer_st
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_model(model, tokenizer, tmp / "model")
+    if hasattr(model, "peft_config"):  # LoRA: the adapter only (rlvr export merges it into the base)
+        from rlvr.models.lora import save_adapter
+
+        save_adapter(model, tokenizer, tmp / "model")
+    else:
+        save_model(model, tokenizer, tmp / "model")
     torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / "trainer.pt")
     if final.exists():
         shutil.rmtree(final)

@@ -35,6 +35,7 @@ from rlvr.core.losses import COVARIANCE_LOSSES, covariance_selection
 from rlvr.core.masked import masked_mean, masked_sum
 from rlvr.core.objective import rl_objective
 from rlvr.core.shaping import filter_groups, overlong_penalty
+from rlvr.models.lora import reference_mode
 from rlvr.models.logprobs import response_logprobs
 from rlvr.rollout import SamplingParams
 from rlvr.train.batch import (
@@ -71,9 +72,11 @@ class RLStep:
     """Holds the models, optimizers and algorithm settings; `run(examples)` does one step."""
 
     def __init__(self, cfg: RunConfig, model, tokenizer, task, engine, *, ref_model=None, critic=None, log=print,
-                 topology: Topology | None = None):
+                 topology: Topology | None = None, lora=None):
         self.cfg = cfg
         self.topo = topology or Topology()
+        self.lora = lora
+        """The peft model when training LoRA adapters (`model` is its base model with the adapters in it)."""
         self.model = model
         self.tokenizer = tokenizer
         self.task = task
@@ -87,7 +90,8 @@ class RLStep:
         self.last_scored: Scored | None = None
         o = cfg.optim
         self.optimizer = adamw(
-            model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay
+            [p for p in model.parameters() if p.requires_grad], lr=o.lr, betas=o.betas, eps=o.eps,
+            weight_decay=o.weight_decay,
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.critic_optimizer = self.critic_scheduler = None
@@ -327,7 +331,8 @@ class RLStep:
         if off_policy or alg.is_correction.enabled or kl_in_reward or stale:
             b.old_logprobs = self._logprobs_no_grad(self.model, b)
         if self.ref_model is not None and self.kl_coef > 0:
-            b.ref_logprobs = self._logprobs_no_grad(self.ref_model, b)
+            with reference_mode(self.lora):
+                b.ref_logprobs = self._logprobs_no_grad(self.ref_model, b)
         if self.critic is not None:
             b.values = self._values_no_grad(b)
         baseline = self.greedy_baseline(scored, step).to(device) if alg.advantage == "remax" else None
@@ -572,7 +577,8 @@ class RLStep:
         if self.ref_model is not None and self.kl_coef > 0 and alg.kl.placement == "reward":
             # every rank computes these few greedy rows itself (not the step's batch: no shares)
             old = self._logprobs_no_grad(self.model, gb, everywhere=True)
-            ref = self._logprobs_no_grad(self.ref_model, gb, everywhere=True)
+            with reference_mode(self.lora):
+                ref = self._logprobs_no_grad(self.ref_model, gb, everywhere=True)
             kl = kl_divergence(old, ref, alg.kl.estimator, loss_mask=gb.loss_mask)
             per_prompt = per_prompt - self.kl_coef * masked_sum(kl, gb.loss_mask, dim=1)
         return per_prompt[torch.tensor(scored.rollout.prompt_index, device=device)]

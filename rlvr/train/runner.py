@@ -63,26 +63,41 @@ def build(cfg: RunConfig, model_path: str | None = None, log=print, topology: To
     topology = topology or Topology()
     dtype = getattr(torch, cfg.model.dtype)
     device = topology.device(cfg.model.device) if topology.distributed else resolve_device(cfg.model.device)
-    model, tokenizer = load_model(
-        model_path or cfg.model.name, dtype=dtype, device=str(device),
-        trust_remote_code=cfg.model.trust_remote_code, cache_dir=cfg.model.cache_dir,
-    )
+    load = dict(dtype=dtype, device=str(device), trust_remote_code=cfg.model.trust_remote_code,
+                cache_dir=cfg.model.cache_dir)
+    peft_model = None
+    if cfg.model.lora is not None:
+        from rlvr.models.lora import apply_lora, is_adapter_dir, load_adapter
+
+        base, tokenizer = load_model(cfg.model.name, **load)
+        if model_path is not None and is_adapter_dir(model_path):
+            peft_model = load_adapter(base, model_path)  # resuming: the checkpoint holds the adapter only
+        else:
+            lora = cfg.model.lora
+            peft_model = apply_lora(base, rank=lora.rank, alpha=lora.alpha, dropout=lora.dropout,
+                                    target_modules=lora.target_modules)
+        model = peft_model.get_base_model()  # the same HF model, its linear layers now with adapters
+    else:
+        model, tokenizer = load_model(model_path or cfg.model.name, **load)
     ref_model = None
     if cfg.algorithm.kl.coef > 0:
-        # The reference is the initial policy, also when resuming from a later checkpoint.
-        if model_path is None:
+        if peft_model is not None:
+            ref_model = model  # the base weights with the adapters switched off: no second copy
+        elif model_path is None:
+            # The reference is the initial policy, also when resuming from a later checkpoint.
             ref_model = copy.deepcopy(model)
         else:
-            ref_model, _ = load_model(cfg.model.name, dtype=dtype, device=str(device), cache_dir=cfg.model.cache_dir,
-                                      trust_remote_code=cfg.model.trust_remote_code)
-        ref_model.eval().requires_grad_(False)
+            ref_model, _ = load_model(cfg.model.name, **load)
+        if peft_model is None:
+            ref_model.eval().requires_grad_(False)
     critic = make_value_model(model) if cfg.algorithm.critic.enabled else None
     task_kwargs = dict(cfg.task.kwargs)
     if cfg.task.template is not None:
         task_kwargs["template"] = cfg.task.template
     task = get_task(cfg.task.name, **task_kwargs)
     engine = get_engine(cfg.rollout.engine, model, tokenizer)
-    return RLStep(cfg, model, tokenizer, task, engine, ref_model=ref_model, critic=critic, log=log, topology=topology)
+    return RLStep(cfg, model, tokenizer, task, engine, ref_model=ref_model, critic=critic, log=log, topology=topology,
+                  lora=peft_model)
 
 
 def held_out_eval(trainer: RLStep, examples: list[Any], step: int) -> dict[str, float]:
@@ -241,8 +256,8 @@ def _train(cfg: RunConfig, topo: Topology, *, resume: bool, overwrite: bool, con
 
     def checkpoint(step: int) -> None:
         if main:
-            save_checkpoint(run_dir, step, trainer.model, trainer.tokenizer, trainer_state(trainer, stream),
-                            cfg.checkpoint.keep_last)
+            save_checkpoint(run_dir, step, trainer.lora or trainer.model, trainer.tokenizer,
+                            trainer_state(trainer, stream), cfg.checkpoint.keep_last)
         topo.barrier()
 
     def evaluate_now(step: int) -> None:

@@ -1,0 +1,92 @@
+"""LoRA through peft (issue 11): only adapters train, the reference is the base, export merges."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("peft")
+
+from rlvr.models import load_model  # noqa: E402
+from rlvr.models.logprobs import response_logprobs  # noqa: E402
+from rlvr.train.data import PromptStream  # noqa: E402
+from rlvr.train.runner import build, train  # noqa: E402
+from tests.train.conftest import tiny_config  # noqa: E402
+
+LORA = ["model.lora.rank=8", "model.lora.alpha=16"]
+
+
+def test_only_adapter_parameters_change(tiny_dir, tmp_path):
+    trainer = build(tiny_config(tiny_dir, tmp_path, *LORA, "optim.lr=1e-2"))
+    named = dict(trainer.model.named_parameters())
+    trainable = {n for n, p in named.items() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    before = {n: p.detach().clone() for n, p in named.items()}
+    stream = PromptStream(trainer.task.examples("train"), 0)
+    for step in (1, 2):
+        trainer.run(stream, step)
+    changed = {n for n, p in named.items() if not torch.equal(p, before[n])}
+    assert changed and changed <= trainable
+    assert any("lora_B" in n for n in changed)  # B starts at 0: the adapters really moved
+
+
+def test_reference_is_the_base_model_with_adapters_off(tiny_dir, tmp_path):
+    trainer = build(tiny_config(tiny_dir, tmp_path, *LORA, "optim.lr=1e-2", "algorithm.kl.coef=0.1"))
+    assert trainer.ref_model is trainer.model  # no second copy of the weights
+    stream = PromptStream(trainer.task.examples("train"), 0)
+    trainer.run(stream, 1)
+    m = trainer.run(stream, 2)
+    assert m["kl"] > 0  # the adapters moved the policy away from the base
+    base, _ = load_model(str(tiny_dir))
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    from rlvr.models.lora import reference_mode
+
+    with torch.no_grad(), reference_mode(trainer.lora):
+        ref, _ = response_logprobs(trainer.model, ids, torch.ones_like(ids), 3)
+        want, _ = response_logprobs(base, ids, torch.ones_like(ids), 3)
+        torch.testing.assert_close(ref, want, rtol=0, atol=1e-6)
+    with torch.no_grad():
+        now, _ = response_logprobs(trainer.model, ids, torch.ones_like(ids), 3)
+    assert not torch.allclose(now, want, atol=1e-4)
+
+
+def test_lora_learns_the_tiny_task(tiny_dir, tmp_path):
+    """The tiny random model's logits are near uniform and its head is tied to the embeddings, so
+    adapters on the inner layers alone cannot sharpen them (measured: reward 0.01 -> 0.02 in 30 steps at
+    any lr); with an adapter on lm_head too it learns like full fine-tuning (0.02 -> 0.21). A pretrained
+    model needs no head adapter ("all-linear", the default, leaves the head out)."""
+    torch.manual_seed(0)
+    targets = "model.lora.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head]"
+    cfg = tiny_config(tiny_dir, tmp_path, *LORA, targets, "train.steps=30", "optim.lr=2e-2", "task.kwargs.max_len=4")
+    trainer = build(cfg)
+    stream = PromptStream(trainer.task.examples("train"), cfg.seed)
+    rewards = [trainer.run(stream, step)["reward_mean"] for step in range(1, 31)]
+    first, last = sum(rewards[:2]) / 2, sum(rewards[-10:]) / 10
+    assert last > first + 0.08, f"reward {first:.3f} -> {last:.3f}: {[round(r, 2) for r in rewards]}"
+
+
+def test_checkpoint_holds_the_adapter_resume_and_export(tiny_dir, tmp_path):
+    from rlvr.commands.export import export
+    from rlvr.models.lora import is_adapter_dir
+
+    run_dir = tmp_path / "run"
+    cfg = tiny_config(tiny_dir, run_dir, *LORA, "optim.lr=1e-2", "train.steps=2", "checkpoint.every=1")
+    train(cfg, progress=False)
+    ckpt = run_dir / "checkpoints" / "step_000002" / "model"
+    assert is_adapter_dir(ckpt) and not (ckpt / "model.safetensors").exists()
+    # resume from the adapter checkpoint
+    from rlvr.config import load_recipe, resolve
+
+    recipe = load_recipe(run_dir / "config.yaml")
+    train(resolve(recipe, ["train.steps=3"]), resume=True, progress=False)
+    # export merges the adapter: the plain model gives the trained adapter model's log-probs
+    out = export(run_dir, tmp_path / "merged")
+    merged, _ = load_model(str(out))
+    trained = build(resolve(recipe), model_path=str(run_dir / "checkpoints" / "step_000003" / "model"))
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11]])
+    with torch.no_grad():
+        a, _ = response_logprobs(merged, ids, torch.ones_like(ids), 4)
+        b, _ = response_logprobs(trained.model, ids, torch.ones_like(ids), 4)
+    torch.testing.assert_close(a, b, rtol=0, atol=2e-5)
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+
