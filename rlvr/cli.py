@@ -1,4 +1,4 @@
-"""The `rlvr` command line: `rlvr train | eval | sft | expert-iter | plot | presets | models | export`.
+"""The `rlvr` command line: `rlvr train | eval | sft | expert-iter | plot | presets | models | export | compare`.
 
 Each subcommand lives in `rlvr/commands/<name>.py` and exposes `add_arguments(parser)` and
 `run(args) -> int`. They are imported only when their subcommand runs, so `rlvr --help` stays fast
@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plot": ("plot", "write PNG curves of a run directory to RUN_DIR/plots/"),
     "presets": ("presets", "list the algorithm presets and what each sets"),
     "models": ("models", "list, pull and inspect embedded models"),
+    "compare": ("compare", "run a study (variants x seeds of a recipe) and report curves, intervals, paired differences"),
     "export": ("export", "write a run's trained policy as a plain Hugging Face model (LoRA adapters merged)"),
 }
 

@@ -1,0 +1,194 @@
+"""The report of a study: curves with 95% bands over seeds, final values with intervals, paired differences.
+
+Statistics (seeds are the unit of replication):
+- the value of a metric for one run at a step is what its metrics.jsonl logged at that step; a run's
+  *final* value is the last logged one;
+- mean over seeds with a 95% Student-t interval, mean +- t(0.975, S - 1) * sd / sqrt(S), clipped to
+  [0, 1] for rates; no interval with one seed or when all seeds agree exactly (a zero-width interval
+  would claim a certainty the seeds cannot give);
+- the paired difference of a variant against the first (the baseline) takes, seed by seed, the
+  difference of the two runs' final values (same seed: the same prompts and, until the policies
+  diverge, the same sampling draws), then the same t-interval over seeds. An interval that excludes
+  0 separates the variants at this number of seeds; one that covers 0 does not.
+
+`write_report` writes report.md, report.json (every number in the report) and one PNG per metric.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rlvr.compare.study import Study
+from rlvr.logging.jsonl import read_jsonl
+
+# Two-sided 95% quantiles of Student's t, t(0.975, df) for df = 1..30.
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042]
+
+
+def t975(df: int) -> float:
+    if df < 1:
+        return math.nan
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959963984540054
+    return z + (z**3 + z) / (4 * df)  # Cornish-Fisher, within 1e-3 of the exact value beyond df 30
+
+
+def mean_interval(values: list[float], bounded: bool = False) -> dict[str, float]:
+    """{"mean", "low", "high", "n"}: the mean of `values` with its 95% t-interval.
+
+    NaN bounds for n < 2, and also when every value is the same: a zero-width interval would claim a
+    certainty that S seeds cannot give (all of 3 seeds at accuracy 0 says little about a fourth).
+    `bounded`: the metric lives in [0, 1] (a rate); the interval is clipped to it.
+    """
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    n = len(vals)
+    if n == 0:
+        return {"mean": math.nan, "low": math.nan, "high": math.nan, "n": 0}
+    mean = math.fsum(vals) / n
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
+    if n < 2 or sd == 0.0:
+        return {"mean": mean, "low": math.nan, "high": math.nan, "n": n}
+    half = t975(n - 1) * sd / math.sqrt(n)
+    low, high = mean - half, mean + half
+    if bounded:
+        low, high = max(0.0, low), min(1.0, high)
+    return {"mean": mean, "low": low, "high": high, "n": n}
+
+
+def is_rate(metric: str) -> bool:
+    """Metrics that are fractions in [0, 1]."""
+    return metric.startswith(("eval_accuracy", "eval_pass@", "accuracy", "pass@")) or metric.endswith("_frac")
+
+
+def _series(rows: list[dict], metric: str) -> dict[int, float]:
+    return {int(r["step"]): float(r[metric]) for r in rows if r.get(metric) is not None}
+
+
+def collect(study: Study) -> dict[str, dict[int, list[dict]]]:
+    """label -> seed -> metrics rows (runs without a metrics.jsonl are left out)."""
+    out: dict[str, dict[int, list[dict]]] = {}
+    for variant, seed in study.runs():
+        path = study.run_dir(variant, seed) / "metrics.jsonl"
+        if path.exists():
+            out.setdefault(variant.label, {})[seed] = read_jsonl(path)
+    return out
+
+
+def summarize_study(study: Study) -> dict[str, Any]:
+    runs = collect(study)
+    labels = [v.label for v in study.variants]
+    base = labels[0]
+    summary: dict[str, Any] = {"study": study.name, "seeds": study.seeds, "variants": labels, "final": {},
+                               "paired": {}, "curves": {}}
+    for metric in study.metrics:
+        finals, curves = {}, {}
+        per_seed_final: dict[str, dict[int, float]] = {}
+        for label in labels:
+            seeds = runs.get(label, {})
+            series = {s: _series(rows, metric) for s, rows in seeds.items()}
+            series = {s: v for s, v in series.items() if v}
+            if not series:
+                continue
+            per_seed_final[label] = {s: v[max(v)] for s, v in series.items()}
+            finals[label] = {**mean_interval(list(per_seed_final[label].values()), bounded=is_rate(metric)),
+                             "per_seed": {str(s): x for s, x in sorted(per_seed_final[label].items())}}
+            steps = sorted({st for v in series.values() for st in v})
+            curves[label] = [{"step": st, **mean_interval([v[st] for v in series.values() if st in v], is_rate(metric))}
+                             for st in steps]
+        if not finals:
+            continue
+        summary["final"][metric] = finals
+        summary["curves"][metric] = curves
+        if base in per_seed_final:
+            paired = {}
+            for label in labels[1:]:
+                if label not in per_seed_final:
+                    continue
+                common = sorted(set(per_seed_final[label]) & set(per_seed_final[base]))
+                diffs = [per_seed_final[label][s] - per_seed_final[base][s] for s in common]
+                paired[label] = {**mean_interval(diffs), "per_seed": {str(s): d for s, d in zip(common, diffs)}}
+            summary["paired"][metric] = paired
+    return summary
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def _interval(d: dict) -> str:
+    if math.isnan(d["low"]):
+        why = "one seed" if d["n"] < 2 else f"all {d['n']} seeds equal: no interval"
+        return f"{_fmt(d['mean'])} ({why})"
+    return f"{_fmt(d['mean'])} [{_fmt(d['low'])}, {_fmt(d['high'])}]"
+
+
+def write_report(study: Study) -> Path:
+    """report.md, report.json and figures/<metric>.png in the study directory; returns report.md."""
+    summary = summarize_study(study)
+    out = study.out
+    figures = _plot(summary, out / "figures")
+    labels = summary["variants"]
+    lines = [f"# Study: {study.name}", ""]
+    lines += [f"Base recipe `{study.base}`" + (f" with `{' '.join(study.overrides)}`" if study.overrides else "")
+              + f"; seeds {', '.join(map(str, study.seeds))}; variants:", ""]
+    for v in study.variants:
+        lines.append(f"- **{v.label}**: `{' '.join(v.overrides) or '(the base recipe)'}`")
+    lines += ["", "## Final values (mean over seeds, 95% t-interval)", ""]
+    metrics = list(summary["final"])
+    lines.append("| variant | " + " | ".join(metrics) + " |")
+    lines.append("| --- |" + " --- |" * len(metrics))
+    for label in labels:
+        cells = [_interval(summary["final"][m][label]) if label in summary["final"][m] else "n/a" for m in metrics]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if len(labels) > 1:
+        lines += ["", f"## Paired differences against `{labels[0]}` (same seed, final values)", ""]
+        lines.append("| variant | " + " | ".join(metrics) + " |")
+        lines.append("| --- |" + " --- |" * len(metrics))
+        for label in labels[1:]:
+            cells = [_interval(summary["paired"].get(m, {})[label]) if label in summary["paired"].get(m, {}) else "n/a"
+                     for m in metrics]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines += ["", "An interval that excludes 0 separates the variant from the baseline at this number of "
+                  "seeds; one that covers 0 does not (which is not evidence that they are equal)."]
+    lines += ["", "## Curves (mean over seeds, 95% band)", ""]
+    for metric, path in figures.items():
+        lines.append(f"![{metric}](figures/{path.name})")
+    report = out / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    (out / "report.json").write_text(json.dumps(summary, indent=1, default=lambda x: None) + "\n")
+    return report
+
+
+def _plot(summary: dict, folder: Path) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for metric, curves in summary["curves"].items():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, points in curves.items():
+            steps = [p["step"] for p in points]
+            mean = [p["mean"] for p in points]
+            line, = ax.plot(steps, mean, marker=".", label=label)
+            low = [p["low"] if not math.isnan(p["low"]) else p["mean"] for p in points]
+            high = [p["high"] if not math.isnan(p["high"]) else p["mean"] for p in points]
+            ax.fill_between(steps, low, high, alpha=0.2, color=line.get_color())
+        ax.set_title(f"{metric} ({summary['study']})")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        path = folder / f"{metric}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written[metric] = path
+    return written

@@ -1,0 +1,206 @@
+"""A study: one base recipe, variants (labelled sets of overrides), seeds; every (variant, seed) an
+ordinary run directory.
+
+Study file (YAML):
+
+    name: baselines-tiny
+    base: default                  # a bundled recipe name or a YAML path (relative to the study file)
+    overrides: [train.steps=8]     # applied to every run
+    seeds: [0, 1, 2]
+    variants:
+      - {label: grpo, overrides: [algorithm.preset=grpo]}
+      - {label: rloo, overrides: [algorithm.preset=rloo]}
+    metrics: [eval_accuracy, reward_mean]   # optional: the curves and final values to report
+    out: studies/baselines-tiny             # optional; default studies/<name>
+
+Runs live in OUT/<label>/seed<k>/. A run that finished has a `DONE` file and is skipped, so an
+interrupted study resumes where it stopped (a run interrupted mid-way resumes from its checkpoint).
+Every run's config is resolved before any run starts, so a bad override fails the study up front.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_METRICS = ["eval_accuracy", "eval_accuracy_greedy", "reward_mean", "accuracy", "entropy", "response_len_mean"]
+DONE = "DONE"
+
+
+@dataclass
+class Variant:
+    label: str
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Study:
+    name: str
+    base: str
+    variants: list[Variant]
+    seeds: list[int]
+    overrides: list[str] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
+    out: Path = Path("studies")
+    source: Path | None = None
+
+    def run_dir(self, variant: Variant, seed: int) -> Path:
+        return self.out / variant.label / f"seed{seed}"
+
+    def run_overrides(self, variant: Variant, seed: int) -> list[str]:
+        return [*self.overrides, *variant.overrides, f"seed={seed}", f"run_dir={self.run_dir(variant, seed)}"]
+
+    def runs(self) -> list[tuple[Variant, int]]:
+        return [(v, s) for v in self.variants for s in self.seeds]
+
+
+class StudyError(ValueError):
+    """A study file that cannot run; the message says what to change."""
+
+
+_LABEL = re.compile(r"^[A-Za-z0-9_.+-]+$")
+
+
+def load_study(path: str | Path, out: str | Path | None = None) -> Study:
+    """Read and check a study file (every run's config is resolved here, before any work)."""
+    from rlvr.config import ConfigError, load_recipe, resolve
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise StudyError(f"cannot read study {path}: {err}") from None
+    if not isinstance(data, dict):
+        raise StudyError(f"study {path} must be a YAML mapping")
+    known = {"name", "base", "overrides", "seeds", "variants", "metrics", "out"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise StudyError(f"study {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    variants_raw = data.get("variants") or []
+    if not isinstance(variants_raw, list) or not variants_raw:
+        raise StudyError(f"study {path}: 'variants' must be a non-empty list of {{label, overrides}}")
+    variants = []
+    for i, v in enumerate(variants_raw):
+        if not isinstance(v, dict) or "label" not in v:
+            raise StudyError(f"study {path}: variant {i} needs a 'label'")
+        label = str(v["label"])
+        if not _LABEL.match(label):
+            raise StudyError(f"study {path}: variant label {label!r} must use letters, digits and _ . + - only")
+        extra = set(v) - {"label", "overrides"}
+        if extra:
+            raise StudyError(f"study {path}: variant {label!r} has unknown key(s) {', '.join(sorted(extra))}")
+        variants.append(Variant(label, [str(o) for o in v.get("overrides") or []]))
+    labels = [v.label for v in variants]
+    if len(set(labels)) != len(labels):
+        raise StudyError(f"study {path}: variant labels must be distinct, got {labels}")
+    seeds = data.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise StudyError(f"study {path}: 'seeds' must be a non-empty list of integers >= 0")
+    base = str(data.get("base", "default"))
+    if base.endswith((".yaml", ".yml")) and not Path(base).is_absolute():
+        base = str((path.parent / base).resolve())
+    name = str(data.get("name") or path.stem)
+    out_dir = Path(out) if out is not None else Path(data.get("out") or Path("studies") / name)
+    study = Study(name=name, base=base, variants=variants, seeds=list(seeds),
+                  overrides=[str(o) for o in data.get("overrides") or []],
+                  metrics=[str(m) for m in data.get("metrics") or DEFAULT_METRICS], out=out_dir, source=path)
+    try:
+        recipe = load_recipe(study.base)
+        for variant, seed in study.runs():
+            resolve(recipe, study.run_overrides(variant, seed))
+    except (ConfigError, ValueError) as err:
+        raise StudyError(f"study {path}, variant {variant.label!r}: {err}") from None
+    return study
+
+
+def is_done(run_dir: Path) -> bool:
+    return (run_dir / DONE).exists()
+
+
+def run_study(study: Study, *, jobs: int = 1, log=print) -> list[Path]:
+    """Run every (variant, seed) not yet done, `jobs` at a time, each pinned to its share of the cores."""
+    study.out.mkdir(parents=True, exist_ok=True)
+    (study.out / "study.yaml").write_text(yaml.safe_dump(_study_record(study), sort_keys=False))
+    todo = [(v, s) for v, s in study.runs() if not is_done(study.run_dir(v, s))]
+    skipped = len(study.runs()) - len(todo)
+    if skipped:
+        log(f"{skipped} run(s) already done, skipped")
+    cores = _cores()
+    jobs = max(1, min(jobs, len(todo) or 1, len(cores)))
+    shares = [cores[i::jobs] for i in range(jobs)]
+    running: list[tuple[subprocess.Popen, Path, list[int], Any]] = []
+    failures: list[str] = []
+    queue = list(todo)
+    while queue or running:
+        while queue and len(running) < jobs:
+            variant, seed = queue.pop(0)
+            share = next(s for s in shares if all(s is not r[2] for r in running))
+            running.append(_start(study, variant, seed, share, log))
+        time.sleep(0.2)
+        for item in list(running):
+            proc, run_dir, _, logf = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            logf.close()
+            if proc.returncode == 0:
+                (run_dir / DONE).write_text("ok\n")
+                log(f"done: {run_dir}")
+            else:
+                failures.append(f"{run_dir} (exit {proc.returncode}; see {run_dir.parent / (run_dir.name + '.log')})")
+    if failures:
+        raise RuntimeError("some runs of the study failed: " + "; ".join(failures))
+    return [study.run_dir(v, s) for v, s in study.runs()]
+
+
+def _start(study: Study, variant: Variant, seed: int, cores: list[int], log):
+    run_dir = study.run_dir(variant, seed)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    resume = (run_dir / "checkpoints" / "latest").exists()
+    cmd = [sys.executable, "-m", "rlvr", "train", "--no-progress"]
+    if resume:
+        cmd += ["--resume", str(run_dir)]
+    else:
+        cmd += [study.base, *study.run_overrides(variant, seed), "--overwrite"]
+    env = dict(os.environ, OMP_NUM_THREADS=str(len(cores)), MKL_NUM_THREADS=str(len(cores)))
+    logf = open(run_dir.parent / f"{run_dir.name}.log", "w")  # noqa: SIM115 (closed when the run ends)
+
+    def pin():
+        if hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, cores)
+
+    log(f"{'resume' if resume else 'start'}: {variant.label} seed {seed} on cores {cores}")
+    proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, preexec_fn=pin)
+    return proc, run_dir, cores, logf
+
+
+def _cores() -> list[int]:
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def _study_record(study: Study) -> dict[str, Any]:
+    return {"name": study.name, "base": study.base, "overrides": study.overrides, "seeds": study.seeds,
+            "variants": [{"label": v.label, "overrides": v.overrides} for v in study.variants],
+            "metrics": study.metrics}
+
+
+def study_from_dir(out: str | Path) -> Study:
+    """The study recorded in a study directory (for `rlvr compare --report`)."""
+    out = Path(out)
+    record = out / "study.yaml"
+    if not record.exists():
+        raise StudyError(f"{record} not found: is {out} a study directory of `rlvr compare`?")
+    data = yaml.safe_load(record.read_text())
+    return Study(name=data["name"], base=data["base"], seeds=list(data["seeds"]), overrides=list(data["overrides"]),
+                 variants=[Variant(v["label"], list(v["overrides"])) for v in data["variants"]],
+                 metrics=list(data["metrics"]), out=out)

@@ -1,0 +1,95 @@
+"""`rlvr compare`: a tiny study of 2 variants x 2 seeds on the tiny model, its report checked against
+the run directories."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from rlvr.cli import main
+from rlvr.compare.report import mean_interval, t975
+from rlvr.logging.jsonl import read_jsonl
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from rlvr.models.tiny import make_tiny_model_dir
+
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+def study_file(tmp_path, tiny_dir, **extra):
+    data = {
+        "name": "tiny",
+        "base": "default",
+        "overrides": [f"model.name={tiny_dir}", "model.device=cpu", "task.name=symbol", "task.template=chat",
+                      "rollout.prompts_per_step=4", "rollout.group_size=4", "rollout.max_new_tokens=4",
+                      "optim.lr=1e-2", "train.steps=3", "eval.every=3", "eval.size=8", "checkpoint.every=0"],
+        "seeds": [0, 1],
+        "variants": [{"label": "grpo", "overrides": ["algorithm.preset=grpo"]},
+                     {"label": "rloo", "overrides": ["algorithm.preset=rloo"]}],
+        "metrics": ["reward_mean", "eval_accuracy"],
+        "out": str(tmp_path / "study"),
+        **extra,
+    }
+    import yaml
+
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_t_quantiles_and_intervals():
+    assert t975(1) == 12.706 and t975(4) == 2.776
+    assert abs(t975(60) - 2.000) < 2e-3 and abs(t975(1000) - 1.962) < 1e-3
+    m = mean_interval([1.0, 2.0, 3.0])
+    assert m["mean"] == 2.0 and m["high"] == pytest.approx(2.0 + 4.303 * 1.0 / math.sqrt(3))
+    assert math.isnan(mean_interval([1.0])["low"])
+    # all seeds equal: no zero-width interval claiming certainty; rates clipped to [0, 1]
+    assert math.isnan(mean_interval([0.0, 0.0, 0.0], bounded=True)["high"])
+    clipped = mean_interval([0.0, 0.1], bounded=True)
+    assert clipped["low"] == 0.0 and clipped["high"] < 1.0
+
+
+def test_tiny_study_runs_resumes_and_reports(tmp_path, tiny_dir, capsys):
+    path = study_file(tmp_path, tiny_dir)
+    assert main(["compare", str(path), "--jobs", "2"]) == 0
+    out = tmp_path / "study"
+    for label in ("grpo", "rloo"):
+        for seed in (0, 1):
+            assert (out / label / f"seed{seed}" / "DONE").exists()
+    report = json.loads((out / "report.json").read_text())
+    # numbers checked against the run directories
+    finals = {}
+    for label in ("grpo", "rloo"):
+        for seed in (0, 1):
+            rows = read_jsonl(out / label / f"seed{seed}" / "metrics.jsonl")
+            finals[label, seed] = [r["eval_accuracy"] for r in rows if "eval_accuracy" in r][-1]
+        want = mean_interval([finals[label, 0], finals[label, 1]])
+        got = report["final"]["eval_accuracy"][label]
+        assert got["mean"] == pytest.approx(want["mean"]) and got["n"] == 2
+    diff = report["paired"]["eval_accuracy"]["rloo"]
+    assert diff["mean"] == pytest.approx(((finals["rloo", 0] - finals["grpo", 0]) + (finals["rloo", 1] - finals["grpo", 1])) / 2)
+    assert (out / "figures" / "reward_mean.png").exists()
+    text = (out / "report.md").read_text()
+    assert "Paired differences against `grpo`" in text and "figures/eval_accuracy.png" in text
+    # the seeds are really different runs, and the two variants really differ
+    rows = {k: read_jsonl(out / k[0] / f"seed{k[1]}" / "metrics.jsonl") for k in finals}
+    assert rows["grpo", 0][1] != rows["grpo", 1][1]
+    # a second call skips the finished runs; --report re-renders
+    capsys.readouterr()
+    assert main(["compare", str(path)]) == 0
+    assert "4 run(s) already done, skipped" in capsys.readouterr().out
+    (out / "report.md").unlink()
+    assert main(["compare", "--report", str(out)]) == 0
+    assert (out / "report.md").exists()
+
+
+def test_bad_study_is_rejected_before_any_run(tmp_path, tiny_dir, capsys):
+    path = study_file(tmp_path, tiny_dir, variants=[{"label": "x", "overrides": ["rollout.group_sise=4"]}])
+    assert main(["compare", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "variant 'x'" in err and "did you mean 'rollout.group_size'" in err
+    assert not (tmp_path / "study" / "x").exists()
