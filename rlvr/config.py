@@ -276,6 +276,8 @@ class RunConfig(_Strict):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     log_samples: int = Field(64, ge=0)
     """Rollouts per step written to samples.jsonl."""
+    reflection_phrases: list[str] | None = None
+    """Phrases counted by the reflection_rate metric (rlvr.eval.behaviour); None: its default list."""
 
     @model_validator(mode="after")
     def _combinations(self) -> RunConfig:

@@ -13,6 +13,8 @@ PANELS = [
     ("response length (tokens)", ["response_len_mean"]),
     ("entropy (nats/token)", ["entropy"]),
     ("KL", ["kl"]),
+    ("reflection rate", ["reflection_rate", "think_rate"]),
+    ("think length (tokens)", ["think_len_mean"]),
 ]
 
 
@@ -31,7 +33,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     out_dir = run_dir / "plots"
     out_dir.mkdir(exist_ok=True)
     written = []
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    fig, axes = plt.subplots(2, 4, figsize=(20, 8))
     for ax, (title, keys) in zip(axes.flat, PANELS):
         single, sax = plt.subplots(figsize=(6, 4))
         drawn = False

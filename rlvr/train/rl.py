@@ -35,6 +35,7 @@ from rlvr.core.losses import COVARIANCE_LOSSES, covariance_selection
 from rlvr.core.masked import masked_mean, masked_sum
 from rlvr.core.objective import rl_objective
 from rlvr.core.shaping import filter_groups, overlong_penalty
+from rlvr.eval.behaviour import REFLECTION_PHRASES, behaviour_metrics
 from rlvr.models.lora import reference_mode
 from rlvr.models.logprobs import response_logprobs
 from rlvr.rollout import SamplingParams
@@ -279,6 +280,9 @@ class RLStep:
         raw: Scored = gen.pop("raw")
         self.last_scored = raw
         metrics = rollout_metrics(raw, self.cfg.rollout.max_new_tokens)
+        phrases = self.cfg.reflection_phrases if self.cfg.reflection_phrases is not None else REFLECTION_PHRASES
+        metrics.update(behaviour_metrics(
+            raw.responses, lambda text: len(self.tokenizer(text, add_special_tokens=False)["input_ids"]), phrases))
         metrics["reward_errors"] = float(self.reward_errors.count)
         metrics["gen_time_s"] = gen["gen_time_s"]
         metrics["gen_tokens_per_s"] = gen["gen_tokens"] / max(gen["gen_time_s"], 1e-9)
