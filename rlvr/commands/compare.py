@@ -11,6 +11,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", metavar="STUDY_DIR", help="only re-render report.md and figures from existing runs")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time, each pinned to its share of the cores")
     parser.add_argument("--out", help="the study directory (default: the study's `out`, else studies/<name>)")
+    parser.add_argument("--grad-variance", action="store_true",
+                        help="measure the policy-gradient variance of each variant's advantage estimator (same "
+                             "policy, same prompts, --batches independent rollout batches) instead of running")
+    parser.add_argument("--batches", type=int, default=8, help="rollout batches for --grad-variance")
+    parser.add_argument("--checkpoint", help="for --grad-variance: the policy of this checkpoint directory "
+                                              "(default: the base recipe's initial model)")
+
+
+def measure_grad_variance(study, batches: int, checkpoint: str | None):
+    """grad_variance.json in the study directory: each variant's estimator, on the first variant's policy
+    and prompts (rlvr.compare.grad_variance)."""
+    import json
+
+    from rlvr.compare.grad_variance import gradient_variance
+    from rlvr.config import load_recipe, resolve
+    from rlvr.train.runner import build
+
+    recipe = load_recipe(study.base)
+    first = study.variants[0]
+    cfg = resolve(recipe, study.run_overrides(first, study.seeds[0]))
+    configs = {v.label: resolve(recipe, study.run_overrides(v, study.seeds[0])) for v in study.variants}
+    estimators = sorted({c.algorithm.advantage for c in configs.values()})
+    trainer = build(cfg, model_path=checkpoint)
+    examples = trainer.task.examples("train")[: cfg.rollout.prompts_per_step]
+    result = gradient_variance(trainer, examples, estimators, batches=batches, seed=cfg.seed,
+                               aggregation=cfg.algorithm.aggregation)
+    study.out.mkdir(parents=True, exist_ok=True)
+    path = study.out / "grad_variance.json"
+    path.write_text(json.dumps({"policy": checkpoint or cfg.model.name, "prompts": len(examples),
+                                "aggregation": cfg.algorithm.aggregation, "estimators": result}, indent=1) + "\n")
+    return path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -19,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.report:
             study = study_from_dir(args.report)
+        elif args.study and args.grad_variance:
+            study = load_study(args.study, out=args.out)
+            print(f"gradient variance: {measure_grad_variance(study, args.batches, args.checkpoint)}")
         elif args.study:
             if args.jobs < 1:
                 raise StudyError("--jobs must be >= 1")

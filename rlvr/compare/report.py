@@ -156,6 +156,16 @@ def write_report(study: Study) -> Path:
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines += ["", "An interval that excludes 0 separates the variant from the baseline at this number of "
                   "seeds; one that covers 0 does not (which is not evidence that they are equal)."]
+    gv_path = out / "grad_variance.json"
+    if gv_path.exists():
+        gv = json.loads(gv_path.read_text())
+        lines += ["", "## Gradient variance (same policy, same prompts, paired rollout batches)", "",
+                  f"Policy `{gv['policy']}`, {gv['prompts']} prompts, aggregation `{gv['aggregation']}`.", "",
+                  "| estimator | total variance tr Cov [95%] | cosine to the mean gradient [95%] | mean gradient norm |",
+                  "| --- | --- | --- | --- |"]
+        for name, r in gv["estimators"].items():
+            lines.append(f"| {name} | {_interval(r['trace_cov'])} | {_interval(r['cosine_to_mean'])} | "
+                         f"{_fmt(r['mean_grad_norm'])} |")
     lines += ["", "## Curves (mean over seeds, 95% band)", ""]
     for metric, path in figures.items():
         lines.append(f"![{metric}](figures/{path.name})")

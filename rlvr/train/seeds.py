@@ -18,6 +18,7 @@ GREEDY_BASELINE = 3
 EVAL = 4
 DATA = 5
 COVARIANCE = 6
+GRAD_VARIANCE = 7
 
 
 def derive_seed(seed: int, purpose: int, *indices: int) -> int:

@@ -85,6 +85,12 @@ def test_tiny_study_runs_resumes_and_reports(tmp_path, tiny_dir, capsys):
     (out / "report.md").unlink()
     assert main(["compare", "--report", str(out)]) == 0
     assert (out / "report.md").exists()
+    # --grad-variance: each variant's estimator on the same policy and prompts, rendered in the report
+    assert main(["compare", str(path), "--grad-variance", "--batches", "2"]) == 0
+    gv = json.loads((out / "grad_variance.json").read_text())
+    assert set(gv["estimators"]) == {"grpo", "rloo"}
+    assert main(["compare", "--report", str(out)]) == 0
+    assert "## Gradient variance" in (out / "report.md").read_text()
 
 
 def test_bad_study_is_rejected_before_any_run(tmp_path, tiny_dir, capsys):
