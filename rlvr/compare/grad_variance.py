@@ -8,6 +8,7 @@ per estimator:
     mean gradient     g_e   = (1/R) sum_b g_{e,b}
     total variance    tr Cov = (1/(R-1)) sum_b ||g_{e,b} - g_e||^2      (the trace of the covariance)
     cosine            cos_b = <g_{e,b}, g_e> / (||g_{e,b}|| ||g_e||)     (agreement with the mean)
+    relative variance tr Cov / ||g_e||^2                                (noise to signal; scale-free)
 
 with 95% t-intervals over the R batches (for the trace, over its R per-batch terms
 R/(R-1) ||g_{e,b} - g_e||^2, whose mean it is). Using the same batches for every estimator makes the
@@ -67,10 +68,14 @@ def gradient_variance(trainer, examples: list[Any], estimators: list[str], *, ba
             norm = math.sqrt(max(float(g.double().pow(2).sum()), 0.0))
             cosines.append(dot / (norm * math.sqrt(mean_sq)) if norm > 0 and mean_sq > 0 else math.nan)
         terms = [batches / (batches - 1) * (sq - 2 * d + mean_sq) for sq, d in zip(squares[e], dots)]
+        trace = mean_interval(terms)
         out[e] = {
-            "trace_cov": mean_interval(terms),
+            "trace_cov": trace,
             "cosine_to_mean": mean_interval(cosines),
             "mean_grad_norm": math.sqrt(mean_sq),
+            # tr Cov / ||mean||^2: the noise-to-signal ratio, comparable across estimators whose
+            # advantages have different scales (GRPO's 1/std, for one)
+            "relative_variance": trace["mean"] / mean_sq if mean_sq > 0 else math.nan,
             "batches": batches,
         }
     trainer.model.zero_grad(set_to_none=True)

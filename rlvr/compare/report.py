@@ -139,14 +139,17 @@ def write_report(study: Study) -> Path:
               + f"; seeds {', '.join(map(str, study.seeds))}; variants:", ""]
     for v in study.variants:
         lines.append(f"- **{v.label}**: `{' '.join(v.overrides) or '(the base recipe)'}`")
-    lines += ["", "## Final values (mean over seeds, 95% t-interval)", ""]
     metrics = list(summary["final"])
-    lines.append("| variant | " + " | ".join(metrics) + " |")
-    lines.append("| --- |" + " --- |" * len(metrics))
-    for label in labels:
-        cells = [_interval(summary["final"][m][label]) if label in summary["final"][m] else "n/a" for m in metrics]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    if len(labels) > 1:
+    if not metrics:
+        lines += ["", "No run of this study has logged metrics yet (`rlvr compare STUDY.yaml` runs them)."]
+    lines += ["", "## Final values (mean over seeds, 95% t-interval)", ""] if metrics else []
+    if metrics:
+        lines.append("| variant | " + " | ".join(metrics) + " |")
+        lines.append("| --- |" + " --- |" * len(metrics))
+        for label in labels:
+            cells = [_interval(summary["final"][m][label]) if label in summary["final"][m] else "n/a" for m in metrics]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if len(labels) > 1 and metrics:
         lines += ["", f"## Paired differences against `{labels[0]}` (same seed, final values)", ""]
         lines.append("| variant | " + " | ".join(metrics) + " |")
         lines.append("| --- |" + " --- |" * len(metrics))
@@ -161,12 +164,14 @@ def write_report(study: Study) -> Path:
         gv = json.loads(gv_path.read_text())
         lines += ["", "## Gradient variance (same policy, same prompts, paired rollout batches)", "",
                   f"Policy `{gv['policy']}`, {gv['prompts']} prompts, aggregation `{gv['aggregation']}`.", "",
-                  "| estimator | total variance tr Cov [95%] | cosine to the mean gradient [95%] | mean gradient norm |",
-                  "| --- | --- | --- | --- |"]
+                  "| estimator | total variance tr Cov [95%] | mean gradient norm | tr Cov / norm^2 | "
+                  "cosine to the mean gradient [95%] |",
+                  "| --- | --- | --- | --- | --- |"]
         for name, r in gv["estimators"].items():
-            lines.append(f"| {name} | {_interval(r['trace_cov'])} | {_interval(r['cosine_to_mean'])} | "
-                         f"{_fmt(r['mean_grad_norm'])} |")
-    lines += ["", "## Curves (mean over seeds, 95% band)", ""]
+            rel = r.get("relative_variance", r["trace_cov"]["mean"] / max(r["mean_grad_norm"], 1e-30) ** 2)
+            lines.append(f"| {name} | {_interval(r['trace_cov'])} | {_fmt(r['mean_grad_norm'])} | {_fmt(rel)} | "
+                         f"{_interval(r['cosine_to_mean'])} |")
+    lines += ["", "## Curves (mean over seeds, 95% band)", ""] if figures else []
     for metric, path in figures.items():
         lines.append(f"![{metric}](figures/{path.name})")
     report = out / "report.md"
