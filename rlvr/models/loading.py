@@ -104,6 +104,13 @@ def save_model(model, tokenizer, path: str | os.PathLike) -> Path:
     never seen half-written; an existing `path` is replaced. Loadable by `load_model(path)`,
     `from_pretrained(path)` and vLLM.
     """
+    return save_pretrained_atomic(model, tokenizer, path, after=_compat_for_older_readers)
+
+
+def save_pretrained_atomic(model, tokenizer, path: str | os.PathLike, after=None) -> Path:
+    """`model.save_pretrained` (and the tokenizer's) into a temporary sibling of `path`, then renamed
+    into place: `path` is never seen half-written, and an existing one is replaced. `after(staged)` may
+    adjust the staged files first. Also used for LoRA adapters (rlvr.models.lora)."""
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
@@ -112,7 +119,8 @@ def save_model(model, tokenizer, path: str | os.PathLike) -> Path:
         model.save_pretrained(staged)
         if tokenizer is not None:
             tokenizer.save_pretrained(staged)
-        _compat_for_older_readers(staged)
+        if after is not None:
+            after(staged)
         if path.exists():
             os.replace(path, work / "previous")
         os.replace(staged, path)

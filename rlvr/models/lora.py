@@ -61,24 +61,10 @@ def reference_mode(peft_model):
 
 
 def save_adapter(peft_model, tokenizer, path: str | Path) -> Path:
-    """Write the adapter (and the tokenizer) to `path`; an existing `path` is replaced."""
-    import shutil
-    import tempfile
+    """Write the adapter (and the tokenizer) to `path` atomically; an existing `path` is replaced."""
+    from rlvr.models.loading import save_pretrained_atomic
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        staged = work / "adapter"
-        peft_model.save_pretrained(staged)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(staged)
-        if path.exists():
-            shutil.rmtree(path)
-        staged.rename(path)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return path
+    return save_pretrained_atomic(peft_model, tokenizer, path)
 
 
 def merged_model(peft_model) -> nn.Module:
