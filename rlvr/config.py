@@ -237,6 +237,10 @@ class TrainConfig(_Strict):
     """Sequences per forward/backward (gradient accumulation); None: the whole mini-batch."""
     max_bad_steps: int = Field(3, ge=1)
     """Consecutive steps with a non-finite loss or gradient that stop the run."""
+    fsdp: bool = False
+    """Under torchrun: shard the policy, the reference model and the critic with FSDP2 (fully_shard):
+    parameters, gradients and optimizer state live sharded between the phases of a step, which gather
+    the full parameters. False: every rank holds a full copy (plain data parallelism)."""
     collective_timeout_s: float = Field(600.0, gt=0)
     """Under torchrun: a collective that waits longer than this (a rank died or hangs) fails the run."""
     packed: bool = True
@@ -426,6 +430,9 @@ def check_combinations(cfg: RunConfig) -> None:
         problems.append(
             f"algorithm.loss.clip_cov_lb ({alg.loss.clip_cov_lb}) must be below clip_cov_ub ({alg.loss.clip_cov_ub})"
         )
+    if cfg.train.fsdp and cfg.model.lora is not None:
+        problems.append("train.fsdp=true with model.lora is not supported yet; LoRA runs replicate the model "
+                        "(set train.fsdp=false)")
     if problems:
         raise ValueError("; ".join(problems))
 

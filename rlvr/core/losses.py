@@ -446,10 +446,13 @@ def value_loss(
     if clip_range is None:
         loss, clip_frac = 0.5 * unclipped, _frac(torch.zeros_like(mask), mask, values)
     else:
-        clipped_values = old_values + (values - old_values).clamp(-clip_range, clip_range)
+        # Inside the clip range the clipped value is V itself (old + (V - old) would differ from V by
+        # rounding and make the clipped branch win ties at random).
+        outside = (values - old_values).detach().abs() > clip_range
+        clipped_values = torch.where(outside, old_values + (values - old_values).clamp(-clip_range, clip_range), values)
         clipped = (clipped_values - returns).square()
         loss = 0.5 * torch.maximum(unclipped, clipped)
-        clip_frac = _frac(clipped.detach() > unclipped.detach(), mask, values)
+        clip_frac = _frac(outside & (clipped.detach() > unclipped.detach()), mask, values)
     return torch.where(mask, loss, zero), {"vf_clip_frac": clip_frac.detach()}
 
 

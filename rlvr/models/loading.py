@@ -97,17 +97,18 @@ def prepare_tokenizer(tokenizer):
     return tokenizer
 
 
-def save_model(model, tokenizer, path: str | os.PathLike) -> Path:
+def save_model(model, tokenizer, path: str | os.PathLike, state_dict: dict | None = None) -> Path:
     """Write `model` and `tokenizer` to `path` in Hugging Face format (safetensors); returns the path.
 
     The checkpoint is written to a temporary sibling directory and renamed into place, so `path` is
     never seen half-written; an existing `path` is replaced. Loadable by `load_model(path)`,
-    `from_pretrained(path)` and vLLM.
+    `from_pretrained(path)` and vLLM. `state_dict`: the weights to write instead of the model's own (the
+    gathered full weights of an FSDP-sharded model).
     """
-    return save_pretrained_atomic(model, tokenizer, path, after=_compat_for_older_readers)
+    return save_pretrained_atomic(model, tokenizer, path, after=_compat_for_older_readers, state_dict=state_dict)
 
 
-def save_pretrained_atomic(model, tokenizer, path: str | os.PathLike, after=None) -> Path:
+def save_pretrained_atomic(model, tokenizer, path: str | os.PathLike, after=None, state_dict: dict | None = None) -> Path:
     """`model.save_pretrained` (and the tokenizer's) into a temporary sibling of `path`, then renamed
     into place: `path` is never seen half-written, and an existing one is replaced. `after(staged)` may
     adjust the staged files first. Also used for LoRA adapters (rlvr.models.lora)."""
@@ -116,7 +117,7 @@ def save_pretrained_atomic(model, tokenizer, path: str | os.PathLike, after=None
     work = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         staged = work / "checkpoint"
-        model.save_pretrained(staged)
+        model.save_pretrained(staged, **({} if state_dict is None else {"state_dict": state_dict}))
         if tokenizer is not None:
             tokenizer.save_pretrained(staged)
         if after is not None:

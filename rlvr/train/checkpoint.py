@@ -44,7 +44,9 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(run_dir: str | Path, step: int, model, tokenizer, trainer_state: dict[str, Any], keep_last: int = 2) -> Path:
+def save_checkpoint(run_dir: str | Path, step: int, model, tokenizer, trainer_state: dict[str, Any], keep_last: int = 2,
+                    model_state: dict | None = None) -> Path:
+    """Write checkpoint `step`; `model_state`: the full weights to save instead of `model.state_dict()`."""
     ckpt_root = Path(run_dir) / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:06d}"
@@ -58,7 +60,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model, tokenizer, trainer_st
 
         save_adapter(model, tokenizer, tmp / "model")
     else:
-        save_model(model, tokenizer, tmp / "model")
+        save_model(model, tokenizer, tmp / "model", state_dict=model_state)
     torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / "trainer.pt")
     if final.exists():
         shutil.rmtree(final)

@@ -19,6 +19,7 @@ one process on the same global batch.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import pickle
@@ -138,6 +139,145 @@ class Topology:
             for g in group:
                 g.copy_(flat[offset : offset + g.numel()].view_as(g))
                 offset += g.numel()
+
+    # --- FSDP2 ---------------------------------------------------------------------------------------
+
+    def shard_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        """Shard `module` with FSDP2 (`fully_shard`): each decoder layer one unit, the rest the root's.
+
+        Parameters, gradients and optimizer state then live sharded (dim 0, one chunk per rank) between
+        uses; rlvr's own forward passes run inside `full_params`, which gathers the full parameters for a
+        phase of the step (see `RLStep`). A no-op with one process.
+        """
+        if not self.distributed:
+            return module
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = init_device_mesh(self._comm_device().type, (self.world_size,))
+        decoder = module.get_decoder() if hasattr(module, "get_decoder") else None
+        for layer in getattr(decoder, "layers", []):
+            fully_shard(layer, mesh=mesh)
+        fully_shard(module, mesh=mesh)
+        # rlvr gathers and scatters explicitly (full_params, sum_gradients_into_shards_): FSDP's own hooks,
+        # which fire when a module's forward is called (the critic, HF forwards), must neither reshard nor
+        # reduce behind its back.
+        for unit in self.fsdp_units([module]):
+            unit.set_reshard_after_forward(False)
+            unit.set_requires_gradient_sync(False)
+            if hasattr(unit, "set_reshard_after_backward"):
+                unit.set_reshard_after_backward(False)
+        return module
+
+    @staticmethod
+    def fsdp_units(modules) -> list:
+        from torch.distributed.fsdp import FSDPModule
+
+        return [m for module in modules if module is not None for m in module.modules() if isinstance(m, FSDPModule)]
+
+    def unshard(self, modules) -> None:
+        """Gather the full parameters of every FSDP unit of `modules` (a collective: all ranks call it)."""
+        for unit in self.fsdp_units(modules):
+            unit.unshard()
+
+    def reshard(self, modules) -> None:
+        for unit in self.fsdp_units(modules):
+            unit.reshard()
+
+    @contextlib.contextmanager
+    def full_params(self, modules):
+        """Within: the full parameters of the FSDP-sharded `modules` (nothing to do without FSDP)."""
+        units = self.fsdp_units(modules) if self.distributed else []
+        if not units:
+            yield
+            return
+        self.unshard(modules)
+        try:
+            yield
+        finally:
+            self.reshard(modules)
+
+    def sum_gradients_into_shards_(self, module: torch.nn.Module) -> None:
+        """For an FSDP module whose full parameters are gathered (`full_params`) and hold this rank's
+        gradients: sum them over ranks, reshard, and give each sharded parameter its chunk of the sum as
+        its gradient (FSDP2 shards dim 0 as torch.chunk does). The module is left resharded."""
+        from torch.distributed.tensor import DTensor
+
+        named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad for _, p in named]
+        for _, p in named:
+            p.grad = None
+        by_dtype: dict[torch.dtype, list[int]] = {}
+        for i, g in enumerate(grads):
+            by_dtype.setdefault(g.dtype, []).append(i)
+        for idx in by_dtype.values():
+            flat = torch.cat([grads[i].reshape(-1) for i in idx])
+            self.all_reduce_sum_(flat)
+            offset = 0
+            for i in idx:
+                n = grads[i].numel()
+                grads[i] = flat[offset : offset + n].view_as(grads[i])
+                offset += n
+        self.reshard([module])
+        sharded = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+        if [n for n, _ in sharded] != [n for n, _ in named]:
+            raise RuntimeError("FSDP parameters changed order between the gathered and the sharded module")
+        for (_, p), g in zip(sharded, grads):
+            if isinstance(p, DTensor):
+                chunks = list(g.chunk(self.world_size))
+                local = chunks[self.rank] if self.rank < len(chunks) else g[0:0]
+                p.grad = DTensor.from_local(local.contiguous(), p.device_mesh, p.placements, shape=p.shape,
+                                            stride=p.stride())
+            else:
+                p.grad = g
+
+    def optimizer_state(self, module: torch.nn.Module, optimizer) -> dict:
+        """The optimizer's state dict in torch's plain layout (parameter indices, full tensors on the CPU),
+        also for an FSDP module (gathered from the shards: a collective), so a checkpoint resumes on any
+        number of ranks, sharded or not."""
+        if not self.fsdp_units([module]):
+            return optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        full = get_optimizer_state_dict(module, optimizer, options=StateDictOptions(full_state_dict=True))
+        names = [n for n, p in module.named_parameters() if p.requires_grad]
+        index = {n: i for i, n in enumerate(names)}
+        return {
+            "state": {index[n]: {k: (v.detach().cpu() if isinstance(v, Tensor) else v) for k, v in st.items()}
+                      for n, st in full["state"].items()},
+            "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in full["param_groups"]],
+        }
+
+    def module_state(self, module: torch.nn.Module) -> dict:
+        """The module's full state dict on the CPU (gathered from the shards for an FSDP module)."""
+        if not self.fsdp_units([module]):
+            return module.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def load_module_state(self, module: torch.nn.Module, state: dict) -> None:
+        if not self.fsdp_units([module]):
+            module.load_state_dict(state)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(module, state, options=StateDictOptions(full_state_dict=True))
+
+    def load_optimizer_state(self, module: torch.nn.Module, optimizer, state: dict) -> None:
+        """Inverse of `optimizer_state` (each rank takes its shards of an FSDP module's state)."""
+        if not self.fsdp_units([module]):
+            optimizer.load_state_dict(state)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        names = [n for n, p in module.named_parameters() if p.requires_grad]
+        full = {
+            "state": {names[i]: st for i, st in state["state"].items()},
+            "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]],
+        }
+        set_optimizer_state_dict(module, optimizer, optim_state_dict=full,
+                                 options=StateDictOptions(full_state_dict=True))
 
     def shard(self, n: int) -> range:
         """The contiguous share [start, stop) of n items (prompt groups) this rank owns: n // world_size

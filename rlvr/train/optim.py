@@ -13,4 +13,5 @@ def adamw(params: Iterable[torch.nn.Parameter], **kwargs) -> torch.optim.AdamW:
     than the default multi-tensor path on this CPU (benchmarks/NOTES.md, "vs TRL")."""
     params = list(params)
     fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    fused = fused and not any(type(p).__name__ == "DTensor" for p in params)  # FSDP2 shards: the foreach path
     return torch.optim.AdamW(params, fused=fused or None, **kwargs)

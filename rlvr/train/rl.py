@@ -110,7 +110,12 @@ class RLStep:
         self.policy_version = 0
         self.sync_max_diff = 0.0
         self._probe = self._make_probe()
-        self.push_weights()
+        # FSDP2: the sharded modules, gathered for each step (rlvr.train.distributed.Topology.full_params)
+        self.sharded = [m for m in (model, critic) if self.topo.fsdp_units([m])]
+        if ref_model is not None and ref_model is not model and self.topo.fsdp_units([ref_model]):
+            self.sharded.append(ref_model)
+        with self.topo.full_params(self.sharded):
+            self.push_weights()
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         # response_logprobs' `packed`: None uses the packed forward wherever the model allows it.
         self.packed = None if cfg.train.packed else False
@@ -275,6 +280,10 @@ class RLStep:
     # --- the update -------------------------------------------------------------------------------
 
     def run(self, stream, step: int) -> dict[str, float]:
+        with self.topo.full_params(self.sharded):
+            return self._run(stream, step)
+
+    def _run(self, stream, step: int) -> dict[str, float]:
         t0 = time.perf_counter()
         scored, gen = self.generate_and_score(stream, step)
         raw: Scored = gen.pop("raw")
@@ -465,6 +474,9 @@ class RLStep:
             if finite:
                 trained = [m for m in (self.model, self.critic) if m is not None]
                 for module in trained:
+                    if module in self.sharded:
+                        self.topo.sum_gradients_into_shards_(module)  # leaves it resharded
+                        continue
                     for p in module.parameters():
                         if p.requires_grad and p.grad is None:
                             p.grad = torch.zeros_like(p)
@@ -477,11 +489,16 @@ class RLStep:
             params = [p for p in self.model.parameters() if p.grad is not None]
             max_norm = cfg.optim.max_grad_norm or float("inf")
             grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            if hasattr(grad_norm, "full_tensor"):  # FSDP2: the norm of the sharded gradients
+                grad_norm = grad_norm.full_tensor()
             if self.critic is not None:
                 torch.nn.utils.clip_grad_norm_(self.critic.parameters(), max_norm)
             finite = bool(torch.isfinite(grad_norm))
         if not finite:
             # A non-finite loss or gradient: skip this optimizer step rather than corrupt the weights.
+            sharded_trained = [m for m in (self.model, self.critic) if m is not None and m in self.sharded]
+            if sharded_trained:
+                self.topo.unshard(sharded_trained)  # they may have been resharded to take their gradients
             self.optimizer.zero_grad(set_to_none=True)
             if self.critic_optimizer is not None:
                 self.critic_optimizer.zero_grad(set_to_none=True)
@@ -504,6 +521,9 @@ class RLStep:
         if self.critic_optimizer is not None:
             self.critic_optimizer.step()
             self.critic_scheduler.step()
+        trained_sharded = [m for m in (self.model, self.critic) if m is not None and m in self.sharded]
+        if trained_sharded:
+            self.topo.unshard(trained_sharded)  # the updated shards, gathered again for the rest of the step
 
     @torch.no_grad()
     def _covariance_selection(self, b: TrainBatch, rows: list[int], loss_params: dict, seed: int) -> Tensor:

@@ -95,6 +95,10 @@ def build(cfg: RunConfig, model_path: str | None = None, log=print, topology: To
     if cfg.task.template is not None:
         task_kwargs["template"] = cfg.task.template
     task = get_task(cfg.task.name, **task_kwargs)
+    if topology.distributed and cfg.train.fsdp:
+        for module in (model, critic, ref_model if ref_model is not model else None):
+            if module is not None:
+                topology.shard_module(module)
     engine = get_engine(cfg.rollout.engine, model, tokenizer)
     return RLStep(cfg, model, tokenizer, task, engine, ref_model=ref_model, critic=critic, log=log, topology=topology,
                   lora=peft_model)
@@ -157,8 +161,9 @@ def held_out_eval(trainer: RLStep, examples: list[Any], step: int) -> dict[str, 
 
 
 def trainer_state(trainer: RLStep, stream: PromptStream) -> dict[str, Any]:
+    topo = trainer.topo
     state = {
-        "optimizer": trainer.optimizer.state_dict(),
+        "optimizer": topo.optimizer_state(trainer.model, trainer.optimizer),
         "scheduler": trainer.scheduler.state_dict(),
         "data": stream.state_dict(),
         "kl_coef": trainer.kl_coef,
@@ -168,26 +173,27 @@ def trainer_state(trainer: RLStep, stream: PromptStream) -> dict[str, Any]:
         "policy_version": trainer.policy_version,
     }
     if trainer.critic is not None:
-        state["critic"] = trainer.critic.state_dict()
-        state["critic_optimizer"] = trainer.critic_optimizer.state_dict()
+        state["critic"] = topo.module_state(trainer.critic)
+        state["critic_optimizer"] = topo.optimizer_state(trainer.critic, trainer.critic_optimizer)
         state["critic_scheduler"] = trainer.critic_scheduler.state_dict()
     return state
 
 
 def restore(trainer: RLStep, stream: PromptStream, state: dict[str, Any]) -> None:
-    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.topo.load_optimizer_state(trainer.model, trainer.optimizer, state["optimizer"])
     trainer.scheduler.load_state_dict(state["scheduler"])
     stream.load_state_dict(state["data"])
     trainer.kl_coef = state["kl_coef"]
     trainer.skipped_steps = state["skipped_steps"]
     trainer.reward_errors.count = state["reward_errors"]
     trainer.policy_version = int(state.get("policy_version", 0))
-    trainer.push_weights()
+    with trainer.topo.full_params(trainer.sharded):
+        trainer.push_weights()
     ds = state.get("dynamic_sampling", {})
     trainer.ds_seen, trainer.ds_kept = int(ds.get("seen", 0)), int(ds.get("kept", 0))
     if trainer.critic is not None:
-        trainer.critic.load_state_dict(state["critic"])
-        trainer.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        trainer.topo.load_module_state(trainer.critic, state["critic"])
+        trainer.topo.load_optimizer_state(trainer.critic, trainer.critic_optimizer, state["critic_optimizer"])
         if "critic_scheduler" in state:
             trainer.critic_scheduler.load_state_dict(state["critic_scheduler"])
     set_rng_state(state["rng"])
@@ -255,18 +261,24 @@ def _train(cfg: RunConfig, topo: Topology, *, resume: bool, overwrite: bool, con
     console.print(f"loaded in {time.perf_counter() - t_load:.1f}s{ranks}; run directory: {run_dir}")
 
     def checkpoint(step: int) -> None:
+        state = trainer_state(trainer, stream)  # a collective with FSDP (the optimizer state is gathered)
+        weights = topo.module_state(trainer.model) if trainer.model in trainer.sharded else None  # idem
+        if weights is not None and getattr(trainer.model.config, "tie_word_embeddings", False):
+            weights.pop("lm_head.weight", None)  # tied to the input embeddings: written once, as HF does
         if main:
-            save_checkpoint(run_dir, step, trainer.lora or trainer.model, trainer.tokenizer,
-                            trainer_state(trainer, stream), cfg.checkpoint.keep_last)
+            save_checkpoint(run_dir, step, trainer.lora or trainer.model, trainer.tokenizer, state,
+                            cfg.checkpoint.keep_last, model_state=weights)
         topo.barrier()
 
     def evaluate_now(step: int) -> None:
-        if eval_examples and main:
-            row = {"step": step, **held_out_eval(trainer, eval_examples, step)}
-            metrics_log.write(row)
-            console.print("eval step {}: {}".format(
-                step, ", ".join(f"{k}={v:.3f}" for k, v in row.items() if k != "step" and v is not None)))
-        if eval_examples:
+        if not eval_examples:
+            return
+        with topo.full_params(trainer.sharded):  # rank 0 evaluates on the gathered parameters
+            if main:
+                row = {"step": step, **held_out_eval(trainer, eval_examples, step)}
+                metrics_log.write(row)
+                console.print("eval step {}: {}".format(
+                    step, ", ".join(f"{k}={v:.3f}" for k, v in row.items() if k != "step" and v is not None)))
             topo.barrier()
 
     if start == 0 and cfg.eval.every:

@@ -523,3 +523,21 @@ def test_covariance_selection_over_the_batch_makes_micro_batches_add_up(name, pa
         for r in (slice(0, 5), slice(5, 7), slice(7, 12))
     ])
     assert not torch.equal(local, sel)
+
+
+def test_value_clip_fraction_is_not_rounding_noise():
+    """Inside the clip range the clipped branch is V itself: old + (V - old) differs from V in the last
+    bit, which made `clipped > unclipped` (and vf_clip_frac) true for about half of the on-policy tokens."""
+    from rlvr.core.losses import value_loss
+
+    g = torch.Generator().manual_seed(0)
+    old = torch.randn(4, 50, generator=g) * 10
+    values = old + torch.randn(4, 50, generator=g) * 1e-3  # well inside the clip range 0.2
+    returns = torch.randn(4, 50, generator=g)
+    mask = torch.ones(4, 50, dtype=torch.bool)
+    loss, m = value_loss(values, old, returns, mask, clip_range=0.2)
+    assert float(m["vf_clip_frac"]) == 0.0
+    torch.testing.assert_close(loss, 0.5 * (values - returns) ** 2, rtol=0, atol=0)
+    far = old + 1.0  # outside: clipped to old + 0.2
+    _, m = value_loss(far, old, old + 5.0, mask, clip_range=0.2)
+    assert float(m["vf_clip_frac"]) == 1.0

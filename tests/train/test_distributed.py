@@ -89,6 +89,12 @@ CASES = {
     "grpo-kl-minibatches": ["algorithm.preset=grpo", "algorithm.kl.coef=0.1", "train.mini_batches=2",
                             "train.epochs=2", "train.micro_batch_size=5", "train.steps=3"],
 }
+# FSDP2: the policy, the reference and the critic sharded (train.fsdp); the single process ignores it.
+CASES.update({
+    "grpo-fsdp": ["algorithm.preset=grpo", "train.steps=3", "train.fsdp=true", "eval.every=3", "eval.size=8"],
+    "ppo-fsdp": ["algorithm.preset=ppo", "algorithm.critic.lr=3e-3", "train.steps=2", "train.fsdp=true"],
+    "grpo-kl-minibatches-fsdp": [*CASES["grpo-kl-minibatches"], "train.fsdp=true"],
+})
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -109,10 +115,12 @@ def test_the_check_detects_per_rank_denominators(tiny_dir, tmp_path):
         assert_same_run(one, two, "per-rank denominators")
 
 
-@pytest.mark.parametrize("first, then", [(2, 1), (1, 2)])
-def test_resume_on_another_number_of_ranks(tiny_dir, tmp_path, first, then):
-    """A run stopped after step 2 on `first` ranks and resumed on `then` logs what an uninterrupted run logs."""
-    overrides = ["algorithm.preset=grpo", "algorithm.kl.coef=0.05", "train.mini_batches=2", "train.epochs=2"]
+@pytest.mark.parametrize("first, then, fsdp", [(2, 1, False), (1, 2, False), (2, 1, True), (1, 2, True)])
+def test_resume_on_another_number_of_ranks(tiny_dir, tmp_path, first, then, fsdp):
+    """A run stopped after step 2 on `first` ranks and resumed on `then` logs what an uninterrupted run logs
+    (with FSDP2, the sharded optimizer state is gathered into the checkpoint and resharded on resume)."""
+    overrides = ["algorithm.preset=grpo", "algorithm.kl.coef=0.05", "train.mini_batches=2", "train.epochs=2",
+                 f"train.fsdp={str(fsdp).lower()}"]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     _ok(launch(tiny_dir, whole, 1, *overrides, "train.steps=4"))
     _ok(launch(tiny_dir, parts, first, *overrides, "train.steps=2"))
