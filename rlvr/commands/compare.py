@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +39,9 @@ def measure_grad_variance(study, batches: int, checkpoint: str | None):
     result = gradient_variance(trainer, examples, estimators, batches=batches, seed=cfg.seed,
                                aggregation=cfg.algorithm.aggregation)
     study.out.mkdir(parents=True, exist_ok=True)
-    path = study.out / "grad_variance.json"
+    # one file per policy: the initial model, or a checkpoint (its step directory's name)
+    tag = "" if checkpoint is None else "_" + Path(checkpoint).resolve().parent.name.replace("/", "_")
+    path = study.out / f"grad_variance{tag}.json"
     path.write_text(json.dumps({"policy": checkpoint or cfg.model.name, "prompts": len(examples),
                                 "aggregation": cfg.algorithm.aggregation, "estimators": result}, indent=1) + "\n")
     return path

@@ -159,10 +159,9 @@ def write_report(study: Study) -> Path:
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines += ["", "An interval that excludes 0 separates the variant from the baseline at this number of "
                   "seeds; one that covers 0 does not (which is not evidence that they are equal)."]
-    gv_path = out / "grad_variance.json"
-    if gv_path.exists():
+    for gv_path in sorted(out.glob("grad_variance*.json")):
         gv = json.loads(gv_path.read_text())
-        lines += ["", "## Gradient variance (same policy, same prompts, paired rollout batches)", "",
+        lines += ["", f"## Gradient variance: {gv['policy']} (same policy, same prompts, paired rollout batches)", "",
                   f"Policy `{gv['policy']}`, {gv['prompts']} prompts, aggregation `{gv['aggregation']}`.", "",
                   "| estimator | total variance tr Cov [95%] | mean gradient norm | tr Cov / norm^2 | "
                   "cosine to the mean gradient [95%] |",
