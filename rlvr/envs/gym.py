@@ -1,0 +1,162 @@
+"""Classic RL environments (gymnasium, the `gym` extra) on the same core as the LLM trainer.
+
+An episode is laid out like a response: step t of episode i is "token" t, so a batch of N episodes is
+[N, T] tensors (observations [N, T, D], actions, log-probs, per-step rewards) with a `loss_mask` True
+on the steps the episode really took. Groups are G episodes from the same start state
+(`env.reset(seed=s)`), so the group estimators compare episodes exactly as they compare an LLM's
+samples of one prompt. The advantages come from `rlvr.core.compute_advantages` (per-step rewards as
+`token_rewards`: each step is credited with its reward-to-go), the loss from `rlvr.core.rl_objective`:
+
+- `reinforce` (no baseline), `grpo` and `rloo` (the group of episodes from one start), `remax` (the
+  greedy episode from the same start as the baseline), `gae` (a value network; PPO).
+
+The policy is a small MLP over the observation; actions are sampled from its softmax with a seeded
+torch generator (one stream per collection), so a seed reproduces a run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from rlvr.core.advantages import compute_advantages
+from rlvr.core.objective import rl_objective
+
+
+def make_env(env_id: str):
+    try:
+        import gymnasium
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("classic RL environments need gymnasium: pip install 'rlvr[gym]'") from err
+    return gymnasium.make(env_id)
+
+
+class MLPPolicy(nn.Module):
+    """Discrete-action policy: logits = MLP(observation)."""
+
+    def __init__(self, obs_dim: int, n_actions: int, hidden: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(obs_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
+                                 nn.Linear(hidden, n_actions))
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return self.net(obs)
+
+
+class ValueNet(nn.Module):
+    def __init__(self, obs_dim: int, hidden: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(obs_dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return self.net(obs).squeeze(-1)
+
+
+@dataclass
+class Episodes:
+    obs: Tensor  # [N, T, D]
+    actions: Tensor  # [N, T]
+    logprobs: Tensor  # [N, T], of the sampled actions
+    rewards: Tensor  # [N, T] per-step rewards
+    loss_mask: Tensor  # [N, T] bool
+    group_ids: Tensor  # [N]
+
+    @property
+    def returns(self) -> Tensor:
+        return torch.where(self.loss_mask, self.rewards, torch.zeros_like(self.rewards)).sum(-1)
+
+
+@torch.no_grad()
+def collect(env_id: str, policy: MLPPolicy, starts: list[int], group_size: int, max_steps: int,
+            generator: torch.Generator, greedy: bool = False) -> Episodes:
+    """group_size episodes from each start seed (episode-major: start k's episodes are rows k*G..k*G+G-1),
+    all stepped in lockstep so the policy runs batched."""
+    envs, obs0 = [], []
+    for s in starts:
+        for _ in range(group_size):
+            env = make_env(env_id)
+            o, _ = env.reset(seed=int(s))
+            envs.append(env)
+            obs0.append(torch.as_tensor(o, dtype=torch.float32))
+    n = len(envs)
+    obs_dim = obs0[0].numel()
+    obs = torch.zeros(n, max_steps, obs_dim)
+    actions = torch.zeros(n, max_steps, dtype=torch.long)
+    logprobs = torch.zeros(n, max_steps)
+    rewards = torch.zeros(n, max_steps)
+    mask = torch.zeros(n, max_steps, dtype=torch.bool)
+    current = torch.stack(obs0)
+    alive = torch.ones(n, dtype=torch.bool)
+    for t in range(max_steps):
+        idx = alive.nonzero().flatten()
+        if idx.numel() == 0:
+            break
+        logits = policy(current[idx])
+        logp_all = torch.log_softmax(logits, -1)
+        if greedy:
+            act = logits.argmax(-1)
+        else:
+            act = torch.multinomial(logp_all.exp(), 1, generator=generator).squeeze(-1)
+        for j, i in enumerate(idx.tolist()):
+            obs[i, t] = current[i]
+            actions[i, t] = act[j]
+            logprobs[i, t] = logp_all[j, act[j]]
+            mask[i, t] = True
+            o, r, terminated, truncated, _ = envs[i].step(int(act[j]))
+            rewards[i, t] = float(r)
+            current[i] = torch.as_tensor(o, dtype=torch.float32)
+            if terminated or truncated:
+                alive[i] = False
+    for env in envs:
+        env.close()
+    group_ids = torch.arange(len(starts)).repeat_interleave(group_size)
+    return Episodes(obs, actions, logprobs, rewards, mask, group_ids)
+
+
+def train_gym(env_id: str = "CartPole-v1", *, estimator: str = "grpo", iterations: int = 30, starts: int = 8,
+              group_size: int = 8, lr: float = 1e-2, max_steps: int = 500, seed: int = 0, gamma: float = 1.0,
+              lam: float = 0.95, value_lr: float = 1e-2, log=None) -> list[float]:
+    """Train an MLP policy with `estimator`'s advantages and the pg loss; returns the mean episode
+    return of each iteration's sampled episodes (before that iteration's update)."""
+    torch.manual_seed(seed)
+    probe = make_env(env_id)
+    obs_dim, n_actions = probe.observation_space.shape[0], probe.action_space.n
+    probe.close()
+    policy = MLPPolicy(obs_dim, n_actions)
+    opt = torch.optim.Adam(policy.parameters(), lr=lr)
+    critic = ValueNet(obs_dim) if estimator == "gae" else None
+    critic_opt = torch.optim.Adam(critic.parameters(), lr=value_lr) if critic is not None else None
+    gen = torch.Generator().manual_seed(seed)
+    curve = []
+    for it in range(iterations):
+        start_seeds = [seed * 100_003 + it * starts + k for k in range(starts)]
+        ep = collect(env_id, policy, start_seeds, group_size, max_steps, gen)
+        curve.append(float(ep.returns.mean()))
+        baseline = values = None
+        if estimator == "remax":
+            greedy = collect(env_id, policy, start_seeds, 1, max_steps, gen, greedy=True)
+            baseline = greedy.returns.repeat_interleave(group_size)
+        if critic is not None:
+            with torch.no_grad():
+                values = torch.where(ep.loss_mask, critic(ep.obs), torch.zeros(()))
+        adv, returns = compute_advantages(
+            estimator, rewards=ep.returns, loss_mask=ep.loss_mask, group_ids=ep.group_ids, values=values,
+            baseline_rewards=baseline, token_rewards=ep.rewards, gamma=gamma, lam=lam,
+        )
+        logp = torch.log_softmax(policy(ep.obs), -1).gather(-1, ep.actions[..., None]).squeeze(-1)
+        loss, _ = rl_objective(logp, loss_mask=ep.loss_mask, advantages=adv, loss="pg",
+                               aggregation="seq_mean_token_sum_norm", constant=max_steps)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if critic is not None:
+            v = critic(ep.obs)
+            vl = torch.where(ep.loss_mask, (v - returns) ** 2, torch.zeros(())).sum() / ep.loss_mask.sum()
+            critic_opt.zero_grad()
+            vl.backward()
+            critic_opt.step()
+        if log is not None:
+            log(f"iteration {it + 1}: mean return {curve[-1]:.1f}")
+    return curve

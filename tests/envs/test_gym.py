@@ -1,0 +1,33 @@
+"""CartPole learns with every estimator, on the same core as the LLM trainer (a few seconds each)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("gymnasium")
+
+from rlvr.envs.gym import collect, make_env, MLPPolicy, train_gym  # noqa: E402
+
+
+def test_episodes_are_laid_out_as_responses():
+    policy = MLPPolicy(4, 2)
+    ep = collect("CartPole-v1", policy, [3, 4], group_size=3, max_steps=50, generator=torch.Generator().manual_seed(0))
+    assert ep.obs.shape == (6, 50, 4) and ep.loss_mask.shape == (6, 50)
+    assert ep.group_ids.tolist() == [0, 0, 0, 1, 1, 1]
+    lengths = ep.loss_mask.sum(-1)
+    assert torch.equal(ep.returns, lengths.float())  # CartPole: reward 1 per step taken
+    # the mask is a prefix, and a group starts from one state
+    assert all(bool(ep.loss_mask[i, : int(lengths[i])].all()) for i in range(6))
+    assert torch.equal(ep.obs[0, 0], ep.obs[1, 0]) and not torch.equal(ep.obs[0, 0], ep.obs[3, 0])
+    env = make_env("CartPole-v1")
+    first, _ = env.reset(seed=3)
+    assert torch.allclose(ep.obs[0, 0], torch.as_tensor(first))
+
+
+@pytest.mark.parametrize("estimator", ["reinforce", "grpo", "rloo", "remax", "gae"])
+def test_cartpole_learns(estimator):
+    """Measured (seed 0, 20 iterations of 4 starts x 8 episodes): from a mean return of about 23 to 120-420."""
+    curve = train_gym("CartPole-v1", estimator=estimator, iterations=20, starts=4, group_size=8, lr=1e-2)
+    first, last = sum(curve[:2]) / 2, sum(curve[-5:]) / 5
+    assert last > first + 50, f"{estimator}: {first:.0f} -> {last:.0f}: {[round(c) for c in curve]}"
