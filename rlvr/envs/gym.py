@@ -10,7 +10,8 @@ samples of one prompt. The advantages come from `rlvr.core.compute_advantages` (
 - `reinforce` (no baseline), `grpo` and `rloo` (the group of episodes from one start), `remax` (the
   greedy episode from the same start as the baseline), `gae` (a value network; PPO).
 
-The policy is a small MLP over the observation; actions are sampled from its softmax with a seeded
+The policy is a small MLP over the observation (one-hot for the discrete observations of the toy-text
+environments, e.g. FrozenLake); actions are sampled from its softmax with a seeded
 torch generator (one stream per collection), so a seed reproduces a run.
 """
 
@@ -25,12 +26,28 @@ from rlvr.core.advantages import compute_advantages
 from rlvr.core.objective import rl_objective
 
 
-def make_env(env_id: str):
+def make_env(env_id: str, **kwargs):
     try:
         import gymnasium
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("classic RL environments need gymnasium: pip install 'rlvr[gym]'") from err
-    return gymnasium.make(env_id)
+    return gymnasium.make(env_id, **kwargs)
+
+
+def observation_dim(space) -> int:
+    """Input size of the policy: a Box's flat size, or n for a Discrete space (one-hot, toy-text envs)."""
+    if getattr(space, "shape", None) in ((), None):
+        return int(space.n)
+    return int(torch.tensor(space.shape).prod())
+
+
+def observation_vector(obs, space) -> Tensor:
+    """The observation as a float vector (one-hot for a Discrete space)."""
+    if getattr(space, "shape", None) in ((), None):
+        v = torch.zeros(int(space.n))
+        v[int(obs)] = 1.0
+        return v
+    return torch.as_tensor(obs, dtype=torch.float32).reshape(-1)
 
 
 class MLPPolicy(nn.Module):
@@ -70,16 +87,16 @@ class Episodes:
 
 @torch.no_grad()
 def collect(env_id: str, policy: MLPPolicy, starts: list[int], group_size: int, max_steps: int,
-            generator: torch.Generator, greedy: bool = False) -> Episodes:
+            generator: torch.Generator, greedy: bool = False, env_kwargs: dict | None = None) -> Episodes:
     """group_size episodes from each start seed (episode-major: start k's episodes are rows k*G..k*G+G-1),
     all stepped in lockstep so the policy runs batched."""
     envs, obs0 = [], []
     for s in starts:
         for _ in range(group_size):
-            env = make_env(env_id)
+            env = make_env(env_id, **(env_kwargs or {}))
             o, _ = env.reset(seed=int(s))
             envs.append(env)
-            obs0.append(torch.as_tensor(o, dtype=torch.float32))
+            obs0.append(observation_vector(o, env.observation_space))
     n = len(envs)
     obs_dim = obs0[0].numel()
     obs = torch.zeros(n, max_steps, obs_dim)
@@ -106,7 +123,7 @@ def collect(env_id: str, policy: MLPPolicy, starts: list[int], group_size: int, 
             mask[i, t] = True
             o, r, terminated, truncated, _ = envs[i].step(int(act[j]))
             rewards[i, t] = float(r)
-            current[i] = torch.as_tensor(o, dtype=torch.float32)
+            current[i] = observation_vector(o, envs[i].observation_space)
             if terminated or truncated:
                 alive[i] = False
     for env in envs:
@@ -117,12 +134,12 @@ def collect(env_id: str, policy: MLPPolicy, starts: list[int], group_size: int, 
 
 def train_gym(env_id: str = "CartPole-v1", *, estimator: str = "grpo", iterations: int = 30, starts: int = 8,
               group_size: int = 8, lr: float = 1e-2, max_steps: int = 500, seed: int = 0, gamma: float = 1.0,
-              lam: float = 0.95, value_lr: float = 1e-2, log=None) -> list[float]:
+              lam: float = 0.95, value_lr: float = 1e-2, env_kwargs: dict | None = None, log=None) -> list[float]:
     """Train an MLP policy with `estimator`'s advantages and the pg loss; returns the mean episode
     return of each iteration's sampled episodes (before that iteration's update)."""
     torch.manual_seed(seed)
-    probe = make_env(env_id)
-    obs_dim, n_actions = probe.observation_space.shape[0], probe.action_space.n
+    probe = make_env(env_id, **(env_kwargs or {}))
+    obs_dim, n_actions = observation_dim(probe.observation_space), probe.action_space.n
     probe.close()
     policy = MLPPolicy(obs_dim, n_actions)
     opt = torch.optim.Adam(policy.parameters(), lr=lr)
@@ -132,11 +149,11 @@ def train_gym(env_id: str = "CartPole-v1", *, estimator: str = "grpo", iteration
     curve = []
     for it in range(iterations):
         start_seeds = [seed * 100_003 + it * starts + k for k in range(starts)]
-        ep = collect(env_id, policy, start_seeds, group_size, max_steps, gen)
+        ep = collect(env_id, policy, start_seeds, group_size, max_steps, gen, env_kwargs=env_kwargs)
         curve.append(float(ep.returns.mean()))
         baseline = values = None
         if estimator == "remax":
-            greedy = collect(env_id, policy, start_seeds, 1, max_steps, gen, greedy=True)
+            greedy = collect(env_id, policy, start_seeds, 1, max_steps, gen, greedy=True, env_kwargs=env_kwargs)
             baseline = greedy.returns.repeat_interleave(group_size)
         if critic is not None:
             with torch.no_grad():
