@@ -443,6 +443,9 @@ def _task_problems(task: TaskConfig) -> list[str]:
     from rlvr.tasks import TASKS
     from rlvr.tasks.base import task_options
 
+    if task.name.startswith("gym:"):
+        # a classic RL environment (rlvr.envs.gym); its options are gymnasium.make's keyword arguments
+        return [] if len(task.name) > 4 else ["task.name=gym:ENV_ID needs an environment id, e.g. gym:CartPole-v1"]
     if task.name not in TASKS:
         return [unknown_name_message("task", task.name, TASKS)]
     known = task_options(TASKS[task.name])

@@ -134,9 +134,12 @@ def collect(env_id: str, policy: MLPPolicy, starts: list[int], group_size: int, 
 
 def train_gym(env_id: str = "CartPole-v1", *, estimator: str = "grpo", iterations: int = 30, starts: int = 8,
               group_size: int = 8, lr: float = 1e-2, max_steps: int = 500, seed: int = 0, gamma: float = 1.0,
-              lam: float = 0.95, value_lr: float = 1e-2, env_kwargs: dict | None = None, log=None) -> list[float]:
+              lam: float = 0.95, value_lr: float = 1e-2, env_kwargs: dict | None = None, log=None,
+              on_iteration=None) -> list[float]:
     """Train an MLP policy with `estimator`'s advantages and the pg loss; returns the mean episode
-    return of each iteration's sampled episodes (before that iteration's update)."""
+    return of each iteration's sampled episodes (before that iteration's update). `on_iteration(it,
+    metrics)` receives each iteration's metrics (reward_mean/std, episode length, entropy, loss)."""
+    import time
     torch.manual_seed(seed)
     probe = make_env(env_id, **(env_kwargs or {}))
     obs_dim, n_actions = observation_dim(probe.observation_space), probe.action_space.n
@@ -148,6 +151,7 @@ def train_gym(env_id: str = "CartPole-v1", *, estimator: str = "grpo", iteration
     gen = torch.Generator().manual_seed(seed)
     curve = []
     for it in range(iterations):
+        t0 = time.perf_counter()
         start_seeds = [seed * 100_003 + it * starts + k for k in range(starts)]
         ep = collect(env_id, policy, start_seeds, group_size, max_steps, gen, env_kwargs=env_kwargs)
         curve.append(float(ep.returns.mean()))
@@ -176,4 +180,15 @@ def train_gym(env_id: str = "CartPole-v1", *, estimator: str = "grpo", iteration
             critic_opt.step()
         if log is not None:
             log(f"iteration {it + 1}: mean return {curve[-1]:.1f}")
+        if on_iteration is not None:
+            lengths = ep.loss_mask.sum(-1).float()
+            with torch.no_grad():
+                p = torch.softmax(policy(ep.obs), -1)
+                ent = -(p * torch.log(p.clamp_min(1e-30))).sum(-1)
+            on_iteration(it + 1, {
+                "reward_mean": curve[-1], "reward_std": float(ep.returns.std()),
+                "response_len_mean": float(lengths.mean()), "response_len_max": float(lengths.max()),
+                "entropy": float(ent[ep.loss_mask].mean()), "loss": float(loss.detach()),
+                "step_time_s": time.perf_counter() - t0,
+            })
     return curve

@@ -229,6 +229,8 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, cons
 def _train(cfg: RunConfig, topo: Topology, *, resume: bool, overwrite: bool, console, progress: bool) -> Path:
     from rich.console import Console
 
+    if cfg.task.name.startswith("gym:"):
+        return _train_gym(cfg, topo, resume=resume, overwrite=overwrite, console=console)
     main = topo.is_main
     if not main:
         console, progress = Console(quiet=True), False
@@ -313,6 +315,36 @@ def _train(cfg: RunConfig, topo: Topology, *, resume: bool, overwrite: bool, con
     checkpoint(cfg.train.steps)
     if main:
         _finish(run_dir, console, metrics_log)
+    return run_dir
+
+
+def _train_gym(cfg: RunConfig, topo: Topology, *, resume: bool, overwrite: bool, console) -> Path:
+    """`rlvr train task.name=gym:ENV_ID ...`: a classic RL environment on the same core (rlvr.envs.gym).
+
+    The recipe maps onto it: rollout.prompts_per_step start states x rollout.group_size episodes per
+    iteration (train.steps iterations), rollout.max_new_tokens the episode step limit, the preset's
+    advantage estimator (ppo: GAE with a value network, critic.lr), optim.lr, algorithm.gamma/lam,
+    task.kwargs for gymnasium.make. Each iteration makes one update with the `pg` loss (the preset's
+    policy loss and update schedule are not used here yet). The run directory gets config.yaml,
+    metrics.jsonl and plots (one process; no checkpoints: a run takes seconds).
+    """
+    from rlvr.envs.gym import train_gym
+
+    if resume or topo.distributed:
+        raise ValueError("gym runs take seconds: run them again instead of --resume, and in one process")
+    run_dir = prepare_run_dir(cfg, resume=False, overwrite=overwrite)
+    metrics_log = JsonlWriter(run_dir / "metrics.jsonl")
+    alg = cfg.algorithm
+
+    def record(step: int, metrics: dict) -> None:
+        metrics_log.write({"step": step, **metrics})
+        console.print(f"step {step}: mean return {metrics['reward_mean']:.1f}, episode length "
+                      f"{metrics['response_len_mean']:.1f}")
+
+    train_gym(cfg.task.name[4:], estimator=alg.advantage, iterations=cfg.train.steps, starts=cfg.rollout.prompts_per_step,
+              group_size=cfg.rollout.group_size, lr=cfg.optim.lr, max_steps=cfg.rollout.max_new_tokens, seed=cfg.seed,
+              gamma=alg.gamma, lam=alg.lam, value_lr=alg.critic.lr, env_kwargs=dict(cfg.task.kwargs), on_iteration=record)
+    _finish(run_dir, console, metrics_log)
     return run_dir
 
 

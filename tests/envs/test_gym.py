@@ -45,3 +45,21 @@ def test_toy_text_frozen_lake_learns(estimator):
     curve = train_gym("FrozenLake-v1", estimator=estimator, iterations=15, starts=4, group_size=8, lr=3e-2,
                       max_steps=100, env_kwargs={"is_slippery": False})
     assert curve[0] < 0.1 and sum(curve[-5:]) / 5 > 0.8, [round(c, 2) for c in curve]
+
+
+def test_rlvr_train_runs_a_gym_task(tmp_path):
+    """`rlvr train task.name=gym:CartPole-v1 ...`: the same command, run directory, metrics and plots."""
+    import json
+
+    from rlvr.cli import main
+
+    run_dir = tmp_path / "run"
+    code = main(["train", "task.name=gym:CartPole-v1", "algorithm.preset=rloo", "train.steps=12",
+                 "rollout.prompts_per_step=4", "rollout.group_size=8", "rollout.max_new_tokens=500", "optim.lr=1e-2",
+                 "eval.every=0", f"run_dir={run_dir}", "--no-progress"])
+    assert code == 0
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 13))
+    assert sum(r["reward_mean"] for r in rows[-3:]) / 3 > rows[0]["reward_mean"] + 30
+    assert (run_dir / "config.yaml").exists() and (run_dir / "plots" / "overview.png").exists()
+    assert main(["train", "task.name=gym:", f"run_dir={tmp_path / 'bad'}"]) == 2
