@@ -125,20 +125,28 @@ class Topology:
             dist.barrier()
 
     def sum_gradients_(self, parameters) -> None:
-        """Sum every parameter's gradient over ranks, in one flat buffer per dtype (few collectives)."""
+        """Sum every parameter's gradient over ranks, in place; a parameter without one gets zeros first, so
+        that every rank sends buffers of the same layout."""
         if not self.distributed:
             return
-        grads = [p.grad for p in parameters if p.grad is not None]
+        params = list(parameters)
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        self._sum_flat_([p.grad for p in params])
+
+    def _sum_flat_(self, tensors: list[Tensor]) -> None:
+        """Sum `tensors` over ranks in place, through one flat buffer per dtype (few collectives)."""
         by_dtype: dict[torch.dtype, list[Tensor]] = {}
-        for g in grads:
-            by_dtype.setdefault(g.dtype, []).append(g)
+        for t in tensors:
+            by_dtype.setdefault(t.dtype, []).append(t)
         for group in by_dtype.values():
-            flat = torch.cat([g.reshape(-1) for g in group])
+            flat = torch.cat([t.reshape(-1) for t in group])
             self.all_reduce_sum_(flat)
             offset = 0
-            for g in group:
-                g.copy_(flat[offset : offset + g.numel()].view_as(g))
-                offset += g.numel()
+            for t in group:
+                t.copy_(flat[offset : offset + t.numel()].view_as(t))
+                offset += t.numel()
 
     # --- FSDP2 ---------------------------------------------------------------------------------------
 
@@ -207,17 +215,7 @@ class Topology:
         grads = [torch.zeros_like(p) if p.grad is None else p.grad for _, p in named]
         for _, p in named:
             p.grad = None
-        by_dtype: dict[torch.dtype, list[int]] = {}
-        for i, g in enumerate(grads):
-            by_dtype.setdefault(g.dtype, []).append(i)
-        for idx in by_dtype.values():
-            flat = torch.cat([grads[i].reshape(-1) for i in idx])
-            self.all_reduce_sum_(flat)
-            offset = 0
-            for i in idx:
-                n = grads[i].numel()
-                grads[i] = flat[offset : offset + n].view_as(grads[i])
-                offset += n
+        self._sum_flat_(grads)
         self.reshard([module])
         sharded = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         if [n for n, _ in sharded] != [n for n, _ in named]:

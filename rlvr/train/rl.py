@@ -102,6 +102,8 @@ class RLStep:
                 critic.parameters(), lr=cfg.algorithm.critic.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay
             )
             self.critic_scheduler = torch.optim.lr_scheduler.LambdaLR(self.critic_optimizer, self._lr_factor)
+        # This rank's rows of the current batch (set by `update`; None outside an update).
+        self.own: set[int] | None = None
         # Dynamic sampling's running keep rate (groups kept / groups generated), over the whole run.
         self.ds_seen = 0
         self.ds_kept = 0
@@ -340,7 +342,7 @@ class RLStep:
         # Old log-probs are recomputed only when the first forward pass of the update cannot stand in
         # for them: several optimizer steps per batch, an IS correction, a KL penalty in the reward, or
         # samples drawn with other weights than the trainer's current ones.
-        stale = getattr(scored.rollout, "policy_version", self.policy_version) != self.policy_version
+        stale = scored.rollout.policy_version != self.policy_version
         if off_policy or alg.is_correction.enabled or kl_in_reward or stale:
             b.old_logprobs = self._logprobs_no_grad(self.model, b)
         if self.ref_model is not None and self.kl_coef > 0:
@@ -402,7 +404,7 @@ class RLStep:
             self.kl_coef = adaptive_kl_coef(self.kl_coef, out["kl"], alg.kl.target, alg.kl.horizon, n)
         out.setdefault("is_weight_mean", 1.0)
         out["advantage_mean"] = float(masked_mean(b.advantages, b.loss_mask))
-        out["sampled_policy_version"] = float(getattr(scored.rollout, "policy_version", self.policy_version))
+        out["sampled_policy_version"] = float(scored.rollout.policy_version)
         self.push_weights()
         out["policy_version"] = float(self.policy_version)
         out["weight_sync_max_diff"] = self.sync_max_diff
@@ -468,6 +470,7 @@ class RLStep:
                 acc.add_weighted(k, val, weight)
         b.cov_selected = None
         grad_norm = None
+        sharded_trained = [m for m in (self.model, self.critic) if m is not None and m in self.sharded]
         if self.topo.distributed:
             # Every rank must agree to step (or to skip); then the gradients of all ranks are summed.
             finite = self.topo.all_reduce_max(0.0 if finite else 1.0) == 0.0
@@ -476,11 +479,8 @@ class RLStep:
                 for module in trained:
                     if module in self.sharded:
                         self.topo.sum_gradients_into_shards_(module)  # leaves it resharded
-                        continue
-                    for p in module.parameters():
-                        if p.requires_grad and p.grad is None:
-                            p.grad = torch.zeros_like(p)
-                    self.topo.sum_gradients_([p for p in module.parameters() if p.requires_grad])
+                    else:
+                        self.topo.sum_gradients_([p for p in module.parameters() if p.requires_grad])
                 totals = torch.tensor([float(step_loss), *step_parts.values()], dtype=torch.float64)
                 self.topo.all_reduce_sum_(totals)
                 step_loss = totals[0]
@@ -496,7 +496,6 @@ class RLStep:
             finite = bool(torch.isfinite(grad_norm))
         if not finite:
             # A non-finite loss or gradient: skip this optimizer step rather than corrupt the weights.
-            sharded_trained = [m for m in (self.model, self.critic) if m is not None and m in self.sharded]
             if sharded_trained:
                 self.topo.unshard(sharded_trained)  # they may have been resharded to take their gradients
             self.optimizer.zero_grad(set_to_none=True)
@@ -521,9 +520,8 @@ class RLStep:
         if self.critic_optimizer is not None:
             self.critic_optimizer.step()
             self.critic_scheduler.step()
-        trained_sharded = [m for m in (self.model, self.critic) if m is not None and m in self.sharded]
-        if trained_sharded:
-            self.topo.unshard(trained_sharded)  # the updated shards, gathered again for the rest of the step
+        if sharded_trained:
+            self.topo.unshard(sharded_trained)  # the updated shards, gathered again for the rest of the step
 
     @torch.no_grad()
     def _covariance_selection(self, b: TrainBatch, rows: list[int], loss_params: dict, seed: int) -> Tensor:
@@ -541,25 +539,18 @@ class RLStep:
 
     def _my_rows(self, b: TrainBatch, rows=None) -> list[int]:
         rows = range(b.loss_mask.shape[0]) if rows is None else rows
-        own = getattr(self, "own", None)
-        return [r for r in rows if own is None or r in own] if self.topo.distributed else list(rows)
+        return [r for r in rows if self.own is None or r in self.own] if self.topo.distributed else list(rows)
 
     @torch.no_grad()
     def _logprobs_no_grad(self, model, b: TrainBatch, rows=None, everywhere: bool = False) -> Tensor:
         """Log-probs [N, T] of `rows` (default all) of the batch; each rank computes its own rows and the
         ranks' results are summed, so every rank holds them all. everywhere: each rank computes all."""
         out = torch.zeros_like(b.sampler_logprobs)
-        if everywhere:
-            for mb in b.micro_batches(range(b.loss_mask.shape[0]), self.cfg.train.micro_batch_size):
-                lp, _ = response_logprobs(model, mb.input_ids, mb.attention_mask, mb.t, packed=self.packed,
-                                          **self._filter())
-                out[mb.rows, : mb.t] = lp
-            return out
-        mine = self._my_rows(b, rows)
+        mine = list(range(b.loss_mask.shape[0])) if everywhere else self._my_rows(b, rows)
         for mb in (b.micro_batches(mine, self.cfg.train.micro_batch_size) if mine else []):
             lp, _ = response_logprobs(model, mb.input_ids, mb.attention_mask, mb.t, packed=self.packed, **self._filter())
             out[mb.rows, : mb.t] = lp
-        return self.topo.all_reduce_sum_(out)
+        return out if everywhere else self.topo.all_reduce_sum_(out)
 
     @torch.no_grad()
     def _values_no_grad(self, b: TrainBatch) -> Tensor:

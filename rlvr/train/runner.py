@@ -46,12 +46,6 @@ def prepare_run_dir(cfg: RunConfig, *, resume: bool, overwrite: bool) -> Path:
     return run_dir
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def build(cfg: RunConfig, model_path: str | None = None, log=print, topology: Topology | None = None) -> RLStep:
     """Load the models, the task and the engine of a run (on this rank's device)."""
     from rlvr.models import load_model
@@ -62,7 +56,7 @@ def build(cfg: RunConfig, model_path: str | None = None, log=print, topology: To
     torch.manual_seed(cfg.seed)
     topology = topology or Topology()
     dtype = getattr(torch, cfg.model.dtype)
-    device = topology.device(cfg.model.device) if topology.distributed else resolve_device(cfg.model.device)
+    device = topology.device(cfg.model.device)
     load = dict(dtype=dtype, device=str(device), trust_remote_code=cfg.model.trust_remote_code,
                 cache_dir=cfg.model.cache_dir)
     peft_model = None
