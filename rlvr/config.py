@@ -195,12 +195,30 @@ class ModelConfig(_Strict):
     """Train LoRA adapters only (the `peft` extra); the reference model is the base with adapters off."""
 
 
+class RewardTerm(_Strict):
+    """One weighted reward of `task.rewards`."""
+
+    fn: str
+    """A registered reward ("math", "format", ...) or your own: "file.py:function" / "package.module:function"."""
+    weight: float = 1.0
+    name: str | None = None
+    """Its name in the logs (metric reward_NAME); default: the function's name."""
+
+
 class TaskConfig(_Strict):
     name: str = "arithmetic"
     kwargs: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments of the task (see rlvr.tasks)."""
     template: Literal["chat", "r1_zero", "plain"] | None = None
     """Prompt template; None: the task's own default."""
+    reward: str | None = None
+    """Replace the task's reward: a registered reward name or your own function, "file.py:function" or
+    "package.module:function", called as fn(response, answer, **fields) (rlvr.rewards.user)."""
+    rewards: list[RewardTerm] | None = None
+    """Several weighted rewards instead (each logged as reward_NAME); the first decides `correct`."""
+    reward_timeout_s: float | None = Field(10.0, gt=0)
+    """Your own reward functions run in a worker process, at most this long per response (past it: reward 0,
+    counted in reward_timeouts); None: in the trainer's process, without a limit."""
 
 
 class RolloutConfig(_Strict):
@@ -449,7 +467,7 @@ def _task_problems(task: TaskConfig) -> list[str]:
     if task.name not in TASKS:
         return [unknown_name_message("task", task.name, TASKS)]
     known = task_options(TASKS[task.name])
-    problems = []
+    problems = _reward_problems(task)
     for key in task.kwargs:
         if key in ("template",):
             problems.append("set the prompt template with task.template, not task.kwargs.template")
@@ -458,6 +476,30 @@ def _task_problems(task: TaskConfig) -> list[str]:
             hint = f" (did you mean 'task.kwargs.{close[0]}'?)" if close else ""
             problems.append(f"task {task.name!r} has no option {key!r}{hint}; options: {', '.join(known)}")
     return problems
+
+
+def _reward_problems(task: TaskConfig) -> list[str]:
+    """A user's reward that cannot be loaded or called, found by loading it (no data is read)."""
+    from rlvr.rewards.user import RewardSpecError, check_reward_spec
+
+    if task.reward is not None and task.rewards is not None:
+        return ["set task.reward (one reward) or task.rewards (a weighted list), not both"]
+    specs = [task.reward] if task.reward is not None else [t.fn for t in task.rewards or []]
+    problems = []
+    for spec in specs:
+        try:
+            check_reward_spec(spec)
+        except RewardSpecError as e:
+            problems.append(str(e))
+    names = [t.name or reward_term_name(t.fn) for t in task.rewards or []]
+    if len(set(names)) < len(names):
+        problems.append(f"task.rewards has two rewards named alike ({', '.join(names)}); give each a distinct name")
+    return problems
+
+
+def reward_term_name(spec: str) -> str:
+    """The log name of a reward: the function's name ("my_rewards.py:score" -> "score")."""
+    return spec.rpartition(":")[2] or spec
 
 
 # --- loading recipes and overrides -------------------------------------------------------------------

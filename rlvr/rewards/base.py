@@ -94,14 +94,20 @@ class CompositeReward:
             )
         self.correct_from = correct_from
 
-    def __call__(self, response: str, answer: Any = None) -> RewardResult:
+    def __call__(self, response: str, answer: Any = None, fields: Mapping[str, Any] | None = None) -> RewardResult:
+        """fields: the problem's other data, passed to components that take it (`takes_fields`, a user's reward)."""
         total = 0.0
         values: dict[str, float] = {}
         correct = False
         for name, (fn, weight) in self.components.items():
-            out = fn(response, answer) if self._takes_answer[name] else fn(response)
+            if getattr(fn, "takes_fields", False):
+                out = fn(response, answer, fields)
+            else:
+                out = fn(response, answer) if self._takes_answer[name] else fn(response)
             if isinstance(out, RewardResult):
                 value, comp_correct = float(out.reward), out.correct
+                if getattr(fn, "takes_fields", False):  # a user's reward: its own components are logged too
+                    values.update({f"{name}/{sub}": float(v) for sub, v in out.components.items()})
             else:
                 value = float(out)
                 comp_correct = value >= 1.0

@@ -16,20 +16,15 @@ The gold answer is given math delimiters if it has none ("1/2" -> "$1/2$", "\\fr
 from __future__ import annotations
 
 import atexit
-import json
-import queue
-import subprocess
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rlvr.rewards.base import REWARDS
+from rlvr.rewards.worker import LineWorker, WorkerDied, WorkerTimeout
 
 _WORKER_PATH = Path(__file__).with_name("_math_worker.py")
-# Run the worker file through runpy so that its directory is not put on sys.path (see the worker).
-_BOOTSTRAP = "import runpy, sys; runpy.run_path(sys.argv[1], run_name='__main__')"
 _SOFT_FRACTION = 0.9
 
 
@@ -53,119 +48,35 @@ class MathVerifier:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0; got {timeout_s}")
         self.timeout_s = float(timeout_s)
-        self.startup_timeout_s = float(startup_timeout_s)
         self.stats = {"calls": 0, "correct": 0, "timeouts": 0, "kills": 0, "errors": 0}
-        self._lock = threading.Lock()
-        self._proc: subprocess.Popen | None = None
-        self._lines: queue.Queue | None = None
-        self._ready = False
+        self._worker = LineWorker(_WORKER_PATH, name="math-verify worker", startup_timeout_s=startup_timeout_s,
+                                  start_hint="; install it with `pip install 'math-verify[antlr4-13-2]'`")
 
     def check(self, response: str, answer: Any, *, timeout_s: float | None = None) -> MathCheck:
         """Whether `response` states the gold `answer`; never takes longer than the limit (after startup)."""
         limit = self.timeout_s if timeout_s is None else float(timeout_s)
         if limit <= 0:
             raise ValueError(f"timeout_s must be > 0; got {limit}")
-        request = json.dumps({"response": str(response), "answer": str(answer), "timeout_s": _SOFT_FRACTION * limit})
-        with self._lock:
-            self.stats["calls"] += 1
-            self._ensure_started()
-            assert self._proc is not None and self._lines is not None and self._proc.stdin is not None
-            try:
-                self._proc.stdin.write(request + "\n")
-                self._proc.stdin.flush()
-                line = self._lines.get(timeout=limit)
-            except queue.Empty:
-                self.stats["timeouts"] += 1
-                self.stats["kills"] += 1
-                self._restart()
-                return MathCheck(False, timed_out=True)
-            except (BrokenPipeError, OSError) as e:
-                return self._worker_died(f"worker pipe failed: {e}")
-            if line is None:
-                return self._worker_died("worker exited during a check")
-            reply = json.loads(line)
-            result = MathCheck(bool(reply["correct"]), bool(reply["timed_out"]), reply["error"])
-            self.stats["correct"] += result.correct
-            self.stats["timeouts"] += result.timed_out
-            self.stats["errors"] += result.error is not None
-        return result
-
-    def _worker_died(self, why: str) -> MathCheck:
-        self.stats["errors"] += 1
-        self._restart()
-        return MathCheck(False, error=why)
-
-    def _ensure_started(self) -> None:
-        if self._proc is None:
-            self._spawn()
-        if self._ready:
-            return
-        assert self._lines is not None
+        request = {"response": str(response), "answer": str(answer), "timeout_s": _SOFT_FRACTION * limit}
+        self.stats["calls"] += 1
         try:
-            line = self._lines.get(timeout=self.startup_timeout_s)
-        except queue.Empty:
-            self.close()
-            raise RuntimeError(f"the math-verify worker did not start within {self.startup_timeout_s:g} s") from None
-        hello = json.loads(line) if line else {"ready": False, "error": "worker exited at startup"}
-        if not hello.get("ready"):
-            self.close()
-            raise RuntimeError(
-                f"the math-verify worker failed to start: {hello.get('error')}; "
-                "install it with `pip install 'math-verify[antlr4-13-2]'`"
-            )
-        self._ready = True
-
-    def _spawn(self) -> None:
-        self._proc = subprocess.Popen(
-            [sys.executable, "-c", _BOOTSTRAP, str(_WORKER_PATH)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            bufsize=1,
-        )
-        self._ready = False
-        self._lines = queue.Queue()
-        threading.Thread(target=_pump, args=(self._proc.stdout, self._lines), daemon=True).start()
-
-    def _restart(self) -> None:
-        """Kill the worker and start a new one now, so it warms up while the caller goes on."""
-        self.close()
-        self._spawn()
+            reply = self._worker.request(request, limit)
+        except WorkerTimeout:
+            self.stats["timeouts"] += 1
+            self.stats["kills"] += 1
+            return MathCheck(False, timed_out=True)
+        except WorkerDied as e:
+            self.stats["errors"] += 1
+            return MathCheck(False, error=str(e))
+        result = MathCheck(bool(reply["correct"]), bool(reply["timed_out"]), reply["error"])
+        self.stats["correct"] += result.correct
+        self.stats["timeouts"] += result.timed_out
+        self.stats["errors"] += result.error is not None
+        return result
 
     def close(self) -> None:
         """Stop the worker (a later check starts a new one)."""
-        proc, self._proc, self._ready = self._proc, None, False
-        if proc is None:
-            return
-        proc.kill()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-        # Only stdin is closed here: the pump thread owns stdout and ends by itself at EOF (closing
-        # a reader that a daemon thread is blocked on aborts the interpreter at shutdown).
-        try:
-            proc.stdin.close()
-        except OSError:
-            pass
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
-
-
-def _pump(stream, lines: queue.Queue) -> None:
-    """Move the worker's reply lines into a queue (None at end of stream) so reads can time out."""
-    try:
-        for line in stream:
-            lines.put(line)
-    except (OSError, ValueError):
-        pass
-    lines.put(None)
+        self._worker.close()
 
 
 _DEFAULT: MathVerifier | None = None

@@ -6,6 +6,7 @@
 
 from rlvr.tasks import arithmetic, countdown, dataset, gsm8k, knights_knaves, symbol  # noqa: F401 (registers)
 from rlvr.tasks.base import SPLITS, TASKS, Example, Task, get_task, task_options
+from rlvr.tasks.build import build_task, check_reward_fields, close_rewards
 from rlvr.tasks.templates import R1_ZERO_TEMPLATE, TEMPLATES, render_prompt
 
 __all__ = [
@@ -15,6 +16,9 @@ __all__ = [
     "TEMPLATES",
     "Example",
     "Task",
+    "build_task",
+    "check_reward_fields",
+    "close_rewards",
     "get_task",
     "render_prompt",
     "task_options",

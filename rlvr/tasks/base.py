@@ -148,7 +148,18 @@ class Task:
 
     def score(self, response: str, example: Example) -> RewardResult:
         """Reward, correctness and components of one response to `example`."""
-        return self.reward(response, example.answer)
+        return self.reward(response, example.answer, self.fields(example))
+
+    def fields(self, example: Example) -> dict[str, Any]:
+        """The problem's data that a user's reward may take by name: a dataset row's fields (or a generated
+        problem's `meta`), and `question` (the question text, unless the row has its own)."""
+        data = example.meta.get("row", example.meta)
+        return {"question": example.question, **{str(k): v for k, v in data.items()}}
+
+    def use_rewards(self, components: dict[str, tuple[Any, float]]) -> None:
+        """Replace the task's reward with weighted `components` (name -> (fn, weight)); the first one decides
+        `correct`. Each fn is a registered reward `fn(response, answer)` or a user's reward taking fields."""
+        self.reward = CompositeReward(components, correct_from=next(iter(components)))
 
     # -- majority voting --------------------------------------------------------------------------
     def extract_answer(self, response: str) -> Hashable | None:

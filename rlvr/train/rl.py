@@ -54,17 +54,27 @@ from rlvr.train.seeds import COVARIANCE, GREEDY_BASELINE, MINIBATCH, ROLLOUT, de
 
 
 class RewardErrors:
-    """Counts reward functions that raised; the first traceback is logged once."""
+    """Counts reward calls that failed (`count`: raised or timed out; `timeouts`: ran past the limit); the
+    first failure of each kind is logged once."""
 
     def __init__(self, log=print):
         self.count = 0
-        self.logged = False
+        self.timeouts = 0
+        self.logged: set[str] = set()
         self.log = log
 
     def record(self, exc: BaseException) -> None:
+        from rlvr.rewards.user import RewardTimeout
+
         self.count += 1
-        if not self.logged:
-            self.logged = True
+        kind = "timeout" if isinstance(exc, RewardTimeout) else "error"
+        self.timeouts += kind == "timeout"
+        if kind in self.logged:
+            return
+        self.logged.add(kind)
+        if kind == "timeout":
+            self.log(f"{exc} (logged once, counted in reward_timeouts and reward_errors)")
+        else:
             tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             self.log(f"a reward function raised; that sample gets reward 0 (logged once, counted in reward_errors):\n{tb}")
 
@@ -295,6 +305,7 @@ class RLStep:
         metrics.update(behaviour_metrics(
             raw.responses, lambda text: len(self.tokenizer(text, add_special_tokens=False)["input_ids"]), phrases))
         metrics["reward_errors"] = float(self.reward_errors.count)
+        metrics["reward_timeouts"] = float(self.reward_errors.timeouts)
         metrics["gen_time_s"] = gen["gen_time_s"]
         metrics["gen_tokens_per_s"] = gen["gen_tokens"] / max(gen["gen_time_s"], 1e-9)
         metrics["gen_rounds"] = float(gen["gen_rounds"])

@@ -18,6 +18,7 @@ from rlvr.logging.jsonl import JsonlWriter
 from rlvr.train.distributed import Topology
 from rlvr.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
 from rlvr.train.data import PromptStream
+from rlvr.tasks import check_reward_fields
 from rlvr.train.rl import RLStep
 from rlvr.train.seeds import EVAL, derive_seed
 
@@ -50,7 +51,7 @@ def build(cfg: RunConfig, model_path: str | None = None, log=print, topology: To
     """Load the models, the task and the engine of a run (on this rank's device)."""
     from rlvr.models import load_model
     from rlvr.rollout import get_engine
-    from rlvr.tasks import get_task
+    from rlvr.tasks import build_task
     from rlvr.train.critic import make_value_model
 
     torch.manual_seed(cfg.seed)
@@ -85,10 +86,7 @@ def build(cfg: RunConfig, model_path: str | None = None, log=print, topology: To
         if peft_model is None:
             ref_model.eval().requires_grad_(False)
     critic = make_value_model(model) if cfg.algorithm.critic.enabled else None
-    task_kwargs = dict(cfg.task.kwargs)
-    if cfg.task.template is not None:
-        task_kwargs["template"] = cfg.task.template
-    task = get_task(cfg.task.name, **task_kwargs)
+    task = build_task(cfg.task)
     if topology.distributed and cfg.train.fsdp:
         for module in (model, critic, ref_model if ref_model is not model else None):
             if module is not None:
@@ -163,6 +161,7 @@ def trainer_state(trainer: RLStep, stream: PromptStream) -> dict[str, Any]:
         "kl_coef": trainer.kl_coef,
         "skipped_steps": trainer.skipped_steps,
         "reward_errors": trainer.reward_errors.count,
+        "reward_timeouts": trainer.reward_errors.timeouts,
         "dynamic_sampling": {"seen": trainer.ds_seen, "kept": trainer.ds_kept},
         "policy_version": trainer.policy_version,
     }
@@ -180,6 +179,7 @@ def restore(trainer: RLStep, stream: PromptStream, state: dict[str, Any]) -> Non
     trainer.kl_coef = state["kl_coef"]
     trainer.skipped_steps = state["skipped_steps"]
     trainer.reward_errors.count = state["reward_errors"]
+    trainer.reward_errors.timeouts = state.get("reward_timeouts", 0)
     trainer.policy_version = int(state.get("policy_version", 0))
     with trainer.topo.full_params(trainer.sharded):
         trainer.push_weights()
@@ -241,6 +241,8 @@ def _train(cfg: RunConfig, topo: Topology, *, resume: bool, overwrite: bool, con
     t_load = time.perf_counter()
     trainer = build(cfg, model_path=str(ckpt / "model") if ckpt else None, log=console.print, topology=topo)
     train_examples = trainer.task.examples("train")
+    if train_examples:
+        check_reward_fields(trainer.task, train_examples[0])
     eval_examples = trainer.task.examples("test", limit=cfg.eval.size) if cfg.eval.every else []
     stream = PromptStream(train_examples, cfg.seed)
     metrics_log, samples_log = JsonlWriter(run_dir / "metrics.jsonl"), JsonlWriter(run_dir / "samples.jsonl")

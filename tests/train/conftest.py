@@ -31,3 +31,19 @@ def tiny_config(tiny_dir, run_dir, *overrides: str, preset: str = "grpo") -> Run
         f"run_dir={run_dir}",
     ]
     return resolve({}, base + list(overrides))
+
+
+class ListConsole:
+    """A stand-in for rich's Console that keeps what is printed."""
+
+    def __init__(self, lines):
+        self.lines = lines
+        from rich.console import Console
+
+        self._console = Console(quiet=True)
+
+    def print(self, *objects, **kwargs):
+        self.lines.append(" ".join(str(o) for o in objects))
+
+    def __getattr__(self, name):
+        return getattr(self._console, name)

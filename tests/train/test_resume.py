@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rlvr.train.runner import RunDirExists, train
-from tests.train.conftest import tiny_config
+from tests.train.conftest import ListConsole, tiny_config
 
 TIMING_KEYS = {"step_time_s", "gen_time_s", "train_time_s", "gen_tokens_per_s"}
 
@@ -133,7 +133,7 @@ def test_a_raising_reward_is_contained_and_counted(tiny_dir, tmp_path, monkeypat
     monkeypatch.setattr(task_cls, "score", flaky)
     logged = []
     run_dir = train(tiny_config(tiny_dir, tmp_path / "run", "train.steps=2"), progress=False,
-                    console=_ListConsole(logged))
+                    console=ListConsole(logged))
     rows = _rows(run_dir)
     assert rows[-1]["reward_errors"] > 0
     assert sum("verifier exploded" in line for line in logged) == 1
@@ -149,22 +149,6 @@ def test_non_finite_loss_skips_then_stops(tiny_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(objective, "policy_loss", nan_loss)
     with pytest.raises(FloatingPointError, match="non-finite"):
         train(tiny_config(tiny_dir, tmp_path / "run", "train.steps=5", "train.max_bad_steps=2"), progress=False)
-
-
-class _ListConsole:
-    """A stand-in for rich's Console that keeps what is printed."""
-
-    def __init__(self, lines):
-        self.lines = lines
-        from rich.console import Console
-
-        self._console = Console(quiet=True)
-
-    def print(self, *objects, **kwargs):
-        self.lines.append(" ".join(str(o) for o in objects))
-
-    def __getattr__(self, name):
-        return getattr(self._console, name)
 
 
 def test_greedy_held_out_eval_of_repeated_problems_equals_the_full_one(tiny_dir, tmp_path, monkeypatch):
