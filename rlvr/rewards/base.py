@@ -45,6 +45,18 @@ def _takes_answer(fn: Callable) -> bool:
     return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in positional)
 
 
+class Reported:
+    """A reward component whose `RewardResult.components` are reported too (as "NAME/SUB") by CompositeReward."""
+
+    report_components = True
+
+    def __init__(self, fn: Callable[..., Any]):
+        self.fn = fn
+
+    def __call__(self, *args: Any) -> Any:
+        return self.fn(*args)
+
+
 class CompositeReward:
     """A weighted sum of named reward components, reporting each one.
 
@@ -106,7 +118,7 @@ class CompositeReward:
                 out = fn(response, answer) if self._takes_answer[name] else fn(response)
             if isinstance(out, RewardResult):
                 value, comp_correct = float(out.reward), out.correct
-                if getattr(fn, "takes_fields", False):  # a user's reward: its own components are logged too
+                if getattr(fn, "report_components", False):  # its own components are logged too, as NAME/SUB
                     values.update({f"{name}/{sub}": float(v) for sub, v in out.components.items()})
             else:
                 value = float(out)

@@ -160,6 +160,7 @@ class UserReward:
     """A user's reward function, called in this process: `reward(response, answer, fields)`."""
 
     takes_fields = True
+    report_components = True
 
     def __init__(self, spec: str, fn: Callable[..., Any] | None = None):
         self.spec = spec

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rlvr.core.registry import Registry
-from rlvr.rewards.base import CompositeReward, RewardResult
+from rlvr.rewards.base import CompositeReward, Reported, RewardResult
 from rlvr.rewards.format import extract_answer_tag, format_reward
 from rlvr.rewards.gsm8k import parse_number
 from rlvr.tasks.templates import check_template, render_prompt
@@ -92,6 +92,9 @@ class Task:
 
     name: str = ""
     default_template: str = "chat"
+    report_components: bool = False
+    """Log the components of `answer_reward`'s RewardResult too (as answer/NAME), e.g. a code task's
+    pass_fraction and sandbox outcomes."""
 
     def __init__(
         self,
@@ -105,7 +108,8 @@ class Task:
         self.system_prompt = system_prompt
         self.answer_in_tags = self.template == "r1_zero" if answer_in_tags is None else bool(answer_in_tags)
         self.format_weight = float(format_weight)
-        components: dict = {"answer": (self._graded_answer, 1.0)}
+        graded = Reported(self._graded_answer) if self.report_components else self._graded_answer
+        components: dict = {"answer": (graded, 1.0)}
         if self.answer_in_tags or self.format_weight:
             components["format"] = (format_reward, self.format_weight)
         self.reward = CompositeReward(components, correct_from="answer")
