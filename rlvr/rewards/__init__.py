@@ -5,6 +5,8 @@ Every named reward is in `REWARDS` under the uniform signature `fn(response, ans
 
 from rlvr.rewards.arithmetic import UnsafeExpression, evaluate_arithmetic
 from rlvr.rewards.base import REWARDS, CompositeReward, RewardResult
+from rlvr.rewards.choice import choice_reward, parse_choice
+from rlvr.rewards.code import code_reward, run_tests
 from rlvr.rewards.countdown import countdown_reward, extract_countdown_expression
 from rlvr.rewards.format import extract_answer_tag, format_reward
 from rlvr.rewards.gsm8k import extract_gsm8k_answer, gsm8k_reward, last_number, last_number_reward, parse_number
@@ -18,6 +20,10 @@ __all__ = [
     "MathCheck",
     "MathVerifier",
     "RewardResult",
+    "choice_reward",
+    "code_reward",
+    "parse_choice",
+    "run_tests",
     "UnsafeExpression",
     "countdown_reward",
     "evaluate_arithmetic",

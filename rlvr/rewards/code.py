@@ -30,11 +30,21 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from rlvr.rewards.base import RewardResult
+from rlvr.rewards.base import REWARDS, RewardResult
 
 _RUNNER = Path(__file__).with_name("_code_runner.py")
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+def normalise_tests(value: Any, where: str) -> list[str]:
+    """A row's tests as a list of source strings, or an error naming the row."""
+    tests = [value] if isinstance(value, str) else value
+    if not isinstance(tests, list) or not tests or not all(isinstance(t, str) and t.strip() for t in tests):
+        raise ValueError(f"{where}: tests must be a non-empty string or a list of non-empty strings "
+                         f"(Python source, e.g. \"assert add(2, 3) == 5\"); got {str(value)[:80]!r}")
+    return tests
 
 
 @dataclass(frozen=True)
@@ -232,3 +242,12 @@ def code_reward(response: str, tests: list[str], *, prefix: str = "", entry_poin
     }
     reward = result.pass_fraction if partial_credit else float(result.all_passed)
     return RewardResult(reward=reward, correct=result.all_passed, components=components)
+
+
+@REWARDS.register("code")
+def code_tests_reward(response: str, tests: Any) -> RewardResult:
+    """The `code` reward under the registry's (response, answer) signature, for any dataset task: `answer`
+    is the tests (Python source strings, or one string), run under the default sandbox limits."""
+    if isinstance(tests, dict):
+        return code_reward(response, tests["tests"], prefix=tests.get("prefix", ""), entry_point=tests.get("entry_point"))
+    return code_reward(response, normalise_tests(tests, "the answer"))

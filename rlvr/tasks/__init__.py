@@ -4,7 +4,7 @@
 `Task.prompt` and `Task.score` are what the trainer and the evaluator use.
 """
 
-from rlvr.tasks import arithmetic, code, countdown, dataset, gsm8k, knights_knaves, symbol  # noqa: F401 (registers)
+from rlvr.tasks import arithmetic, choice, code, countdown, dataset, gsm8k, knights_knaves, symbol  # noqa: F401 (registers)
 from rlvr.tasks.base import SPLITS, TASKS, Example, Task, get_task, task_options
 from rlvr.tasks.build import build_task, check_reward_fields, close_rewards
 from rlvr.tasks.templates import R1_ZERO_TEMPLATE, TEMPLATES, render_prompt

@@ -26,23 +26,14 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
-from rlvr.rewards.base import REWARDS, RewardResult
-from rlvr.rewards.code import SandboxLimits, code_reward
+from rlvr.rewards.base import RewardResult
+from rlvr.rewards.code import SandboxLimits, code_reward, normalise_tests
 from rlvr.tasks.base import TASKS, Example, Task, check_split
 from rlvr.tasks.dataset import DatasetTask, field_of
 
 INSTRUCTION = "Write a Python solution. Put the complete code in one ```python code block."
 HUMANEVAL_INSTRUCTION = ("Complete the following Python function. Write the complete function, with its "
                          "imports, in one ```python code block.")
-
-
-def normalise_tests(value: Any, where: str) -> list[str]:
-    """A row's tests as a list of source strings, or an error naming the row."""
-    tests = [value] if isinstance(value, str) else value
-    if not isinstance(tests, list) or not tests or not all(isinstance(t, str) and t.strip() for t in tests):
-        raise ValueError(f"{where}: tests must be a non-empty string or a list of non-empty strings "
-                         f"(Python source, e.g. \"assert add(2, 3) == 5\"); got {str(value)[:80]!r}")
-    return tests
 
 
 class _Graded:
@@ -155,11 +146,3 @@ class HumanEvalTask(Task):
 
     def canonical_answer(self, text: str) -> Hashable | None:
         return None
-
-
-@REWARDS.register("code")
-def code_tests_reward(response: str, tests: Any) -> RewardResult:
-    """The `code` reward under the registry's (response, answer) signature: `answer` is the tests (a list of
-    Python source strings, or a dict {"tests", "entry_point", "prefix"}), default sandbox limits."""
-    answer = tests if isinstance(tests, dict) else {"tests": normalise_tests(tests, "the answer")}
-    return _Graded(SandboxLimits(), partial_credit=False).score(response, answer)

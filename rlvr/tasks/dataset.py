@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from rlvr.rewards.base import REWARDS
+from rlvr.rewards.choice import parse_choice
 from rlvr.rewards.gsm8k import last_number, response_number
 from rlvr.tasks.base import TASKS, Example, Task, canonical_number, hash_unit
 from rlvr.tasks.countdown import countdown_answer_key
@@ -243,6 +244,8 @@ ANSWER_KEYS: dict[str, Callable[[str], Hashable | None]] = {
     "countdown": countdown_answer_key,
     "knights_knaves": knights_knaves_answer_key,
     "symbol": symbol_answer_key,
+    "choice": lambda text: parse_choice(text, 26),
+    "code": lambda text: None,  # programs do not vote
 }
 """Reward name -> the answer key a dataset task with that reward votes on (see the module docstring)."""
 

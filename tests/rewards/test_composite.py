@@ -51,6 +51,8 @@ REGISTRY_CASES = {
     "format": ("<think>x</think><answer>4</answer>", None),
     "format_think_prefilled": ("x</think><answer>4</answer>", None),
     "symbol": ("bbbbbbbb", "b"),
+    "choice": ("The answer is (B).", "B"),
+    "code": ("```python\ndef f():\n    return 4\n```", ["assert f() == 4"]),
 }
 
 
@@ -58,8 +60,12 @@ REGISTRY_CASES = {
 def test_every_registered_reward_scores_a_right_and_a_wrong_answer(name):
     assert set(REWARDS) == set(REGISTRY_CASES), "add a case for each registered reward"
     response, answer = REGISTRY_CASES[name]
-    assert REWARDS[name](response, answer) == 1.0
-    assert REWARDS[name]("nothing useful", answer) == 0.0
+
+    def value(out):
+        return out.reward if isinstance(out, RewardResult) else out
+
+    assert value(REWARDS[name](response, answer)) == 1.0
+    assert value(REWARDS[name]("nothing useful", answer)) == 0.0
 
 
 def test_unknown_reward_name():

@@ -138,7 +138,8 @@ def test_get_task_errors():
 
 
 def test_every_task_is_registered_and_documents_its_options():
-    assert set(TASKS) == {"arithmetic", "countdown", "gsm8k", "hf", "jsonl", "knights_knaves", "symbol"}
+    assert set(TASKS) == {"arithmetic", "code", "countdown", "gsm8k", "hf", "humaneval", "jsonl", "knights_knaves",
+                          "multiple_choice", "symbol"}
     for name, cls in TASKS.items():
         options = task_options(cls)
         assert {"template", "system_prompt", "answer_in_tags", "format_weight"} <= set(options), name
