@@ -283,6 +283,14 @@ class CheckpointConfig(_Strict):
     keep_last: int = Field(2, ge=1)
 
 
+class LoggingConfig(_Strict):
+    backends: list[str] = Field(default_factory=lambda: ["jsonl"])
+    """Where metrics go besides RUN_DIR/metrics.jsonl (always written): tensorboard, wandb, mlflow
+    (rlvr.logging.trackers; each configured by its usual environment variables)."""
+    project: str | None = None
+    """The W&B project / MLflow experiment (WANDB_PROJECT / MLFLOW_EXPERIMENT_NAME win); None: "rlvr"."""
+
+
 class RunConfig(_Strict):
     name: str = "run"
     seed: int = 0
@@ -296,6 +304,7 @@ class RunConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
     log_samples: int = Field(64, ge=0)
     """Rollouts per step written to samples.jsonl."""
     reflection_phrases: list[str] | None = None
@@ -395,6 +404,9 @@ def check_combinations(cfg: RunConfig) -> None:
     alg = cfg.algorithm
     problems: list[str] = []
     problems += _task_problems(cfg.task)
+    from rlvr.logging.trackers import backend_problems
+
+    problems += backend_problems(cfg.logging.backends)
     if alg.advantage not in ADVANTAGE_ESTIMATORS:
         problems.append(unknown_name_message("advantage estimator", alg.advantage, ADVANTAGE_ESTIMATORS))
     if alg.aggregation not in AGGREGATIONS:

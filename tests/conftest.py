@@ -8,6 +8,7 @@ thread (measured: one tiny training step 80x slower). RLVR_TEST_THREADS override
 import os
 from pathlib import Path
 
+import pytest
 import torch
 
 torch.set_num_threads(int(os.environ.get("RLVR_TEST_THREADS", "1")))
@@ -18,3 +19,11 @@ SHARED_DATA = next(
     (p for p in (_REPO.parent / "shared" / "data", Path("/work/shared/data")) if p.is_dir()),
     _REPO.parent / "shared" / "data",
 )
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """A tiny random Llama-family model in Hugging Face format (rlvr.models.tiny), made once per session."""
+    from rlvr.models.tiny import make_tiny_model_dir
+
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model", seed=0)

@@ -127,6 +127,15 @@ def field_names(fn: Callable[..., Any]) -> tuple[set[str] | None, set[str]]:
     return accepted, required
 
 
+def positional_names(fn: Callable[..., Any]) -> set[str]:
+    """The names of `fn`'s first two parameters (response, answer), whatever it calls them."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())[:2]
+    except (TypeError, ValueError):
+        return {"response", "answer"}
+    return {p.name for p in params if p.kind != p.VAR_POSITIONAL} | {"response", "answer"}
+
+
 def to_result(out: Any, spec: str) -> RewardResult:
     """A reward function's return value as a RewardResult (see the module docstring for the forms)."""
     if isinstance(out, RewardResult):
@@ -166,6 +175,7 @@ class UserReward:
         self.spec = spec
         self.fn = fn if fn is not None else load_reward_fn(spec)
         self.accepted, self.required = field_names(self.fn)
+        self.positional = positional_names(self.fn)
 
     def check_fields(self, fields: Mapping[str, Any], where: str) -> None:
         """Raise RewardSpecError if the function requires a field that `fields` (one problem's) lacks."""
@@ -175,9 +185,10 @@ class UserReward:
                                   f"{where} has: {', '.join(sorted(fields)) or '(none)'}")
 
     def kwargs(self, fields: Mapping[str, Any] | None) -> dict[str, Any]:
-        """The fields this function takes (all of them with **fields)."""
-        fields = fields or {}
-        return dict(fields) if self.accepted is None else {k: v for k, v in fields.items() if k in self.accepted}
+        """The fields this function takes (all of them with **fields), less those named like its first two
+        parameters (a row's own "answer" field is the `answer` argument already)."""
+        fields = {k: v for k, v in (fields or {}).items() if k not in self.positional}
+        return fields if self.accepted is None else {k: v for k, v in fields.items() if k in self.accepted}
 
     def __call__(self, response: str, answer: Any = None, fields: Mapping[str, Any] | None = None) -> RewardResult:
         kwargs = self.kwargs(fields)

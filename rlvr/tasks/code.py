@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +84,7 @@ class CodeTask(DatasetTask):
     def answer_reward(self, response: str, answer: Any) -> RewardResult:
         return self.grader.score(response, answer)
 
-    def canonical_answer(self, text: str) -> Hashable | None:
-        return None  # programs do not vote (maj@n is not defined for code)
+    extract_answer = None  # programs do not vote: no maj@n for code
 
 
 @TASKS.register("humaneval")
@@ -144,5 +142,4 @@ class HumanEvalTask(Task):
     def answer_reward(self, response: str, answer: Any) -> RewardResult:
         return self.grader.score(response, answer)
 
-    def canonical_answer(self, text: str) -> Hashable | None:
-        return None
+    extract_answer = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import shutil
@@ -255,63 +256,77 @@ def _train(cfg: RunConfig, topo: Topology, *, resume: bool, overwrite: bool, con
             metrics_log.truncate_after(start)
             samples_log.truncate_after(start)
         console.print(f"resumed {run_dir} from {ckpt.name} (step {start})")
-    ranks = f" on {topo.world_size} ranks ({topo.backend})" if topo.distributed else ""
-    console.print(f"loaded in {time.perf_counter() - t_load:.1f}s{ranks}; run directory: {run_dir}")
+    trackers = _trackers(cfg, run_dir, main, resumed_at=start if ckpt is not None else None)
+    with contextlib.closing(trackers):
+        ranks = f" on {topo.world_size} ranks ({topo.backend})" if topo.distributed else ""
+        console.print(f"loaded in {time.perf_counter() - t_load:.1f}s{ranks}; run directory: {run_dir}")
 
-    def checkpoint(step: int) -> None:
-        state = trainer_state(trainer, stream)  # a collective with FSDP (the optimizer state is gathered)
-        weights = topo.module_state(trainer.model) if trainer.model in trainer.sharded else None  # idem
-        if weights is not None and getattr(trainer.model.config, "tie_word_embeddings", False):
-            weights.pop("lm_head.weight", None)  # tied to the input embeddings: written once, as HF does
-        if main:
-            save_checkpoint(run_dir, step, trainer.lora or trainer.model, trainer.tokenizer, state,
-                            cfg.checkpoint.keep_last, model_state=weights)
-        topo.barrier()
-
-    def evaluate_now(step: int) -> None:
-        if not eval_examples:
-            return
-        with topo.full_params(trainer.sharded):  # rank 0 evaluates on the gathered parameters
+        def checkpoint(step: int) -> None:
+            state = trainer_state(trainer, stream)  # a collective with FSDP (the optimizer state is gathered)
+            weights = topo.module_state(trainer.model) if trainer.model in trainer.sharded else None  # idem
+            if weights is not None and getattr(trainer.model.config, "tie_word_embeddings", False):
+                weights.pop("lm_head.weight", None)  # tied to the input embeddings: written once, as HF does
             if main:
-                row = {"step": step, **held_out_eval(trainer, eval_examples, step)}
-                metrics_log.write(row)
-                console.print("eval step {}: {}".format(
-                    step, ", ".join(f"{k}={v:.3f}" for k, v in row.items() if k != "step" and v is not None)))
+                save_checkpoint(run_dir, step, trainer.lora or trainer.model, trainer.tokenizer, state,
+                                cfg.checkpoint.keep_last, model_state=weights)
             topo.barrier()
 
-    if start == 0 and cfg.eval.every:
-        evaluate_now(0)
-    last: dict[str, float] = {}
-    step = start
-    bar = _progress(console, enabled=progress)
-    with bar, GracefulInterrupt() as interrupt:
-        task_id = bar.add_task("train", total=cfg.train.steps, completed=start, reward=float("nan"), step_s=float("nan"))
-        fault = os.environ.get("RLVR_FAULT_RAISE")  # "RANK:STEP": the tests' failing-rank injection
-        for step in range(start + 1, cfg.train.steps + 1):
-            if fault and fault == f"{topo.rank}:{step}":
-                raise RuntimeError(f"injected failure on rank {topo.rank} at step {step} (RLVR_FAULT_RAISE)")
-            metrics = trainer.run(stream, step)
-            last = {"step": step, **metrics}
-            if main:
-                metrics_log.write(last)
-                _log_samples(samples_log, trainer, step, cfg.log_samples)
-            bar.update(task_id, advance=1, reward=metrics["reward_mean"], step_s=metrics["step_time_s"])
-            if cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.train.steps):
-                evaluate_now(step)
-            # Every rank stops at the same step when any of them was asked to (Ctrl-C, SIGTERM).
-            if topo.all_reduce_max(1.0 if interrupt.requested else 0.0) > 0:
-                console.print(f"{interrupt.reason or 'interrupted'}: checkpoint at step {step}; "
-                              f"continue with: rlvr train --resume {run_dir}")
-                checkpoint(step)
-                if interrupt.reason == "SIGTERM":
-                    return run_dir
-                raise KeyboardInterrupt
-            if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step != cfg.train.steps:
-                checkpoint(step)
-    checkpoint(cfg.train.steps)
-    if main:
-        _finish(run_dir, console, metrics_log)
-    return run_dir
+        def evaluate_now(step: int) -> None:
+            if not eval_examples:
+                return
+            with topo.full_params(trainer.sharded):  # rank 0 evaluates on the gathered parameters
+                if main:
+                    row = {"step": step, **held_out_eval(trainer, eval_examples, step)}
+                    metrics_log.write(row)
+                    trackers.log_metrics(row, step)
+                    console.print("eval step {}: {}".format(
+                        step, ", ".join(f"{k}={v:.3f}" for k, v in row.items() if k != "step" and v is not None)))
+                topo.barrier()
+
+        if start == 0 and cfg.eval.every:
+            evaluate_now(0)
+        last: dict[str, float] = {}
+        step = start
+        bar = _progress(console, enabled=progress)
+        with bar, GracefulInterrupt() as interrupt:
+            task_id = bar.add_task("train", total=cfg.train.steps, completed=start, reward=float("nan"), step_s=float("nan"))
+            fault = os.environ.get("RLVR_FAULT_RAISE")  # "RANK:STEP": the tests' failing-rank injection
+            for step in range(start + 1, cfg.train.steps + 1):
+                if fault and fault == f"{topo.rank}:{step}":
+                    raise RuntimeError(f"injected failure on rank {topo.rank} at step {step} (RLVR_FAULT_RAISE)")
+                metrics = trainer.run(stream, step)
+                last = {"step": step, **metrics}
+                if main:
+                    metrics_log.write(last)
+                    trackers.log_metrics(last, step)
+                    _log_samples(samples_log, trainer, step, cfg.log_samples)
+                bar.update(task_id, advance=1, reward=metrics["reward_mean"], step_s=metrics["step_time_s"])
+                if cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.train.steps):
+                    evaluate_now(step)
+                # Every rank stops at the same step when any of them was asked to (Ctrl-C, SIGTERM).
+                if topo.all_reduce_max(1.0 if interrupt.requested else 0.0) > 0:
+                    console.print(f"{interrupt.reason or 'interrupted'}: checkpoint at step {step}; "
+                                  f"continue with: rlvr train --resume {run_dir}")
+                    checkpoint(step)
+                    if interrupt.reason == "SIGTERM":
+                        return run_dir
+                    raise KeyboardInterrupt
+                if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step != cfg.train.steps:
+                    checkpoint(step)
+        checkpoint(cfg.train.steps)
+        if main:
+            trackers.log_images(_finish(run_dir, console, metrics_log), cfg.train.steps)
+        return run_dir
+
+
+def _trackers(cfg: RunConfig, run_dir: Path, main: bool, resumed_at: int | None):
+    from rlvr.logging.trackers import Trackers, make_trackers
+
+    if not main:
+        return Trackers([])
+    return make_trackers(cfg.logging.backends, run_dir, cfg.model_dump(mode="json"), to_yaml(cfg),
+                         project=cfg.logging.project, name=cfg.name,
+                         resume_step=None if resumed_at is None else resumed_at + 1)
 
 
 def _train_gym(cfg: RunConfig, topo: Topology, *, resume: bool, overwrite: bool, console) -> Path:
@@ -399,7 +414,8 @@ def _progress(console, enabled: bool):
     )
 
 
-def _finish(run_dir: Path, console, metrics_log: JsonlWriter) -> None:
+def _finish(run_dir: Path, console, metrics_log: JsonlWriter) -> list[Path]:
+    """Print the run's summary table and write its plots (returned)."""
     from rich.table import Table
 
     from rlvr.logging.jsonl import read_jsonl
@@ -424,5 +440,7 @@ def _finish(run_dir: Path, console, metrics_log: JsonlWriter) -> None:
     try:
         paths = plot_run(run_dir)
         console.print(f"plots: {paths[-1].parent}")
+        return paths
     except Exception as exc:  # plots are a convenience; a plotting failure must not fail a finished run
         console.print(f"[yellow]could not write plots: {exc}")
+        return []

@@ -13,13 +13,6 @@ from rlvr.compare.report import mean_interval, t975
 from rlvr.logging.jsonl import read_jsonl
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from rlvr.models.tiny import make_tiny_model_dir
-
-    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model", seed=0)
-
-
 def study_file(tmp_path, tiny_dir, **extra):
     data = {
         "name": "tiny",

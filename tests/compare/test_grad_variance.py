@@ -13,13 +13,6 @@ from rlvr.train.runner import build
 from rlvr.train.seeds import GRAD_VARIANCE, derive_seed
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from rlvr.models.tiny import make_tiny_model_dir
-
-    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model", seed=0)
-
-
 def test_matches_brute_force(tiny_dir, tmp_path):
     cfg = resolve({}, [f"model.name={tiny_dir}", "model.device=cpu", "task.name=symbol", "task.template=chat",
                        "rollout.prompts_per_step=4", "rollout.group_size=4", "rollout.max_new_tokens=4",

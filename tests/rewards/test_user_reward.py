@@ -117,6 +117,8 @@ def test_result_forms():
 def test_fields_are_passed_by_name_and_required_ones_checked(rewards_file):
     reward = UserReward("my_rewards.py:with_tests")
     assert reward("r", 1, {"tests": [1, 2, 3], "other": 9}).reward == 4.0
+    # a row's own "answer" (and "response") field is the positional argument, not a second keyword
+    assert UserReward("my_rewards.py:graded")("4", 4, {"answer": "4", "response": "x"}).correct
     assert reward("r", 1, {"tests": [1], "unit": "y"}).reward == 1.0
     with pytest.raises(RewardSpecError, match=r"needs field\(s\) tests, but the problem at data.jsonl:3 has: other"):
         reward.check_fields({"other": 1}, "data.jsonl:3")

@@ -55,7 +55,7 @@ def test_a_jsonl_code_task_grades_by_its_tests(tmp_path):
     half = task.score("```python\ndef add1(a, b):\n    return 3\n```", train[0])
     assert (good.reward, good.correct) == (1.0, True)
     assert (half.reward, half.correct, half.components["answer/pass_fraction"]) == (0.5, False, 0.5)
-    assert "```python" in train[0].question and task.extract_answer("x") is None
+    assert "```python" in train[0].question and task.extract_answer is None  # no maj@n for programs
 
 
 def test_malformed_tests_name_the_file_and_line(tmp_path):

@@ -1,15 +1,6 @@
 from __future__ import annotations
 
-import pytest
-
 from rlvr.config import RunConfig, resolve
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory):
-    from rlvr.models.tiny import make_tiny_model_dir
-
-    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model", seed=0)
 
 
 def tiny_config(tiny_dir, run_dir, *overrides: str, preset: str = "grpo") -> RunConfig:

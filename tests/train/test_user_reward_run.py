@@ -58,3 +58,24 @@ def test_a_reward_that_raises_or_hangs_costs_its_samples_not_the_run(tiny_dir, t
     assert rows[-1]["reward_errors"] > rows[-1]["reward_timeouts"]  # some raised as well
     assert sum("verifier exploded" in line for line in logged) == 1
     assert sum("ran past task.reward_timeout_s=0.5" in line for line in logged) == 1
+
+
+def test_the_readme_example_reward_trains(tiny_dir, tmp_path, monkeypatch):
+    """The 'Bring your own reward' example of the README, copied as a user would, runs a training step."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Bring your own reward", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    (tmp_path / "my_rewards.py").write_text(code)
+    data = tmp_path / "my_data"
+    data.mkdir()
+    for split in ("train", "test"):
+        (data / f"{split}.jsonl").write_text("".join(
+            json.dumps({"question": f"Say {split}{i}", "answer": f"{split}{i}"}) + "\n" for i in range(4)))
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_config(tiny_dir, tmp_path / "run", "task.name=jsonl", "task.kwargs.path=my_data",
+                      "task.reward=my_rewards.py:score", "train.steps=1", "task.template=plain")
+    rows = _train_rows(train(cfg, progress=False))
+    assert rows[0]["reward_errors"] == 0 and "reward_score/concise" in rows[0]
