@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # anywhere on the line: full tracebacks instead of one-line errors
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     # First pass: find the subcommand without parsing its own arguments.
     known, _ = parser.parse_known_args(argv)
@@ -58,10 +60,60 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     module = importlib.import_module(f"rlvr.commands.{known._module}")
-    sub = argparse.ArgumentParser(prog=f"rlvr {known.command}", description=COMMANDS[known.command][1])
+    sub = argparse.ArgumentParser(prog=f"rlvr {known.command}", description=COMMANDS[known.command][1],
+                                  epilog="--debug (anywhere): show the full traceback of an error")
     module.add_arguments(sub)
-    args = sub.parse_args(argv[argv.index(known.command) + 1 :])
-    return int(module.run(args) or 0)
+    rest = argv[argv.index(known.command) + 1 :]
+    try:
+        args = sub.parse_intermixed_args(rest)  # flags and key=value overrides in any order
+    except TypeError:  # a command with sub-commands of its own cannot intermix
+        args = sub.parse_args(rest)
+    if not debug:
+        quiet_third_party_progress()
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # noqa: BLE001 - the one error wrapper of every command
+        if debug:
+            raise
+        print(f"rlvr {known.command}: {describe_error(err)}", file=sys.stderr)
+        return 2 if is_input_error(err) else 1
+
+
+INPUT_ERRORS = (ValueError, KeyError, LookupError, OSError, ImportError, TypeError)
+"""Errors of the user's input (config, data, paths, a missing package): exit status 2; others exit 1."""
+
+
+def is_input_error(err: BaseException) -> bool:
+    """The user's input is at fault (exit 2): a config, data, path or package error, or one marked `user_error`."""
+    return isinstance(err, INPUT_ERRORS) or bool(getattr(err, "user_error", False))
+
+
+def describe_error(err: BaseException) -> str:
+    """One line: what went wrong (the exception's own message, which names the file and the fix)."""
+    message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    first = message.strip().splitlines()[0] if message.strip() else type(err).__name__
+    if isinstance(err, FloatingPointError) or getattr(err, "stopped", False):
+        return f"stopped: {first}"  # a run that stopped itself (it says why), not a bug
+    known = is_input_error(err)
+    hint = "" if known else f" ({type(err).__name__}; run again with --debug for the traceback)"
+    return f"error: {first}{hint}"
+
+
+def quiet_third_party_progress() -> None:
+    """No download / loading / writing progress bars from transformers and huggingface_hub."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    try:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
+    except Exception:  # noqa: BLE001 - transformers missing or older: nothing to quiet
+        pass
 
 
 if __name__ == "__main__":

@@ -122,6 +122,9 @@ class DynamicSamplingConfig(_Strict):
     enabled: bool = False
     max_rounds: int = Field(3, ge=1)
     """Generation rounds per step at most (the first included); then train on what was kept."""
+    max_no_signal_steps: int = Field(5, ge=1)
+    """Stop with an error after this many steps in a row in which no sample earned any reward (dynamic
+    sampling then trains nothing: the task is too hard for the model, or the reward is broken)."""
     max_oversample: float = Field(4.0, ge=1)
     """Each round asks for (groups still missing) / (keep rate observed so far) prompts, at most this
     many times the groups missing; the kept groups beyond the batch size are dropped (DAPO, verl)."""
@@ -280,7 +283,11 @@ class EvalConfig(_Strict):
 class CheckpointConfig(_Strict):
     every: int = Field(25, ge=0)
     """Checkpoint every this many steps (and at the end); 0: only at the end."""
-    keep_last: int = Field(2, ge=1)
+    keep_last: int = Field(1, ge=1)
+    """Checkpoints kept (the newest); each holds the model and, by default, the optimizer state."""
+    optimizer: bool = True
+    """Save the optimizer state (AdamW: twice the model's size in float32) so that a resumed run continues
+    exactly; false: model-only checkpoints, and a resumed run restarts the optimizer (it says so)."""
 
 
 class LoggingConfig(_Strict):
@@ -407,6 +414,10 @@ def check_combinations(cfg: RunConfig) -> None:
     from rlvr.logging.trackers import backend_problems
 
     problems += backend_problems(cfg.logging.backends)
+    from rlvr.rollout.base import ENGINES
+
+    if cfg.rollout.engine not in ENGINES:
+        problems.append(unknown_name_message("rollout engine", cfg.rollout.engine, ENGINES))
     if alg.advantage not in ADVANTAGE_ESTIMATORS:
         problems.append(unknown_name_message("advantage estimator", alg.advantage, ADVANTAGE_ESTIMATORS))
     if alg.aggregation not in AGGREGATIONS:
@@ -586,6 +597,13 @@ def resolve(recipe: dict[str, Any], overrides: list[str] | None = None) -> RunCo
     new_task = (over.get("task") or {}).get("name")
     if new_task is not None and new_task != (recipe.get("task") or {}).get("name"):
         data["task"]["kwargs"] = copy.deepcopy((over.get("task") or {}).get("kwargs", {}))
+    # A run named by its recipe but changed on the command line to another algorithm or task gets a name
+    # that says so ("dapo-countdown"), unless the command line names it.
+    overridden = (over.get("algorithm") or {}).get("preset") or (over.get("task") or {}).get("name")
+    if overridden and "name" not in over and "run_dir" not in over:
+        preset_name = (data.get("algorithm") or {}).get("preset") or (data.get("algorithm") or {}).get("advantage", "grpo")
+        task_name = str((data.get("task") or {}).get("name", "arithmetic")).replace(":", "-").replace("/", "-")
+        data["name"] = f"{preset_name}-{task_name}"
     algorithm = data.get("algorithm") or {}
     preset = algorithm.get("preset")
     if preset is not None:
@@ -628,7 +646,14 @@ def load_recipe(path_or_name: str | Path | None) -> dict[str, Any]:
         else:
             known = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
             raise ConfigError(f"recipe {str(path_or_name)!r} not found: not a file, and not a bundled recipe ({', '.join(known)})")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        context = getattr(err, "context", None)
+        raise ConfigError(f"{where}: YAML syntax error: {problem}" + (f" ({context})" if context else "")) from None
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path} must be a YAML mapping, got {type(data).__name__}")
     return data

@@ -20,52 +20,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Errors (a bad recipe, data, model; a stopped run) reach the one error wrapper of rlvr.cli."""
     from rich.console import Console
 
     from rlvr.config import ConfigError, load_recipe, resolve, to_yaml
 
-    console = Console(stderr=False)
+    console = Console(stderr=False, soft_wrap=True)  # long lines stay whole in a log file
     recipe_arg = None
     overrides = []
     for i, item in enumerate(args.args):
         if "=" in item:
             overrides.append(item)
-        elif i == 0:
+        elif recipe_arg is None and not overrides:
             recipe_arg = item
         else:
-            print(f"error: {item!r} is neither the recipe (which comes first) nor a key=value override", file=sys.stderr)
-            return 2
-    try:
-        if args.resume:
-            if recipe_arg is not None:
-                raise ConfigError("--resume takes its recipe from RUN_DIR/config.yaml; give only key=value overrides")
-            config_path = Path(args.resume) / "config.yaml"
-            if not config_path.exists():
-                raise ConfigError(f"cannot resume: {config_path} not found (is {args.resume} a run directory?)")
-            recipe = load_recipe(config_path)
-            overrides.append(f"run_dir={args.resume}")
-        else:
-            recipe = load_recipe(recipe_arg)
-        cfg = resolve(recipe, overrides)
-    except (ConfigError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+            raise ConfigError(f"{item!r} is neither the recipe (the first argument) nor a key=value override")
+    if args.resume:
+        if recipe_arg is not None:
+            raise ConfigError("--resume takes its recipe from RUN_DIR/config.yaml; give only key=value overrides")
+        config_path = Path(args.resume) / "config.yaml"
+        if not config_path.exists():
+            raise ConfigError(f"cannot resume: {config_path} not found (is {args.resume} a run directory?)")
+        recipe = load_recipe(config_path)
+        overrides.append(f"run_dir={args.resume}")
+    else:
+        recipe = load_recipe(recipe_arg)
+    cfg = resolve(recipe, overrides)
     if args.print_config:
         sys.stdout.write(to_yaml(cfg))
         return 0
-    from rlvr.train.distributed import PeerFailed
-    from rlvr.train.runner import RunDirExists, train
+    from rlvr.train.runner import train
 
-    try:
-        run_dir = train(cfg, resume=bool(args.resume), overwrite=args.overwrite, console=console,
-                        progress=not args.no_progress)
-    except RunDirExists as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    except (FloatingPointError, PeerFailed) as err:
-        print(f"stopped: {err}", file=sys.stderr)
-        return 1
+    run_dir = train(cfg, resume=bool(args.resume), overwrite=args.overwrite, console=console,
+                    progress=not args.no_progress)
     console.print(f"done: {run_dir}")
     return 0

@@ -39,6 +39,8 @@ REQUIRED_FILES = ("config.json", "generation_config.json", "model.safetensors", 
 class ModelLoadError(RuntimeError):
     """A model could not be found, fetched or loaded; the message says what failed and what to do."""
 
+    user_error = True
+
 
 @dataclasses.dataclass(frozen=True)
 class EmbeddedModelSpec:

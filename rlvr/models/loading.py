@@ -143,8 +143,34 @@ def _resolve(name_or_path: str | os.PathLike, cache_dir) -> tuple[str, bool]:
             )
         return str(path), False
     if _HUB_ID.match(name) and not path.exists():
+        _check_hub_reachable(name)
         return name, True
     raise ModelLoadError(_unknown_message(name, path))
+
+
+def _check_hub_reachable(hub_id: str) -> None:
+    """Fail at once, not after minutes of retries, when a hub id is neither cached nor downloadable."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return  # offline mode: transformers reads the cache and says so itself
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(hub_id, "config.json"), str):
+            return  # cached: loads without the network
+    except Exception:  # noqa: BLE001 - an older huggingface_hub: go on to the network check
+        pass
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        raise ModelLoadError(
+            f"cannot load {hub_id!r}: it is not in the Hugging Face cache and {host} cannot be reached from this "
+            f"machine. Download it where there is network (huggingface-cli download {hub_id}) and pass the "
+            f"local directory, or use an embedded model ({', '.join(EMBEDDED_MODELS)})."
+        ) from None
 
 
 def _unknown_message(name: str, path: Path) -> str:

@@ -35,6 +35,8 @@ from torch import Tensor
 class PeerFailed(RuntimeError):
     """Another rank failed first; this rank stops with a pointer to that rank's error."""
 
+    stopped = True
+
 
 @dataclass
 class Topology:

@@ -53,6 +53,12 @@ from rlvr.train.optim import adamw
 from rlvr.train.seeds import COVARIANCE, GREEDY_BASELINE, MINIBATCH, ROLLOUT, derive_seed
 
 
+class NoLearningSignal(RuntimeError):
+    """Too many steps in a row with nothing to learn from: no sample earned any reward."""
+
+    stopped = True
+
+
 class RewardErrors:
     """Counts reward calls that failed (`count`: raised or timed out; `timeouts`: ran past the limit); the
     first failure of each kind is logged once."""
@@ -94,10 +100,15 @@ class RLStep:
         self.engine = engine
         self.ref_model = ref_model
         self.critic = critic
+        self.log = log
         self.reward_errors = RewardErrors(log)
         self.kl_coef = cfg.algorithm.kl.coef
         self.bad_steps_in_row = 0
-        self.skipped_steps = 0
+        self.nonfinite_steps = 0
+        """Optimizer steps skipped for a non-finite loss or gradient."""
+        self.no_signal_steps = 0
+        """Steps with nothing to train on: dynamic sampling kept no group whose rewards differ."""
+        self.no_signal_in_row = 0
         self.last_scored: Scored | None = None
         o = cfg.optim
         self.optimizer = adamw(
@@ -314,14 +325,31 @@ class RLStep:
         t_train = time.perf_counter()
         if scored is None:
             # Dynamic sampling found no group with any spread: nothing to learn from this step.
-            metrics.update(kept_groups=0.0, skipped_step=1.0)
+            metrics.update(kept_groups=0.0, no_signal_step=1.0)
+            self.no_signal_steps += 1
+            # Only steps in which no sample earned any reward count towards stopping (a task too hard for
+            # the model, or a broken reward); a policy that answers alike with some reward has converged.
+            nothing = float(raw.rewards.max()) <= 0.0
+            self.no_signal_in_row = self.no_signal_in_row + 1 if nothing else 0
+            limit = self.cfg.algorithm.dynamic_sampling.max_no_signal_steps
+            why = (f"no sample earned any reward, {self.no_signal_in_row} such step(s) in a row" if nothing else
+                   "within each group every sample scored alike")
+            self.log(f"step {step}: dynamic sampling kept no group ({why}); no update this step")
+            if self.no_signal_in_row >= limit:
+                raise NoLearningSignal(
+                    f"{self.no_signal_in_row} steps in a row in which no sample earned any reward, so nothing was "
+                    "trained: the task is too hard for this model, or the reward is broken. Check "
+                    "samples.jsonl, make the task easier, raise rollout.group_size or "
+                    "algorithm.dynamic_sampling.max_rounds, or raise algorithm.dynamic_sampling.max_no_signal_steps")
         else:
+            self.no_signal_in_row = 0
             metrics.update(self.update(scored, step))
         metrics["train_time_s"] = time.perf_counter() - t_train
         metrics["step_time_s"] = time.perf_counter() - t0
         metrics["lr"] = self.scheduler.get_last_lr()[0]
         metrics["kl_coef"] = self.kl_coef
-        metrics["skipped_steps"] = float(self.skipped_steps)
+        metrics["nonfinite_steps"] = float(self.nonfinite_steps)
+        metrics["no_signal_steps"] = float(self.no_signal_steps)
         return metrics
 
     def _filter(self) -> dict[str, Any]:
@@ -512,7 +540,7 @@ class RLStep:
             self.optimizer.zero_grad(set_to_none=True)
             if self.critic_optimizer is not None:
                 self.critic_optimizer.zero_grad(set_to_none=True)
-            self.skipped_steps += 1
+            self.nonfinite_steps += 1
             self.bad_steps_in_row += 1
             if self.bad_steps_in_row >= cfg.train.max_bad_steps:
                 raise FloatingPointError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
 import shutil
 import signal
@@ -30,18 +31,49 @@ class RunDirExists(FileExistsError):
     pass
 
 
-def prepare_run_dir(cfg: RunConfig, *, resume: bool, overwrite: bool) -> Path:
+def completed_steps(run_dir: Path) -> int:
+    """How many training steps `run_dir` has logged (0 for a run that failed before its first step)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return 0
+    steps = 0
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "reward_mean" in row:
+            steps = max(steps, int(row.get("step", 0)))
+    return steps
+
+
+def _free_sibling(run_dir: Path) -> Path:
+    i = 2
+    while (run_dir.parent / f"{run_dir.name}-{i}").exists():
+        i += 1
+    return run_dir.parent / f"{run_dir.name}-{i}"
+
+
+def prepare_run_dir(cfg: RunConfig, *, resume: bool, overwrite: bool, console=None) -> Path:
+    """The run directory, made (or replaced) with config.yaml in it.
+
+    An existing directory that holds no completed step (a run that failed while starting) is reused, so
+    the corrected command just works; one with completed steps needs --resume or --overwrite.
+    """
     run_dir = Path(cfg.run_dir or Path("runs") / cfg.name)
     if resume:
         if not (run_dir / "config.yaml").exists():
             raise FileNotFoundError(f"cannot resume: {run_dir}/config.yaml not found")
         return run_dir
     if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
+        done = completed_steps(run_dir)
+        if done and not overwrite:
             raise RunDirExists(
-                f"run directory {run_dir} already exists; pass --resume to continue it, --overwrite to replace it, "
-                "or choose another run_dir=..."
+                f"run directory {run_dir} already holds {done} completed step(s); pass --resume {run_dir} to "
+                f"continue it, --overwrite to replace it, or run_dir={_free_sibling(run_dir)} for a new one"
             )
+        if not done and console is not None:
+            console.print(f"reusing {run_dir} (it holds no completed step)")
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
@@ -155,30 +187,41 @@ def held_out_eval(trainer: RLStep, examples: list[Any], step: int) -> dict[str, 
 
 def trainer_state(trainer: RLStep, stream: PromptStream) -> dict[str, Any]:
     topo = trainer.topo
+    with_optimizer = trainer.cfg.checkpoint.optimizer
     state = {
-        "optimizer": topo.optimizer_state(trainer.model, trainer.optimizer),
         "scheduler": trainer.scheduler.state_dict(),
         "data": stream.state_dict(),
         "kl_coef": trainer.kl_coef,
-        "skipped_steps": trainer.skipped_steps,
+        "nonfinite_steps": trainer.nonfinite_steps,
+        "no_signal_steps": trainer.no_signal_steps,
+        "no_signal_in_row": trainer.no_signal_in_row,
         "reward_errors": trainer.reward_errors.count,
         "reward_timeouts": trainer.reward_errors.timeouts,
         "dynamic_sampling": {"seen": trainer.ds_seen, "kept": trainer.ds_kept},
         "policy_version": trainer.policy_version,
     }
+    if with_optimizer:  # a collective under FSDP: every rank takes this branch alike
+        state["optimizer"] = topo.optimizer_state(trainer.model, trainer.optimizer)
     if trainer.critic is not None:
         state["critic"] = topo.module_state(trainer.critic)
-        state["critic_optimizer"] = topo.optimizer_state(trainer.critic, trainer.critic_optimizer)
+        if with_optimizer:
+            state["critic_optimizer"] = topo.optimizer_state(trainer.critic, trainer.critic_optimizer)
         state["critic_scheduler"] = trainer.critic_scheduler.state_dict()
     return state
 
 
-def restore(trainer: RLStep, stream: PromptStream, state: dict[str, Any]) -> None:
-    trainer.topo.load_optimizer_state(trainer.model, trainer.optimizer, state["optimizer"])
+def restore(trainer: RLStep, stream: PromptStream, state: dict[str, Any], log=print) -> None:
+    if "optimizer" in state:
+        trainer.topo.load_optimizer_state(trainer.model, trainer.optimizer, state["optimizer"])
+    else:
+        log("this checkpoint holds no optimizer state (checkpoint.optimizer=false): the optimizer restarts from "
+            "zero moments, so the resumed run will not match an uninterrupted one exactly")
     trainer.scheduler.load_state_dict(state["scheduler"])
     stream.load_state_dict(state["data"])
     trainer.kl_coef = state["kl_coef"]
-    trainer.skipped_steps = state["skipped_steps"]
+    trainer.nonfinite_steps = state.get("nonfinite_steps", state.get("skipped_steps", 0))
+    trainer.no_signal_steps = state.get("no_signal_steps", 0)
+    trainer.no_signal_in_row = state.get("no_signal_in_row", 0)
     trainer.reward_errors.count = state["reward_errors"]
     trainer.reward_errors.timeouts = state.get("reward_timeouts", 0)
     trainer.policy_version = int(state.get("policy_version", 0))
@@ -188,7 +231,8 @@ def restore(trainer: RLStep, stream: PromptStream, state: dict[str, Any]) -> Non
     trainer.ds_seen, trainer.ds_kept = int(ds.get("seen", 0)), int(ds.get("kept", 0))
     if trainer.critic is not None:
         trainer.topo.load_module_state(trainer.critic, state["critic"])
-        trainer.topo.load_optimizer_state(trainer.critic, trainer.critic_optimizer, state["critic_optimizer"])
+        if "critic_optimizer" in state:
+            trainer.topo.load_optimizer_state(trainer.critic, trainer.critic_optimizer, state["critic_optimizer"])
         if "critic_scheduler" in state:
             trainer.critic_scheduler.load_state_dict(state["critic_scheduler"])
     set_rng_state(state["rng"])
@@ -207,7 +251,8 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, cons
     topo = topology or Topology.from_env(timeout_s=cfg.train.collective_timeout_s, device=cfg.model.device)
     run_dir = Path(cfg.run_dir or Path("runs") / cfg.name)
     try:
-        return _train(cfg, topo, resume=resume, overwrite=overwrite, console=console or Console(), progress=progress)
+        return _train(cfg, topo, resume=resume, overwrite=overwrite, console=console or Console(soft_wrap=True),
+                      progress=progress)
     except Exception as exc:
         # Under torchrun, a rank whose collective broke because another rank died stops with that rank's
         # error (one line) rather than a misleading "connection reset" traceback of its own.
@@ -231,7 +276,8 @@ def _train(cfg: RunConfig, topo: Topology, *, resume: bool, overwrite: bool, con
         console, progress = Console(quiet=True), False
     run_dir = Path(cfg.run_dir or Path("runs") / cfg.name)
     if main:
-        run_dir = prepare_run_dir(cfg, resume=resume, overwrite=overwrite)
+        run_dir = prepare_run_dir(cfg, resume=resume, overwrite=overwrite, console=console)
+        console.print(f"run directory: {run_dir}")
     elif resume and not (run_dir / "config.yaml").exists():
         raise FileNotFoundError(f"cannot resume: {run_dir}/config.yaml not found")
     topo.barrier()  # rank 0 has made (or replaced) the run directory
@@ -250,7 +296,7 @@ def _train(cfg: RunConfig, topo: Topology, *, resume: bool, overwrite: bool, con
     start = 0
     if ckpt is not None:
         state = load_trainer_state(ckpt)
-        restore(trainer, stream, state)
+        restore(trainer, stream, state, log=lambda message: console.print(message, soft_wrap=True))
         start = state["step"]
         if main:
             metrics_log.truncate_after(start)
@@ -259,7 +305,7 @@ def _train(cfg: RunConfig, topo: Topology, *, resume: bool, overwrite: bool, con
     trackers = _trackers(cfg, run_dir, main, resumed_at=start if ckpt is not None else None)
     with contextlib.closing(trackers):
         ranks = f" on {topo.world_size} ranks ({topo.backend})" if topo.distributed else ""
-        console.print(f"loaded in {time.perf_counter() - t_load:.1f}s{ranks}; run directory: {run_dir}")
+        console.print(f"loaded in {time.perf_counter() - t_load:.1f}s{ranks}")
 
         def checkpoint(step: int) -> None:
             state = trainer_state(trainer, stream)  # a collective with FSDP (the optimizer state is gathered)
@@ -267,8 +313,9 @@ def _train(cfg: RunConfig, topo: Topology, *, resume: bool, overwrite: bool, con
             if weights is not None and getattr(trainer.model.config, "tie_word_embeddings", False):
                 weights.pop("lm_head.weight", None)  # tied to the input embeddings: written once, as HF does
             if main:
-                save_checkpoint(run_dir, step, trainer.lora or trainer.model, trainer.tokenizer, state,
-                                cfg.checkpoint.keep_last, model_state=weights)
+                path = save_checkpoint(run_dir, step, trainer.lora or trainer.model, trainer.tokenizer, state,
+                                       cfg.checkpoint.keep_last, model_state=weights)
+                console.print(checkpoint_line(path), soft_wrap=True)
             topo.barrier()
 
         def evaluate_now(step: int) -> None:
@@ -279,17 +326,18 @@ def _train(cfg: RunConfig, topo: Topology, *, resume: bool, overwrite: bool, con
                     row = {"step": step, **held_out_eval(trainer, eval_examples, step)}
                     metrics_log.write(row)
                     trackers.log_metrics(row, step)
-                    console.print("eval step {}: {}".format(
-                        step, ", ".join(f"{k}={v:.3f}" for k, v in row.items() if k != "step" and v is not None)))
+                    console.print(eval_line(row), soft_wrap=True)
                 topo.barrier()
 
         if start == 0 and cfg.eval.every:
             evaluate_now(0)
         last: dict[str, float] = {}
         step = start
-        bar = _progress(console, enabled=progress)
+        # A live bar on a terminal; otherwise (redirected to a file, --no-progress) one line per step.
+        show_bar = progress and console.is_terminal
+        bar = _progress(console, enabled=show_bar)
         with bar, GracefulInterrupt() as interrupt:
-            task_id = bar.add_task("train", total=cfg.train.steps, completed=start, reward=float("nan"), step_s=float("nan"))
+            task_id = bar.add_task("train", total=cfg.train.steps, completed=start, reward="-", acc="-", step_s="-")
             fault = os.environ.get("RLVR_FAULT_RAISE")  # "RANK:STEP": the tests' failing-rank injection
             for step in range(start + 1, cfg.train.steps + 1):
                 if fault and fault == f"{topo.rank}:{step}":
@@ -300,7 +348,10 @@ def _train(cfg: RunConfig, topo: Topology, *, resume: bool, overwrite: bool, con
                     metrics_log.write(last)
                     trackers.log_metrics(last, step)
                     _log_samples(samples_log, trainer, step, cfg.log_samples)
-                bar.update(task_id, advance=1, reward=metrics["reward_mean"], step_s=metrics["step_time_s"])
+                bar.update(task_id, advance=1, reward=f"{metrics['reward_mean']:.3f}", acc=f"{metrics['accuracy']:.2f}",
+                           step_s=f"{metrics['step_time_s']:.1f}")
+                if not show_bar and main:
+                    console.print(step_line(step, cfg.train.steps, metrics), soft_wrap=True)
                 if cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.train.steps):
                     evaluate_now(step)
                 # Every rank stops at the same step when any of them was asked to (Ctrl-C, SIGTERM).
@@ -343,7 +394,8 @@ def _train_gym(cfg: RunConfig, topo: Topology, *, resume: bool, overwrite: bool,
 
     if resume or topo.distributed:
         raise ValueError("gym runs take seconds: run them again instead of --resume, and in one process")
-    run_dir = prepare_run_dir(cfg, resume=False, overwrite=overwrite)
+    run_dir = prepare_run_dir(cfg, resume=False, overwrite=overwrite, console=console)
+    console.print(f"run directory: {run_dir}")
     metrics_log = JsonlWriter(run_dir / "metrics.jsonl")
     alg = cfg.algorithm
 
@@ -408,10 +460,55 @@ def _progress(console, enabled: bool):
 
     return Progress(
         TextColumn("[bold]step"), MofNCompleteColumn(), BarColumn(),
-        TextColumn("reward {task.fields[reward]:.3f}"), TextColumn("{task.fields[step_s]:.1f}s/step"),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        TextColumn("reward {task.fields[reward]}"), TextColumn("acc {task.fields[acc]}"),
+        TextColumn("{task.fields[step_s]}s/step"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
         console=console, disable=not enabled, transient=False,
     )
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else (
+        path.stat().st_size if path.exists() else 0)
+
+
+def checkpoint_line(path: Path) -> str:
+    """What a checkpoint costs on disk: the model, the trainer state (optimizer), and the disk left."""
+    model, state = _size(path / "model"), _size(path / "trainer.pt")
+    free = shutil.disk_usage(path).free
+    return (f"checkpoint {path.name}: {_human(model + state)} (model {_human(model)}, optimizer and trainer state "
+            f"{_human(state)}); {_human(free)} free on its disk")
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def step_line(step: int, total: int, m: dict[str, Any]) -> str:
+    """One compact line per training step (when no live bar is shown)."""
+    return (f"step {step}/{total}  reward {_fmt(m.get('reward_mean'))}  acc {_fmt(m.get('accuracy'), '.2f')}  "
+            f"entropy {_fmt(m.get('entropy'))}  kl {_fmt(m.get('kl'), '.4f')}  loss {_fmt(m.get('loss'), '.4g')}  "
+            f"len {_fmt(m.get('response_len_mean'), '.1f')}  {_fmt(m.get('step_time_s'), '.1f')}s")
+
+
+def eval_line(row: dict[str, Any]) -> str:
+    """One line per held-out evaluation: accuracy with its interval, the largest pass@k, greedy accuracy."""
+    parts = [f"eval step {row['step']}: accuracy {_fmt(row.get('eval_accuracy'))}"]
+    if row.get("eval_accuracy_ci_low") is not None:
+        parts[0] += f" [{_fmt(row['eval_accuracy_ci_low'])}, {_fmt(row['eval_accuracy_ci_high'])}]"
+    ks = sorted((int(k.split("@")[1]), k) for k in row if k.startswith("eval_pass@") and k.split("@")[1].isdigit())
+    if ks:
+        parts.append(f"pass@{ks[-1][0]} {_fmt(row[ks[-1][1]])}")
+    if row.get("eval_accuracy_greedy") is not None:
+        parts.append(f"greedy {_fmt(row['eval_accuracy_greedy'])}")
+    return ", ".join(parts)
 
 
 def _finish(run_dir: Path, console, metrics_log: JsonlWriter) -> list[Path]:
