@@ -42,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
         if not config_path.exists():
             raise ConfigError(f"cannot resume: {config_path} not found (is {args.resume} a run directory?)")
         recipe = load_recipe(config_path)
+        if "command" in recipe:  # written by rlvr sft / expert-iter, whose runs have their own config
+            raise ConfigError(f"{args.resume} is a run of `rlvr {recipe['command']}`, which `rlvr train --resume` "
+                              f"cannot continue; run `rlvr {recipe['command']}` again (with --overwrite)")
         overrides.append(f"run_dir={args.resume}")
     else:
         recipe = load_recipe(recipe_arg)

@@ -13,6 +13,7 @@ from rlvr.config import RECIPES_DIR, load_recipe, resolve
 from rlvr.rewards.base import REWARDS
 from rlvr.rollout import ENGINES
 from rlvr.tasks import get_task
+from tests.conftest import SHARED_DATA
 
 RECIPES = sorted(RECIPES_DIR.glob("*.yaml"))
 CPU_RECIPES = [p for p in RECIPES if p.stem.endswith("_cpu")]
@@ -20,6 +21,8 @@ HUB_RECIPES = [p for p in RECIPES if p.stem != "default" and not p.stem.endswith
 EMBEDDED = "smollm2-135m-instruct"
 # Tasks that need neither network nor a data file.
 GENERATED_TASKS = {"arithmetic", "countdown", "knights_knaves", "symbol"}
+# Tasks whose data ships beside the repository (../shared/data), as a CPU recipe names it.
+SHIPPED_DATA = {"gsm8k": "../shared/data/gsm8k"}
 
 
 def _ids(paths):
@@ -77,12 +80,19 @@ def test_cpu_recipe_runs_on_the_embedded_model_without_network(path):
     assert cfg.model.name == EMBEDDED
     assert cfg.model.device in ("cpu", "auto")
     assert cfg.model.dtype == "float32"  # DESIGN.md section 8: train in float32 on CPU
-    assert cfg.task.name in GENERATED_TASKS, f"{path.name}: use a generated task (no network, no data path)"
-    assert "path" not in cfg.task.kwargs and "hub_id" not in cfg.task.kwargs
-    # Sized for a few minutes on 2 cores.
+    assert "hub_id" not in cfg.task.kwargs
+    if cfg.task.name in SHIPPED_DATA:
+        # data shipped beside the repository (../shared/data), read from the repository root
+        assert cfg.task.kwargs["path"] == SHIPPED_DATA[cfg.task.name]
+        assert (SHARED_DATA / cfg.task.name).is_dir()
+        assert cfg.rollout.max_new_tokens <= 256  # GSM8K rationales need room; ~20 minutes on 2 cores
+    else:
+        assert cfg.task.name in GENERATED_TASKS, f"{path.name}: use a generated task (no network, no data path)"
+        assert "path" not in cfg.task.kwargs
+        assert cfg.rollout.max_new_tokens <= 64
+    # Sized for minutes on 2 cores.
     assert cfg.train.steps <= 10
     assert cfg.rollout.prompts_per_step * cfg.rollout.group_size <= 64
-    assert cfg.rollout.max_new_tokens <= 64
     assert cfg.eval.every == 0 or cfg.eval.size <= 32
 
 
