@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"--n {args.n} must divide every batch size (got {batch_size})")
         prompts = make_prompts(tokenizer, batch_size // args.n)
         if args.profile == "engine":
-            profile(lambda prompts=prompts: run_engine(engine, prompts, args.new_tokens, 0, args.eos, args.n), f"engine, batch {batch_size}")
+            profile(lambda prompts=prompts: run_engine(engine, prompts, args.new_tokens, 0, args.eos, args.n),
+                    f"engine, batch {batch_size}")
             continue
         if args.profile == "generate":
             profile(lambda prompts=prompts: run_generate(model, tokenizer, prompts, args.new_tokens, 0, args.eos, args.n),

@@ -34,8 +34,6 @@ from rlvr.train.batch import TrainBatch
 from rlvr.train.seeds import GRAD_VARIANCE, derive_seed
 
 
-
-
 def gradient_variance(trainer, examples: list[Any], estimators: list[str], *, batches: int = 8, seed: int = 0,
                       aggregation: str = "seq_mean_token_sum_norm") -> dict[str, dict[str, Any]]:
     """Per estimator: trace of the gradient covariance and cosines to the mean gradient (module docstring)."""

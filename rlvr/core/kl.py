@@ -27,7 +27,7 @@ Estimators", arXiv:2512.21852):
 | --------- | ------------------------------------------------- | ------------------------------------------- |
 | k1        | E[grad log pi] = 0: no gradient at all (refused)  | grad KL(pi || pi_ref), the reverse KL        |
 | k2        | E[log(pi/pi_ref) grad log pi] = grad KL(pi||pi_ref), reverse KL | not a KL gradient (grad E[k2] - grad KL(pi||pi_ref)) |
-| k3        | -E[r grad log pi] = grad KL(pi_ref || pi), the forward KL (GRPO) | grad KL(pi||pi_ref) - grad KL(pi_ref||pi): not a KL gradient |
+| k3        | -E[r grad log pi] = grad KL(pi_ref || pi), the forward KL (GRPO) | grad KL(pi||pi_ref) - grad KL(pi_ref||pi): no KL grad |
 | abs       | E[sign(log pi/pi_ref) grad log pi] = grad sum_v abs(pi - pi_ref): total variation, not a KL | not a KL gradient |
 
 For the reward placement the penalty is credited as a reward-to-go (each token gets the KL terms from

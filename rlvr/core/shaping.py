@@ -63,7 +63,8 @@ def filter_groups(rewards: Tensor, group_ids: Tensor, atol: float = 0.0) -> Tens
     A group whose samples all score the same gives every sample a zero group-relative advantage, so it
     only dilutes the batch. The paper's constraint is 0 < #correct < G, i.e. it filters on accuracy:
     pass the 0/1 correctness as `rewards` to follow it exactly; shaped rewards (e.g. with the overlong
-    penalty) also keep groups whose only spread comes from the shaping, like verl with metric "score". "All equal" is tested as max - min <= atol per group; the default atol = 0
+    penalty) also keep groups whose only spread comes from the shaping, like verl with metric "score".
+    "All equal" is tested as max - min <= atol per group; the default atol = 0
     is exact equality, which is what verifier rewards (0/1, or the same shaping applied to equal inputs)
     need. We use the spread max - min rather than the std > 0 test of verl's implementation, because
     the std of equal floats can come out as rounding noise (the mean of three 0.1s is not 0.1). A group

@@ -36,8 +36,8 @@ from rlvr.core.masked import masked_mean, masked_sum
 from rlvr.core.objective import rl_objective
 from rlvr.core.shaping import filter_groups, overlong_penalty
 from rlvr.eval.behaviour import REFLECTION_PHRASES, behaviour_metrics
-from rlvr.models.lora import reference_mode
 from rlvr.models.logprobs import response_logprobs
+from rlvr.models.lora import reference_mode
 from rlvr.rollout import SamplingParams
 from rlvr.train.batch import (
     MetricSums,

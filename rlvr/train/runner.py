@@ -17,10 +17,10 @@ import torch
 
 from rlvr.config import RunConfig, to_yaml
 from rlvr.logging.jsonl import JsonlWriter
-from rlvr.train.distributed import Topology
+from rlvr.tasks import check_reward_fields
 from rlvr.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
 from rlvr.train.data import PromptStream
-from rlvr.tasks import check_reward_fields
+from rlvr.train.distributed import Topology
 from rlvr.train.rl import RLStep
 from rlvr.train.seeds import EVAL, derive_seed
 

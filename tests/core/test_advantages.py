@@ -493,10 +493,12 @@ def test_shape_errors_name_the_shapes():
 
 def test_non_finite_inputs_are_reported_with_their_indices():
     mask = torch.tensor([[True, True], [True, False]])
-    with pytest.raises(ValueError, match=r"^rewards contain 2 non-finite values \(nan/inf\) at indices \[0, 1\]; check the reward function$"):
+    with pytest.raises(ValueError, match=r"^rewards contain 2 non-finite values \(nan/inf\) at indices \[0, 1\]; "
+                                         r"check the reward function$"):
         compute_advantages("reinforce", rewards=torch.tensor([float("nan"), float("inf")]), loss_mask=mask)
     bad = torch.tensor([[0.0, float("-inf")], [0.0, float("nan")]])  # the nan is masked out: ignored
-    with pytest.raises(ValueError, match=r"^token_rewards contain 1 non-finite values \(nan/inf\) at indices \[\(0, 1\)\]; check the reward function$"):
+    with pytest.raises(ValueError, match=r"^token_rewards contain 1 non-finite values \(nan/inf\) at indices "
+                                         r"\[\(0, 1\)\]; check the reward function$"):
         compute_advantages("reinforce_pp", rewards=torch.zeros(2), loss_mask=mask, token_rewards=bad)
     with pytest.raises(ValueError, match=r"^values contain 1 non-finite .*\[\(0, 1\)\]; check the value model \(critic\)$"):
         compute_advantages("gae", rewards=torch.zeros(2), loss_mask=mask, values=bad)

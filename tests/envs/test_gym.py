@@ -7,7 +7,7 @@ import torch
 
 pytest.importorskip("gymnasium")
 
-from rlvr.envs.gym import collect, make_env, MLPPolicy, train_gym  # noqa: E402
+from rlvr.envs.gym import MLPPolicy, collect, make_env, train_gym  # noqa: E402
 
 
 def test_episodes_are_laid_out_as_responses():

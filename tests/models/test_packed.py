@@ -12,6 +12,7 @@ from rlvr.models.logprobs import response_logprobs
 from rlvr.models.tiny import make_tiny_model
 from tests.rollout.test_architectures import COMMON
 
+
 def group_batch(vocab: int, prompt_lens: list[int], group: int, response_lens: list[int], shared: int = 0, seed: int = 0):
     """Prompts of the given lengths (their first `shared` tokens the same: a system message), each repeated
     `group` times (an RL group), left-padded; responses of `response_lens` (one per row) right-padded."""

@@ -3,8 +3,7 @@ import time
 
 import pytest
 
-from rlvr.rewards import REWARDS, MathVerifier, math_check, math_reward, math_verify_stats
-from rlvr.rewards import math_answer
+from rlvr.rewards import REWARDS, MathVerifier, math_answer, math_check, math_reward, math_verify_stats
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
-from rlvr.rollout import HFEngine, SamplingParams
 from rlvr.models.llama import fast_path_problem
+from rlvr.rollout import HFEngine, SamplingParams
 from tests.rollout.conftest import hf_greedy, sharpen
 
 COMMON = dict(vocab_size=87, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,

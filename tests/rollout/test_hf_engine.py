@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from rlvr.rollout import HFEngine, SamplingParams
-from rlvr.rollout.sampling import filter_logits_
 from tests.rollout.conftest import hf_greedy
 
 DECODERS = ("fast", "generic")
@@ -156,7 +155,8 @@ def test_long_prompts_error_or_truncate_left(tiny_sharp, prompts):
     model, tok = tiny_sharp  # max_position_embeddings = 512
     engine = HFEngine(model, tok)
     long = (prompts[1] * 40)[:500]
-    with pytest.raises(ValueError, match=r"prompt 1 has 500 tokens, more than the 492 allowed by the model's context of 512 tokens minus max_new_tokens=20.*truncate_prompt='left'"):
+    with pytest.raises(ValueError, match=r"prompt 1 has 500 tokens, more than the 492 allowed by the model's context of "
+                                         r"512 tokens minus max_new_tokens=20.*truncate_prompt='left'"):
         engine.generate([prompts[0], long], SamplingParams(max_new_tokens=20))
     cut = engine.generate([long], SamplingParams(temperature=0, max_new_tokens=20, truncate_prompt="left"))
     assert cut.prompt_ids[0] == long[-492:]

@@ -67,7 +67,8 @@ def test_task_prompt_uses_its_template(tokenizer):
     ex = task.examples("test", limit=1)[0]
     assert task.messages(ex) == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": ex.question}]
     assert task.prompt(ex, tokenizer).endswith(f"{ex.question}<|im_end|>\n<|im_start|>assistant\n")
-    assert get_task("symbol").prompt(get_task("symbol").examples("train")[0]).endswith(" Say: " + get_task("symbol").examples("train")[0].answer)
+    example = get_task("symbol").examples("train")[0]
+    assert get_task("symbol").prompt(example).endswith(" Say: " + example.answer)
 
 
 def test_symbol_prompts_fit_the_tiny_tokenizer():
