@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from typing import Annotated
 
 import torch
+from annotated_types import Ge, Gt, Le, Lt
 from torch import Tensor
 
 from rlvr.core.aggregation import aggregate, as_bool_mask
@@ -38,6 +40,17 @@ from rlvr.core.registry import Registry
 
 PolicyLossFn = Callable[..., tuple[Tensor, dict[str, Tensor]]]
 POLICY_LOSSES: Registry[PolicyLossFn] = Registry("policy loss")
+"""Each loss declares its options once, as keyword-only parameters with defaults (the papers') and
+constraints (`annotated_types` metadata, which the config schema turns into validation: rlvr.config
+builds `algorithm.loss` from these signatures). Adding a loss is one registered function."""
+
+# Constraints of loss options, read by the config schema (and checked again at call time).
+Fraction = Annotated[float, Gt(0), Lt(1)]
+"""In (0, 1): clip_low of a ratio clip (the lower bound 1 - clip_low stays above 0)."""
+Positive = Annotated[float, Gt(0)]
+Unit = Annotated[float, Gt(0), Le(1)]
+"""In (0, 1]."""
+NonNegative = Annotated[float, Ge(0)]
 
 
 def policy_loss(
@@ -171,9 +184,9 @@ def ppo_clip(
     advantages: Tensor,
     mask: Tensor,
     *,
-    clip_low: float = 0.2,
-    clip_high: float = 0.2,
-    clip_c: float | None = None,
+    clip_low: Fraction = 0.2,
+    clip_high: Positive = 0.2,
+    clip_c: Annotated[float, Gt(1)] | None = None,
 ) -> tuple[Tensor, dict]:
     """PPO's clipped surrogate (Schulman et al. 2017, arXiv:1707.06347, Eq. 7), negated:
 
@@ -198,8 +211,8 @@ def gspo(
     advantages: Tensor,
     mask: Tensor,
     *,
-    clip_low: float = 3e-4,
-    clip_high: float = 4e-4,
+    clip_low: Fraction = 3e-4,
+    clip_high: Positive = 4e-4,
 ) -> tuple[Tensor, dict]:
     """GSPO (Zheng et al. 2025, "Group Sequence Policy Optimization", arXiv:2507.18071), token form:
 
@@ -232,8 +245,8 @@ def cispo(
     advantages: Tensor,
     mask: Tensor,
     *,
-    clip_low: float | None = None,
-    clip_high: float = 4.0,
+    clip_low: Unit | None = None,
+    clip_high: Positive = 4.0,
 ) -> tuple[Tensor, dict]:
     """CISPO (MiniMax 2025, "MiniMax-M1", arXiv:2506.13585, the CISPO objective), negated:
 
@@ -263,9 +276,9 @@ def clip_cov(
     advantages: Tensor,
     mask: Tensor,
     *,
-    clip_low: float = 1.0,
-    clip_high: float = 1.0,
-    clip_cov_ratio: float = 2e-4,
+    clip_low: Unit = 1.0,
+    clip_high: Positive = 1.0,
+    clip_cov_ratio: Unit = 2e-4,
     clip_cov_lb: float = 1.0,
     clip_cov_ub: float = 5.0,
     generator: torch.Generator | None = None,
@@ -333,8 +346,8 @@ def kl_cov(
     advantages: Tensor,
     mask: Tensor,
     *,
-    kl_cov_ratio: float = 2e-3,
-    kl_cov_coef: float = 1.0,
+    kl_cov_ratio: Unit = 2e-3,
+    kl_cov_coef: NonNegative = 1.0,
     selected: Tensor | None = None,
 ) -> tuple[Tensor, dict]:
     """KL-Cov (Cui et al. 2025, arXiv:2505.22617, section 4): a KL penalty on the tokens of highest

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import pytest
+from annotated_types import Gt
 
 from rlvr.cli import main
 from rlvr.config import PRESETS, ConfigError, load_recipe, parse_overrides, resolve
@@ -137,3 +140,26 @@ def test_kl_gradient_table():
     assert "zero expected gradient" in kl_gradient("k1", "loss")
     with pytest.raises(KeyError):
         kl_gradient("k9", "loss")
+
+
+def test_each_loss_declares_its_options_once_in_its_signature():
+    """algorithm.loss.<option> comes from the loss function's keyword options: names, defaults, constraints."""
+    import inspect
+
+    from rlvr.config import LOSS_CONFIGS
+    from rlvr.config.schema import loss_config_class
+    from rlvr.core.losses import POLICY_LOSSES
+
+    assert set(LOSS_CONFIGS) == set(POLICY_LOSSES)
+    for name, fn in POLICY_LOSSES.items():
+        defaults = {p.name: p.default for p in inspect.signature(fn).parameters.values()
+                    if p.kind is p.KEYWORD_ONLY and p.name not in ("generator", "selected")}
+        assert {k: v for k, v in LOSS_CONFIGS[name]().model_dump().items() if k != "name"} == defaults, name
+
+    def my_loss(logprobs, old_logprobs, advantages, mask, *, beta: Annotated[float, Gt(0)] = 0.5, selected=None):
+        """A new loss: one function, and its config follows."""
+
+    section = loss_config_class("my_loss", my_loss)
+    assert section().model_dump() == {"name": "my_loss", "beta": 0.5}
+    with pytest.raises(Exception, match="greater than 0"):
+        section(beta=-1.0)

@@ -1,0 +1,295 @@
+"""The schema of a run: pydantic models for every section of a recipe (`RunConfig` and its parts).
+
+Unknown keys are rejected (`extra="forbid"`), values are checked as they are set, and `RunConfig`
+runs the cross-field checks of rlvr.config.validation after every change. `algorithm.loss` is built
+from the registered policy losses themselves (rlvr.core.losses): each loss's keyword options, their
+defaults and constraints are declared once, in its signature, and become its config section here.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+GROUP_ESTIMATORS = {"grpo", "dr_grpo", "rloo", "reinforce_pp_baseline"}
+
+
+class ConfigError(ValueError):
+    """A recipe or override that cannot run; the message says what to change."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --- policy losses: one config section per registered loss, from its signature ----------------------
+
+_OPTION_TYPES = (int, float, bool, str)
+
+
+def _is_option(hint: Any) -> bool:
+    """A loss parameter that a config sets (numbers, flags, names), not a runtime argument (tensors, RNGs)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_origin(hint) is Union else [hint]
+    bases = [typing.get_args(a)[0] if typing.get_origin(a) is Annotated else a for a in args]
+    return all(b in _OPTION_TYPES for b in bases)
+
+
+def loss_config_class(name: str, fn: Any) -> type[BaseModel]:
+    """The config section of policy loss `name`: `name` plus the loss's keyword options, as declared."""
+    hints = typing.get_type_hints(fn, include_extras=True)
+    fields: dict[str, Any] = {"name": (Literal[name], name)}
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind is not p.KEYWORD_ONLY:
+            continue
+        hint = hints.get(p.name, type(p.default) if isinstance(p.default, _OPTION_TYPES) else None)
+        if hint is not None and _is_option(hint):
+            fields[p.name] = (hint, p.default)
+    title = "".join(part.capitalize() for part in name.split("_")) + "Loss"
+    model = create_model(title, __base__=_Strict, **fields)
+    model.__doc__ = (inspect.getdoc(fn) or "").split("\n\n")[0]
+    return model
+
+
+def _loss_classes() -> dict[str, type[BaseModel]]:
+    from rlvr.core.losses import POLICY_LOSSES
+
+    return {name: loss_config_class(name, fn) for name, fn in POLICY_LOSSES.items()}
+
+
+LOSS_CONFIGS: dict[str, type[BaseModel]] = _loss_classes()
+"""Policy loss name -> its config section (rlvr.core.losses declares the options)."""
+
+LossConfig = Annotated[Union[tuple(LOSS_CONFIGS.values())], Field(discriminator="name")]  # type: ignore[misc]
+
+
+class KLConfig(_Strict):
+    coef: float = Field(0.0, ge=0)
+    """KL coefficient beta; 0 disables the KL term and the reference model is never loaded."""
+    estimator: Literal["k1", "k2", "k3", "abs"] = "k3"
+    placement: Literal["loss", "reward"] = "loss"
+    """'loss': differentiable term in the loss (GRPO); 'reward': detached per-token penalty (PPO/RLOO)."""
+    adaptive: bool = False
+    """Adaptive coefficient of Ziegler et al. 2019 (needs target)."""
+    target: float | None = Field(None, gt=0)
+    horizon: int = Field(10000, gt=0)
+
+
+class ISCorrectionConfig(_Strict):
+    """Training-inference importance-sampling correction (MiniRL, truncated IS)."""
+
+    enabled: bool = False
+    level: Literal["token", "sequence"] = "token"
+    mode: Literal["truncate", "mask"] = "truncate"
+    cap: float = Field(2.0, gt=0)
+
+
+class DynamicSamplingConfig(_Strict):
+    """DAPO dynamic sampling: drop groups whose rewards are all equal, sample more until the batch is full."""
+
+    enabled: bool = False
+    max_rounds: int = Field(3, ge=1)
+    """Generation rounds per step at most (the first included); then train on what was kept."""
+    max_no_signal_steps: int = Field(5, ge=1)
+    """Stop with an error after this many steps in a row in which no sample earned any reward (dynamic
+    sampling then trains nothing: the task is too hard for the model, or the reward is broken)."""
+    max_oversample: float = Field(4.0, ge=1)
+    """Each round asks for (groups still missing) / (keep rate observed so far) prompts, at most this
+    many times the groups missing; the kept groups beyond the batch size are dropped (DAPO, verl)."""
+
+
+class OverlongConfig(_Strict):
+    """DAPO soft overlong punishment (added to the reward)."""
+
+    enabled: bool = False
+    cache_len: int = Field(16, gt=0)
+    """Length of the soft-penalty interval before max_new_tokens."""
+
+
+class CriticConfig(_Strict):
+    """PPO value model: a scalar head on its own copy of the policy backbone.
+
+    The critic has its own parameters and its own AdamW (betas, eps and weight decay from `optim`,
+    the same warm-up and schedule as the policy, its own learning rate), so a loss coefficient on the
+    value loss would only rescale its gradient before Adam normalises it away: there is none."""
+
+    enabled: bool = False
+    lr: float = Field(1e-5, gt=0)
+    clip_range: float = Field(0.2, gt=0)
+    """Clip of the value update around the old values (PPO clipped value loss)."""
+
+
+class AlgorithmConfig(_Strict):
+    preset: str | None = None
+    advantage: str = "grpo"
+    loss: LossConfig = Field(default_factory=lambda: LOSS_CONFIGS["ppo_clip"]())
+    aggregation: str = "seq_mean_token_mean"
+    aggregation_constant: int | None = Field(None, gt=0)
+    """Dr.GRPO's constant normaliser (seq_mean_token_sum_norm); None: rollout.max_new_tokens."""
+    gamma: float = Field(1.0, ge=0, le=1)
+    lam: float = Field(1.0, ge=0, le=1)
+    adv_eps: float = Field(1e-6, gt=0)
+    whiten_advantages: bool = True
+    """Whiten GAE advantages over the batch's valid tokens."""
+    kl: KLConfig = Field(default_factory=KLConfig)
+    entropy_coef: float = Field(0.0, ge=0)
+    """Entropy bonus: loss -= entropy_coef * entropy."""
+    is_correction: ISCorrectionConfig = Field(default_factory=ISCorrectionConfig)
+    dynamic_sampling: DynamicSamplingConfig = Field(default_factory=DynamicSamplingConfig)
+    overlong: OverlongConfig = Field(default_factory=OverlongConfig)
+    critic: CriticConfig = Field(default_factory=CriticConfig)
+    mask_truncated: bool = False
+    """Drop responses cut at rollout.max_new_tokens from the loss (DAPO's overlong filtering, TRL's
+    mask_truncated_completions); they still count in their group's baseline."""
+
+
+class LoraSettings(_Strict):
+    """LoRA adapters through peft (rlvr.models.lora). Defaults follow "LoRA Without Regret" (all linear
+    layers, alpha 32; use a learning rate about 10x the full fine-tuning one)."""
+
+    rank: int = Field(32, ge=1)
+    alpha: float = Field(32.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: str | list[str] = "all-linear"
+    """peft's target_modules: "all-linear" (every linear layer but the output head) or module names."""
+
+
+class ModelConfig(_Strict):
+    name: str = "smollm2-135m-instruct"
+    """An embedded name, a Hugging Face hub id or a local directory in Hugging Face format."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = "auto"
+    """'auto': cuda if available, else cpu."""
+    trust_remote_code: bool = False
+    cache_dir: str | None = None
+    lora: LoraSettings | None = None
+    """Train LoRA adapters only (the `peft` extra); the reference model is the base with adapters off."""
+
+
+class RewardTerm(_Strict):
+    """One weighted reward of `task.rewards`."""
+
+    fn: str
+    """A registered reward ("math", "format", ...) or your own: "file.py:function" / "package.module:function"."""
+    weight: float = 1.0
+    name: str | None = None
+    """Its name in the logs (metric reward_NAME); default: the function's name."""
+
+
+class TaskConfig(_Strict):
+    name: str = "arithmetic"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments of the task (see rlvr.tasks)."""
+    template: Literal["chat", "r1_zero", "plain"] | None = None
+    """Prompt template; None: the task's own default."""
+    reward: str | None = None
+    """Replace the task's reward: a registered reward name or your own function, "file.py:function" or
+    "package.module:function", called as fn(response, answer, **fields) (rlvr.rewards.user)."""
+    rewards: list[RewardTerm] | None = None
+    """Several weighted rewards instead (each logged as reward_NAME); the first decides `correct`."""
+    reward_timeout_s: float | None = Field(10.0, gt=0)
+    """Your own reward functions run in a worker process, at most this long per response (past it: reward 0,
+    counted in reward_timeouts); None: in the trainer's process, without a limit."""
+
+
+class RolloutConfig(_Strict):
+    engine: str = "hf"
+    prompts_per_step: int = Field(16, ge=1)
+    group_size: int = Field(8, ge=1)
+    max_new_tokens: int = Field(64, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)
+    stop: list[str] = Field(default_factory=list)
+    sync_tolerance: float = Field(1e-3, gt=0)
+    """After each weight push, the engine's and the trainer's log-probs of a fixed probe may differ by at
+    most this (max absolute difference, nats); beyond it the run stops with "weight sync failed"."""
+
+
+class OptimConfig(_Strict):
+    lr: float = Field(1e-6, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    scheduler: Literal["constant", "linear", "cosine"] = "constant"
+
+
+class TrainConfig(_Strict):
+    steps: int = Field(50, ge=1)
+    epochs: int = Field(1, ge=1)
+    """Passes over each rollout batch."""
+    mini_batches: int = Field(1, ge=1)
+    """Optimizer steps per pass (the rollout batch is split into this many mini-batches, groups whole)."""
+    micro_batch_size: int | None = Field(None, ge=1)
+    """Sequences per forward/backward (gradient accumulation); None: the whole mini-batch."""
+    max_bad_steps: int = Field(3, ge=1)
+    """Consecutive steps with a non-finite loss or gradient that stop the run."""
+    fsdp: bool = False
+    """Under torchrun: shard the policy, the reference model and the critic with FSDP2 (fully_shard):
+    parameters, gradients and optimizer state live sharded between the phases of a step, which gather
+    the full parameters. False: every rank holds a full copy (plain data parallelism)."""
+    collective_timeout_s: float = Field(600.0, gt=0)
+    """Under torchrun: a collective that waits longer than this (a rank died or hangs) fails the run."""
+    packed: bool = True
+    """Log-prob forward passes run each distinct prompt once and the responses without padding
+    (Llama-family models; others use the padded forward). Same values up to float rounding."""
+
+
+class EvalConfig(_Strict):
+    every: int = Field(10, ge=0)
+    """Evaluate every this many steps (and at the start and the end); 0: never."""
+    size: int = Field(200, ge=1)
+    temperature: float | None = None
+    """None: the training temperature."""
+    greedy: bool = True
+    """Also evaluate greedily (eval_accuracy_greedy)."""
+    max_new_tokens: int | None = None
+
+
+class CheckpointConfig(_Strict):
+    every: int = Field(25, ge=0)
+    """Checkpoint every this many steps (and at the end); 0: only at the end."""
+    keep_last: int = Field(1, ge=1)
+    """Checkpoints kept (the newest); each holds the model and, by default, the optimizer state."""
+    optimizer: bool = True
+    """Save the optimizer state (AdamW: twice the model's size in float32) so that a resumed run continues
+    exactly; false: model-only checkpoints, and a resumed run restarts the optimizer (it says so)."""
+
+
+class LoggingConfig(_Strict):
+    backends: list[str] = Field(default_factory=lambda: ["jsonl"])
+    """Where metrics go besides RUN_DIR/metrics.jsonl (always written): tensorboard, wandb, mlflow
+    (rlvr.logging.trackers; each configured by its usual environment variables)."""
+    project: str | None = None
+    """The W&B project / MLflow experiment (WANDB_PROJECT / MLFLOW_EXPERIMENT_NAME win); None: "rlvr"."""
+
+
+class RunConfig(_Strict):
+    name: str = "run"
+    seed: int = 0
+    run_dir: str | None = None
+    """Default: runs/<name>."""
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    log_samples: int = Field(64, ge=0)
+    """Rollouts per step written to samples.jsonl."""
+    reflection_phrases: list[str] | None = None
+    """Phrases counted by the reflection_rate metric (rlvr.eval.behaviour); None: its default list."""
+
+    @model_validator(mode="after")
+    def _combinations(self) -> RunConfig:
+        from rlvr.config.validation import check_combinations
+
+        check_combinations(self)
+        return self

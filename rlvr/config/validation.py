@@ -1,0 +1,135 @@
+"""Cross-field checks of a run config: meaningless combinations, unknown names, a user's reward that
+cannot load; every problem found is reported at once, before any model is loaded or data read."""
+
+from __future__ import annotations
+
+import difflib
+from typing import TYPE_CHECKING
+
+from rlvr.config.schema import GROUP_ESTIMATORS
+
+if TYPE_CHECKING:
+    from rlvr.config.schema import RunConfig, TaskConfig
+
+
+def check_combinations(cfg: RunConfig) -> None:
+    """Reject meaningless combinations with the reason (DESIGN.md section 4)."""
+    from rlvr.core.advantages import ADVANTAGE_ESTIMATORS
+    from rlvr.core.aggregation import AGGREGATIONS
+    from rlvr.core.registry import unknown_name_message
+
+    alg = cfg.algorithm
+    problems: list[str] = []
+    problems += _task_problems(cfg.task)
+    from rlvr.logging.trackers import backend_problems
+
+    problems += backend_problems(cfg.logging.backends)
+    from rlvr.rollout.base import ENGINES
+
+    if cfg.rollout.engine not in ENGINES:
+        problems.append(unknown_name_message("rollout engine", cfg.rollout.engine, ENGINES))
+    if alg.advantage not in ADVANTAGE_ESTIMATORS:
+        problems.append(unknown_name_message("advantage estimator", alg.advantage, ADVANTAGE_ESTIMATORS))
+    if alg.aggregation not in AGGREGATIONS:
+        problems.append(unknown_name_message("aggregation", alg.aggregation, AGGREGATIONS))
+    if alg.advantage in GROUP_ESTIMATORS and cfg.rollout.group_size < 2:
+        problems.append(
+            f"advantage estimator {alg.advantage!r} compares samples of one prompt, so it needs "
+            f"rollout.group_size >= 2 (got {cfg.rollout.group_size}); use 'reinforce' or 'remax' for one sample"
+        )
+    if alg.advantage == "gae" and not alg.critic.enabled:
+        problems.append("advantage estimator 'gae' needs a critic: set algorithm.critic.enabled=true (or preset ppo)")
+    if alg.critic.enabled and alg.advantage != "gae":
+        problems.append(
+            f"algorithm.critic.enabled=true but the advantage estimator {alg.advantage!r} does not use values; "
+            "use advantage=gae or disable the critic"
+        )
+    if alg.loss.name == "gspo" and alg.aggregation == "token_mean":
+        problems.append(
+            "the gspo loss is a sequence-level objective; token_mean would weight sequences by length. "
+            "Use aggregation=seq_mean_token_mean"
+        )
+    off_policy = cfg.train.epochs > 1 or cfg.train.mini_batches > 1
+    if alg.loss.name == "pg" and off_policy:
+        problems.append(
+            "the pg loss has no importance ratio, so updates after the first mini-batch would be off-policy "
+            "without correction; use loss ppo_clip (or cispo) with train.epochs>1 or train.mini_batches>1"
+        )
+    if alg.dynamic_sampling.enabled and cfg.rollout.group_size < 2:
+        problems.append("dynamic sampling drops groups of equal rewards and needs rollout.group_size >= 2")
+    if alg.overlong.enabled and alg.overlong.cache_len > cfg.rollout.max_new_tokens:
+        problems.append(
+            f"algorithm.overlong.cache_len ({alg.overlong.cache_len}) must not exceed rollout.max_new_tokens "
+            f"({cfg.rollout.max_new_tokens})"
+        )
+    if alg.kl.adaptive and alg.kl.target is None:
+        problems.append("algorithm.kl.adaptive=true needs algorithm.kl.target (the KL to track)")
+    if alg.kl.adaptive and alg.kl.coef == 0:
+        problems.append("algorithm.kl.adaptive=true needs a starting algorithm.kl.coef > 0")
+    if alg.kl.coef > 0 and alg.kl.placement == "loss" and alg.kl.estimator == "k1":
+        problems.append(
+            "algorithm.kl.estimator=k1 with placement=loss has zero expected gradient (E_pi[grad log pi] = 0): "
+            "use k3 (forward KL, GRPO) or k2 (reverse KL) in the loss, or algorithm.kl.placement=reward with k1 "
+            "(reverse KL)"
+        )
+    if alg.advantage == "reinforce_pp_baseline" and alg.gamma != 1.0:
+        problems.append(
+            f"advantage estimator 'reinforce_pp_baseline' is defined for algorithm.gamma=1 (as in OpenRLHF); "
+            f"got {alg.gamma}. Use 'reinforce_pp' for a discounted reward-to-go"
+        )
+    if alg.loss.name == "clip_cov" and not alg.loss.clip_cov_lb < alg.loss.clip_cov_ub:
+        problems.append(
+            f"algorithm.loss.clip_cov_lb ({alg.loss.clip_cov_lb}) must be below clip_cov_ub ({alg.loss.clip_cov_ub})"
+        )
+    if cfg.train.fsdp and cfg.model.lora is not None:
+        problems.append("train.fsdp=true with model.lora is not supported yet; LoRA runs replicate the model "
+                        "(set train.fsdp=false)")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def _task_problems(task: TaskConfig) -> list[str]:
+    """Unknown task names and options, found without building the task (no data is read)."""
+    from rlvr.core.registry import unknown_name_message
+    from rlvr.tasks import TASKS
+    from rlvr.tasks.base import task_options
+
+    if task.name.startswith("gym:"):
+        # a classic RL environment (rlvr.envs.gym); its options are gymnasium.make's keyword arguments
+        return [] if len(task.name) > 4 else ["task.name=gym:ENV_ID needs an environment id, e.g. gym:CartPole-v1"]
+    if task.name not in TASKS:
+        return [unknown_name_message("task", task.name, TASKS)]
+    known = task_options(TASKS[task.name])
+    problems = _reward_problems(task)
+    for key in task.kwargs:
+        if key in ("template",):
+            problems.append("set the prompt template with task.template, not task.kwargs.template")
+        elif key not in known:
+            close = difflib.get_close_matches(key, list(known), n=1)
+            hint = f" (did you mean 'task.kwargs.{close[0]}'?)" if close else ""
+            problems.append(f"task {task.name!r} has no option {key!r}{hint}; options: {', '.join(known)}")
+    return problems
+
+
+def _reward_problems(task: TaskConfig) -> list[str]:
+    """A user's reward that cannot be loaded or called, found by loading it (no data is read)."""
+    from rlvr.rewards.user import RewardSpecError, check_reward_spec
+
+    if task.reward is not None and task.rewards is not None:
+        return ["set task.reward (one reward) or task.rewards (a weighted list), not both"]
+    specs = [task.reward] if task.reward is not None else [t.fn for t in task.rewards or []]
+    problems = []
+    for spec in specs:
+        try:
+            check_reward_spec(spec)
+        except RewardSpecError as e:
+            problems.append(str(e))
+    names = [t.name or reward_term_name(t.fn) for t in task.rewards or []]
+    if len(set(names)) < len(names):
+        problems.append(f"task.rewards has two rewards named alike ({', '.join(names)}); give each a distinct name")
+    return problems
+
+
+def reward_term_name(spec: str) -> str:
+    """The log name of a reward: the function's name ("my_rewards.py:score" -> "score")."""
+    return spec.rpartition(":")[2] or spec
