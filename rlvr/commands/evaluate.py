@@ -9,121 +9,143 @@ arguments and prompt template are the defaults. Writes `eval.json` (metrics, set
 from __future__ import annotations
 
 import argparse
-import sys
+import json
 import time
 from pathlib import Path
 from typing import Any
 
+from rlvr.commands._config import add_config_arguments, command_config, print_config
 
-class EvalCommandError(Exception):
-    """A problem with the command's input, reported as one line without a traceback."""
+
+class EvalCommandError(ValueError):
+    """A problem with the command's input, reported by rlvr.cli as one line without a traceback."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL_OR_RUN_DIR",
                         help="model name, hub id or HF directory; or an `rlvr train` run directory (its latest checkpoint)")
-    parser.add_argument("--task", default=None, help="task name (default: the run's task, else gsm8k)")
-    parser.add_argument("--data", default=None, metavar="PATH",
-                        help="task data: a JSONL file, or a directory holding train.jsonl and test.jsonl")
-    parser.add_argument("--split", default="test", help="which split to evaluate (default: test)")
-    parser.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N problems")
-    parser.add_argument("--n", type=int, default=1, help="samples per problem (default: 1)")
-    parser.add_argument("--k", default=None, metavar="K[,K...]",
-                        help="pass@k values, comma-separated, each <= n (default: 1 and n)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default: 1.0)")
-    parser.add_argument("--greedy", action="store_true", help="greedy decoding (temperature 0); needs --n 1")
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="response length limit (default: 256)")
-    parser.add_argument("--template", default=None, choices=["chat", "r1_zero", "plain"],
-                        help="prompt template, also used by the task to grade (default: the run's template, else the task's own)")
-    parser.add_argument("--stop", action="append", default=None, metavar="TEXT",
-                        help="stop generating at this string (repeatable), e.g. --stop '</answer>'")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
-    parser.add_argument("--batch-size", type=int, default=64, help="sequences per generation call (default: 64)")
-    parser.add_argument("--no-entropy", action="store_true", help="skip the per-token entropy pass")
-    parser.add_argument("--engine", default="hf", help="rollout engine (default: hf)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    parser.add_argument("--dtype", default="float32", help="model dtype (default: float32)")
-    parser.add_argument("--out", default=None, metavar="DIR",
-                        help="output directory (default: the run directory, else ./eval_<task>_<time>)")
+    add_config_arguments(parser)
+    parser.add_argument("--task", help="task name (task.name; default: the run's task, else gsm8k)")
+    parser.add_argument("--data", metavar="PATH",
+                        help="task data: a JSONL file, or a directory holding train.jsonl and test.jsonl (data)")
+    parser.add_argument("--split", help="which split to evaluate (split; default: test)")
+    parser.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N problems (limit)")
+    parser.add_argument("--n", type=int, help="samples per problem (n; default: 1)")
+    parser.add_argument("--k", metavar="K[,K...]", help="pass@k values, comma-separated, each <= n (k; default: 1 and n)")
+    parser.add_argument("--temperature", type=float, help="sampling temperature (temperature; default: 1.0)")
+    parser.add_argument("--top-p", type=float, help="nucleus sampling threshold (top_p; default: 1.0)")
+    parser.add_argument("--greedy", action="store_const", const=True, help="greedy decoding (greedy=true); needs n=1")
+    parser.add_argument("--max-new-tokens", type=int, help="response length limit (max_new_tokens; default: 256)")
+    parser.add_argument("--template", choices=["chat", "r1_zero", "plain"],
+                        help="prompt template, also used by the task to grade (task.template; default: the run's, "
+                        "else the task's own)")
+    parser.add_argument("--stop", action="append", metavar="TEXT",
+                        help="stop generating at this string (stop; repeatable), e.g. --stop '</answer>'")
+    parser.add_argument("--seed", type=int, help="sampling seed (seed; default: 0)")
+    parser.add_argument("--batch-size", type=int, help="sequences per generation call (batch_size; default: 64)")
+    parser.add_argument("--no-entropy", dest="entropy", action="store_const", const=False,
+                        help="skip the per-token entropy pass (entropy=false)")
+    parser.add_argument("--engine", help="rollout engine (engine; default: hf)")
+    parser.add_argument("--device", help="torch device (model.device; default: auto, cuda if available)")
+    parser.add_argument("--dtype", help="model dtype (model.dtype; default: float32)")
+    parser.add_argument("--out", metavar="DIR",
+                        help="output directory (out; default: the run directory, else ./eval_<task>_<time>)")
+
+
+FLAGS = {"model": "model.name", "task": "task.name", "template": "task.template", "device": "model.device",
+         "dtype": "model.dtype", **{name: name for name in ("data", "split", "limit", "n", "temperature", "top_p",
+                                                           "greedy", "max_new_tokens", "stop", "seed", "batch_size",
+                                                           "entropy", "engine", "out")}}
+"""Shorthand flag -> the config key it sets (rlvr.config.commands.EvalRunConfig)."""
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    console = Console()
-    try:
-        return _run(args, console)
-    except EvalCommandError as err:
-        print(f"rlvr eval: error: {err}", file=sys.stderr)
-        return 2
+    from rlvr.config.commands import EvalRunConfig
+
+    extra = [f"k={json.dumps(_parse_k(args.k))}"] if args.k is not None else []
+    cfg = command_config(EvalRunConfig, args, FLAGS, extra)
+    if args.print_config:
+        print_config(cfg)
+        return 0
+    return _run(cfg, Console(soft_wrap=True))
 
 
-def _run(args: argparse.Namespace, console) -> int:
+def _run(cfg, console) -> int:
     import torch
 
     from rlvr.eval import evaluate
 
-    temperature = 0.0 if args.greedy else args.temperature
-    ks = _parse_k(args.k, args.n)
-    _check_numbers(args, temperature, ks)
-
-    model_path, run_dir, run_task = resolve_model_or_run(args.model)
-    task_name = args.task or run_task.get("name") or "gsm8k"
-    own_task = task_name == run_task.get("name")
-    # The run's task arguments and template apply only when evaluating the run's own task.
-    task_kwargs = dict(run_task.get("kwargs") or {}) if own_task else {}
-    template = args.template or (run_task.get("template") if own_task else None)
-    if template is not None and (args.template or "template" not in task_kwargs):
-        # The task grades with its template (r1_zero answers are read from <answer> tags), so the
-        # prompt template is a task option, not only a rendering choice.
-        task_kwargs["template"] = template
-    task = _make_task(task_name, task_kwargs, args.data)
+    temperature = 0.0 if cfg.greedy else cfg.temperature
+    ks = cfg.k if cfg.k is not None else sorted({1, cfg.n})
+    model_path, run_dir, run_task = resolve_model_or_run(cfg.model.name)
+    task_cfg = _task_config(cfg.task, run_task)
+    task = _make_task(task_cfg, cfg.data)
+    task_name = task_cfg.name
     try:
-        examples = task.examples(args.split, limit=args.limit)
+        examples = task.examples(cfg.split, limit=cfg.limit)
     except (ValueError, KeyError, ImportError, OSError) as err:
-        hint = "" if args.data or "path" in task_kwargs else " (for a dataset task, pass --data PATH)"
-        raise EvalCommandError(f"cannot read split {args.split!r} of task {task_name!r}: {_message(err)}{hint}") from None
+        hint = "" if cfg.data or "path" in task_cfg.kwargs else " (for a dataset task, pass --data PATH)"
+        raise EvalCommandError(f"cannot read split {cfg.split!r} of task {task_name!r}: {_message(err)}{hint}") from None
     if not examples:
-        raise EvalCommandError(f"task {task_name!r} split {args.split!r} has no problems (check --data and --limit)")
+        raise EvalCommandError(f"task {task_name!r} split {cfg.split!r} has no problems (check --data and --limit)")
 
-    dtype = getattr(torch, args.dtype, None)
-    if not isinstance(dtype, torch.dtype):
-        raise EvalCommandError(f"unknown --dtype {args.dtype!r}; use float32, bfloat16 or float16")
     from rlvr.models.embedded import ModelLoadError
     from rlvr.models.loading import load_model
     from rlvr.rollout import get_engine
+    from rlvr.train.distributed import Topology
 
+    device = str(Topology().device(cfg.model.device))
     try:
-        model, tokenizer = load_model(str(model_path), dtype=dtype, device=args.device)
+        model, tokenizer = load_model(str(model_path), dtype=getattr(torch, cfg.model.dtype), device=device,
+                                      trust_remote_code=cfg.model.trust_remote_code, cache_dir=cfg.model.cache_dir)
     except (ModelLoadError, RuntimeError, ValueError, KeyError, OSError) as err:
         raise EvalCommandError(f"cannot load model {str(model_path)!r}: {_message(err)}") from None
     try:
-        engine = get_engine(args.engine, model, tokenizer)
+        engine = get_engine(cfg.engine, model, tokenizer)
     except (ValueError, KeyError, ImportError) as err:
         raise EvalCommandError(_message(err)) from None
 
-    console.print(f"evaluating {model_path} on {task_name}/{args.split}: {len(examples)} problems x {args.n} samples")
+    console.print(f"evaluating {model_path} on {task_name}/{cfg.split}: {len(examples)} problems x {cfg.n} samples")
     try:
         result = evaluate(
-            model, tokenizer, task, examples, n=args.n, k=ks, temperature=temperature, top_p=args.top_p,
-            max_new_tokens=args.max_new_tokens, template=getattr(task, "template", None), seed=args.seed,
-            engine=engine, batch_size=args.batch_size, with_entropy=not args.no_entropy, stop=args.stop,
+            model, tokenizer, task, examples, n=cfg.n, k=ks, temperature=temperature, top_p=cfg.top_p,
+            max_new_tokens=cfg.max_new_tokens, template=getattr(task, "template", None), seed=cfg.seed,
+            engine=engine, batch_size=cfg.batch_size, with_entropy=cfg.entropy, stop=cfg.stop or None,
         )
     except ValueError as err:  # bad input found late, e.g. a prompt longer than the model's context
         raise EvalCommandError(str(err)) from None
     result.settings.update(
-        model=str(model_path), run_dir=str(run_dir) if run_dir else None, data=args.data, split=args.split,
-        limit=args.limit, engine=args.engine, device=args.device, dtype=args.dtype, task_kwargs=_jsonable(task_kwargs),
-        cli_args={k: _jsonable(v) for k, v in vars(args).items() if not k.startswith("_")},
+        model=str(model_path), run_dir=str(run_dir) if run_dir else None, data=cfg.data, split=cfg.split,
+        limit=cfg.limit, engine=cfg.engine, device=device, dtype=cfg.model.dtype,
+        task_kwargs=_jsonable(dict(task_cfg.kwargs)), config=cfg.model_dump(mode="json"),
     )
-    out = Path(args.out) if args.out else (run_dir or Path(f"eval_{task_name}_{time.strftime('%Y%m%d-%H%M%S')}"))
+    out = Path(cfg.out) if cfg.out else (run_dir or Path(f"eval_{task_name}_{time.strftime('%Y%m%d-%H%M%S')}"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(result.to_json() + "\n")
     (out / "eval_samples.jsonl").write_text(result.samples_jsonl())
     result.print_table(console)
     console.print(f"wrote {out / 'eval.json'} and {out / 'eval_samples.jsonl'}")
     return 0
+
+
+def _task_config(task_cfg, run_task: dict[str, Any]):
+    """The task to evaluate: the one asked for, else the run's; the run's options and template apply only
+    when it is the run's own task (the task grades with its template: r1_zero reads <answer> tags)."""
+    from rlvr.config import ConfigError, TaskConfig
+
+    run_section = {k: v for k, v in run_task.items() if k in TaskConfig.model_fields}
+    try:
+        if task_cfg is None:
+            return TaskConfig(**{"name": "gsm8k", **run_section}) if run_section else TaskConfig(name="gsm8k")
+        if task_cfg.name != run_section.get("name"):
+            return task_cfg
+        merged = {**run_section, **task_cfg.model_dump(exclude_unset=True)}
+        merged["kwargs"] = {**(run_section.get("kwargs") or {}), **task_cfg.kwargs}
+        return TaskConfig(**merged)
+    except ValueError as err:
+        raise ConfigError(f"the run's task section cannot be used: {err}") from None
 
 
 def resolve_model_or_run(model: str) -> tuple[Path | str, Path | None, dict[str, Any]]:
@@ -162,21 +184,21 @@ def _run_task_section(config_path: Path) -> dict[str, Any]:
     return task if isinstance(task, dict) else {}
 
 
-def _make_task(name: str, kwargs: dict[str, Any], data: str | None):
-    from rlvr.tasks import TASKS, get_task, task_options
+def _make_task(task_cfg, data: str | None):
+    from rlvr.tasks import TASKS, build_task, task_options
 
-    if name not in TASKS:
-        raise EvalCommandError(_unknown_task(name, TASKS))
+    if task_cfg.name not in TASKS:
+        raise EvalCommandError(_unknown_task(task_cfg.name, TASKS))
     if data is not None:
-        if "path" not in task_options(TASKS[name]):
-            raise EvalCommandError(f"task {name!r} takes no --data (it makes its own problems); drop --data")
+        if "path" not in task_options(TASKS[task_cfg.name]):
+            raise EvalCommandError(f"task {task_cfg.name!r} takes no --data (it makes its own problems); drop --data")
         if not Path(data).exists():
             raise EvalCommandError(f"--data {data}: no such file or directory")
-        kwargs = {**kwargs, "path": data}
+        task_cfg = task_cfg.model_copy(update={"kwargs": {**task_cfg.kwargs, "path": data}})
     try:
-        return get_task(name, **kwargs)
+        return build_task(task_cfg)
     except (ValueError, TypeError, KeyError, OSError) as err:
-        raise EvalCommandError(f"cannot build task {name!r}: {_message(err)}") from None
+        raise EvalCommandError(f"cannot build task {task_cfg.name!r}: {_message(err)}") from None
 
 
 def _unknown_task(name: str, tasks) -> str:
@@ -185,9 +207,7 @@ def _unknown_task(name: str, tasks) -> str:
     return unknown_name_message("task", name, tasks)
 
 
-def _parse_k(text: str | None, n: int) -> list[int]:
-    if text is None:
-        return sorted({1, max(n, 1)})
+def _parse_k(text: str) -> list[int]:
     try:
         ks = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
@@ -195,27 +215,6 @@ def _parse_k(text: str | None, n: int) -> list[int]:
     if not ks:
         raise EvalCommandError("--k is empty; give pass@k values such as 1,4,8")
     return ks
-
-
-def _check_numbers(args: argparse.Namespace, temperature: float, ks: list[int]) -> None:
-    if args.n < 1:
-        raise EvalCommandError(f"--n must be >= 1; got {args.n}")
-    bad = [k for k in ks if not 1 <= k <= args.n]
-    if bad:
-        raise EvalCommandError(f"--k {','.join(map(str, bad))}: pass@k needs 1 <= k <= n (n={args.n}); raise --n or drop those k")
-    if temperature == 0 and args.n > 1:
-        what = "--greedy" if args.greedy else "--temperature 0"
-        raise EvalCommandError(f"{what} gives identical samples; use --n 1, or sample with a temperature > 0")
-    if temperature < 0:
-        raise EvalCommandError(f"--temperature must be >= 0; got {temperature}")
-    if not 0 < args.top_p <= 1:
-        raise EvalCommandError(f"--top-p must be in (0, 1]; got {args.top_p}")
-    if args.limit is not None and args.limit < 1:
-        raise EvalCommandError(f"--limit must be >= 1; got {args.limit}")
-    if args.max_new_tokens < 1:
-        raise EvalCommandError(f"--max-new-tokens must be >= 1; got {args.max_new_tokens}")
-    if args.batch_size < 1:
-        raise EvalCommandError(f"--batch-size must be >= 1; got {args.batch_size}")
 
 
 def _message(err: BaseException) -> str:

@@ -1,4 +1,6 @@
-"""`rlvr sft --model M --data train.jsonl [--eval-data test.jsonl] [--task NAME] --out RUN_DIR`.
+"""`rlvr sft [RECIPE.yaml] [key=value ...]`, or with its shorthand flags `--model M --data train.jsonl
+[--eval-data test.jsonl] [--task NAME] --out RUN_DIR`: the config is rlvr.config.commands.SFTRunConfig
+(`--print-config` shows it), in the same idiom as `rlvr train`.
 
 Supervised fine-tuning on (prompt, response) JSONL rows (rlvr.train.sft). The prompt field holds the
 user message (a string) or a list of chat messages ({"role", "content"}); it is rendered with
@@ -13,80 +15,96 @@ the final model in Hugging Face format in RUN_DIR/model, and the checkpoints/ la
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from rlvr.commands._config import add_config_arguments, command_config, print_config, write_config
+
 TEMPLATES = ("chat", "plain", "r1_zero")
 
 
-class CommandError(Exception):
-    """Bad input, reported as one line without a traceback."""
+class CommandError(ValueError):
+    """Bad input, reported by rlvr.cli as one line without a traceback."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="smollm2-135m-instruct",
-                        help="model name, hub id or HF directory (default: smollm2-135m-instruct)")
-    parser.add_argument("--data", required=True, metavar="JSONL", help="training rows, one JSON object per line")
-    parser.add_argument("--eval-data", default=None, metavar="JSONL", help="held-out rows for the eval loss")
-    parser.add_argument("--prompt-field", default="prompt", help="field holding the prompt (default: prompt)")
-    parser.add_argument("--response-field", default="response", help="field holding the response (default: response)")
-    add_task_arguments(parser, required=False)
-    parser.add_argument("--system-prompt", default=None, help="system message for string prompts (default: the task's, if any)")
-    add_sft_arguments(parser)
-    parser.add_argument("--eval-size", type=int, default=200, help="held-out task problems for the accuracy (default: 200)")
-    parser.add_argument("--max-new-tokens", type=int, default=64,
-                        help="response limit when measuring task accuracy (default: 64)")
+    add_config_arguments(parser)
+    parser.add_argument("--model", help="model name, hub id or HF directory (model.name; default: smollm2-135m-instruct)")
+    parser.add_argument("--data", metavar="JSONL", help="training rows, one JSON object per line (data.path)")
+    parser.add_argument("--eval-data", metavar="JSONL", help="held-out rows for the eval loss (data.eval_path)")
+    parser.add_argument("--prompt-field", help="field holding the prompt (data.prompt_field; default: prompt)")
+    parser.add_argument("--response-field", help="field holding the response (data.response_field; default: response)")
+    add_task_arguments(parser)
+    parser.add_argument("--system-prompt", help="system message for string prompts (data.system_prompt; default: the task's)")
+    add_sft_arguments(parser, "sft")
+    parser.add_argument("--eval-size", type=int, help="held-out task problems for the accuracy (eval.size; default: 200)")
+    parser.add_argument("--max-new-tokens", type=int,
+                        help="response limit when measuring task accuracy (eval.max_new_tokens; default: 64)")
     add_run_arguments(parser)
+
+
+SFT_FLAGS = {
+    "model": "model.name", "data": "data.path", "eval_data": "data.eval_path", "prompt_field": "data.prompt_field",
+    "response_field": "data.response_field", "system_prompt": "data.system_prompt", "task": "task.name",
+    "template": "template", "eval_size": "eval.size", "max_new_tokens": "eval.max_new_tokens",
+}
+"""Shorthand flag -> the config key it sets (rlvr.config.commands.SFTRunConfig)."""
 
 
 # --- argument groups shared with `rlvr expert-iter` -------------------------------------------------------
 
 
-def add_task_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
-    parser.add_argument("--task", required=required, default=None, help="task name (rlvr.tasks), e.g. arithmetic")
+def add_task_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", help="task name (task.name), e.g. arithmetic")
     parser.add_argument("--task-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="task options, values read as YAML scalars, e.g. digits=2 operators=+-")
-    parser.add_argument("--template", default=None, choices=TEMPLATES, help="prompt template (default: chat)")
+                        help="task options (task.kwargs.KEY=VALUE), values read as YAML scalars, e.g. digits=2")
+    parser.add_argument("--template", choices=TEMPLATES, help="prompt template (default: the task's, else chat)")
 
 
-def add_sft_arguments(parser: argparse.ArgumentParser, *, lr: float = 1e-5) -> None:
-    parser.add_argument("--epochs", type=int, default=1, help="passes over the data (default: 1)")
-    parser.add_argument("--lr", type=float, default=lr, help=f"AdamW learning rate (default: {lr:g})")
-    parser.add_argument("--batch-size", type=int, default=8, help="records per optimizer step (default: 8)")
-    parser.add_argument("--micro-batch-size", type=int, default=4,
-                        help="records per forward pass; gradients accumulate, the result does not change (default: 4)")
-    parser.add_argument("--aggregation", default="token_mean",
-                        help="loss aggregation: token_mean, seq_mean_token_mean, seq_mean_token_sum, seq_mean_token_sum_norm")
-    parser.add_argument("--max-len", type=int, default=512, help="longest prompt + response in tokens (default: 512)")
-    parser.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default: 0)")
-    parser.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm; 0 turns it off (default: 1)")
+def add_sft_arguments(parser: argparse.ArgumentParser, section: str) -> None:
+    """Shorthands for the keys of rlvr.train.sft.SFTConfig under `section` (sft, or expert_iter.sft)."""
+    parser.add_argument("--epochs", type=int, help=f"passes over the data ({section}.epochs; default: 1)")
+    parser.add_argument("--lr", type=float, help=f"AdamW learning rate ({section}.lr; default: 1e-5)")
+    parser.add_argument("--batch-size", type=int, help=f"records per optimizer step ({section}.batch_size; default: 8)")
+    parser.add_argument("--micro-batch-size", type=int,
+                        help=f"records per forward pass; gradients accumulate, the result does not change "
+                        f"({section}.micro_batch_size; default: the whole batch)")
+    parser.add_argument("--aggregation", help=f"loss aggregation ({section}.aggregation): token_mean, "
+                        "seq_mean_token_mean, seq_mean_token_sum, seq_mean_token_sum_norm")
+    parser.add_argument("--max-len", type=int, help=f"longest prompt + response in tokens ({section}.max_len; default: 512)")
+    parser.add_argument("--weight-decay", type=float, help=f"AdamW weight decay ({section}.weight_decay; default: 0)")
+    parser.add_argument("--max-grad-norm", type=float,
+                        help=f"gradient clipping norm; 0 turns it off ({section}.max_grad_norm; default: 1)")
+
+
+def sft_flags(section: str) -> dict[str, str]:
+    return {name: f"{section}.{name}" for name in ("epochs", "lr", "batch_size", "micro_batch_size", "aggregation",
+                                                   "max_len", "weight_decay")}
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to create")
+    parser.add_argument("--out", metavar="RUN_DIR", help="run directory to create (run_dir)")
     parser.add_argument("--overwrite", action="store_true", help="replace RUN_DIR if it exists")
-    parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    parser.add_argument("--dtype", default="float32", help="model dtype (default: float32)")
+    parser.add_argument("--seed", type=int, help="seed (seed; default: 0)")
+    parser.add_argument("--device", help="torch device (model.device; default: auto, cuda if available)")
+    parser.add_argument("--dtype", help="model dtype (model.dtype; default: float32)")
     parser.add_argument("--no-progress", action="store_true", help="no live progress bar")
 
 
-def sft_config(args: argparse.Namespace):
-    from rlvr.train.sft import SFTConfig
+RUN_FLAGS = {"out": "run_dir", "seed": "seed", "device": "model.device", "dtype": "model.dtype"}
 
-    config = SFTConfig(
-        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, micro_batch_size=args.micro_batch_size,
-        aggregation=args.aggregation, max_len=args.max_len, weight_decay=args.weight_decay,
-        max_grad_norm=args.max_grad_norm or None, seed=args.seed,
-    )
-    try:
-        config.check()
-    except ValueError as err:
-        raise CommandError(str(err)) from None
-    return config
+
+def resolve_command_line(schema: type, args: argparse.Namespace, flags: dict[str, str], sft_section: str):
+    """The command's config from its recipe, shorthand flags and overrides (see rlvr.commands._config)."""
+    extra = [f"task.kwargs.{k}={json.dumps(v)}" for k, v in parse_task_kwargs(args.task_kwargs).items()]
+    if args.task_kwargs and args.task is None and not any(a.startswith("task.name=") for a in args.args):
+        raise CommandError("--task-kwargs needs --task")
+    if args.max_grad_norm is not None:
+        extra.append(f"{sft_section}.max_grad_norm={'null' if args.max_grad_norm == 0 else args.max_grad_norm}")
+    return command_config(schema, args, {**flags, **sft_flags(sft_section), **RUN_FLAGS}, extra)
 
 
 def parse_task_kwargs(items: list[str]) -> dict[str, Any]:
@@ -106,50 +124,46 @@ def parse_task_kwargs(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def build_task(name: str, kwargs: dict[str, Any], template: str):
-    from rlvr.core.registry import unknown_name_message
-    from rlvr.tasks import TASKS, get_task
+def make_task(task_cfg, template: str | None):
+    """The task of a command's `task` section, its template defaulting to `template` (else the task's own)."""
+    from rlvr.tasks import build_task
 
-    if name not in TASKS:
-        raise CommandError(unknown_name_message("task", name, TASKS))
-    if "template" in kwargs:
-        raise CommandError("set the prompt template with --template, not --task-kwargs template=...")
+    if "template" in task_cfg.kwargs:
+        raise CommandError("set the prompt template with --template or task.template, not task.kwargs.template")
+    if task_cfg.template is None and template is not None:
+        task_cfg = task_cfg.model_copy(update={"template": template})
     try:
-        return get_task(name, **kwargs, template=template)
+        return build_task(task_cfg)
     except (ValueError, TypeError, KeyError, OSError) as err:
-        raise CommandError(f"cannot build task {name!r}: {_message(err)}") from None
+        raise CommandError(f"cannot build task {task_cfg.name!r}: {_message(err)}") from None
 
 
 def prepare_run_dir(out: str, overwrite: bool) -> Path:
     run_dir = Path(out)
     if run_dir.exists() and not run_dir.is_dir():
-        raise CommandError(f"--out {run_dir} is a file; give a directory")
+        raise CommandError(f"run_dir {run_dir} is a file; give a directory")
     if run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
-            raise CommandError(f"run directory {run_dir} already exists; pass --overwrite to replace it, or choose another --out")
+            raise CommandError(f"run directory {run_dir} already exists; pass --overwrite to replace it, or choose "
+                               "another --out / run_dir=...")
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
 
-def write_run_config(run_dir: Path, config: dict[str, Any]) -> None:
-    import yaml
-
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-
-
-def load_model_or_fail(args: argparse.Namespace):
+def load_model_or_fail(model_cfg):
+    """(model, tokenizer) of a `model` section (on cuda when available and model.device is auto)."""
     import torch
 
     from rlvr.models import ModelLoadError, load_model
+    from rlvr.train.distributed import Topology
 
-    dtype = getattr(torch, args.dtype, None)
-    if not isinstance(dtype, torch.dtype):
-        raise CommandError(f"unknown --dtype {args.dtype!r}; use float32, bfloat16 or float16")
+    device = Topology().device(model_cfg.device)
     try:
-        return load_model(args.model, dtype=dtype, device=args.device)
+        return load_model(model_cfg.name, dtype=getattr(torch, model_cfg.dtype), device=str(device),
+                          trust_remote_code=model_cfg.trust_remote_code, cache_dir=model_cfg.cache_dir)
     except (ModelLoadError, RuntimeError, ValueError, KeyError, OSError) as err:
-        raise CommandError(f"cannot load model {args.model!r}: {_message(err)}") from None
+        raise CommandError(f"cannot load model {model_cfg.name!r}: {_message(err)}") from None
 
 
 def _message(err: BaseException) -> str:
@@ -198,50 +212,47 @@ def _messages(prompt: Any, field: str, where: str, system_prompt: str | None) ->
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    console = Console()
-    try:
-        run_dir = _run(args, console)
-    except CommandError as err:
-        print(f"rlvr sft: error: {err}", file=sys.stderr)
-        return 2
-    except FloatingPointError as err:
-        print(f"rlvr sft: stopped: {err}", file=sys.stderr)
-        return 1
+    from rlvr.config.commands import SFTRunConfig
+
+    cfg = resolve_command_line(SFTRunConfig, args, SFT_FLAGS, "sft")
+    if args.print_config:
+        print_config(cfg)
+        return 0
+    console = Console(soft_wrap=True)
+    run_dir = _run(cfg, args, console)
     console.print(f"done: {run_dir}")
     return 0
 
 
-def _run(args: argparse.Namespace, console) -> Path:
+def _run(cfg, args: argparse.Namespace, console) -> Path:
+    import dataclasses
+
     import torch
 
     from rlvr.logging.jsonl import JsonlWriter
     from rlvr.train.sft import evaluate_loss, save_final_model, sft, task_accuracy
 
-    config = sft_config(args)
-    if args.eval_size < 1 or args.max_new_tokens < 1:
-        raise CommandError("--eval-size and --max-new-tokens must be >= 1")
-    template = args.template or "chat"
-    task = build_task(args.task, parse_task_kwargs(args.task_kwargs), template) if args.task else None
-    if task is None and args.task_kwargs:
-        raise CommandError("--task-kwargs needs --task")
-    torch.manual_seed(args.seed)
+    config = dataclasses.replace(cfg.sft, seed=cfg.seed)
+    task = make_task(cfg.task, cfg.template) if cfg.task is not None else None
+    template = cfg.template or (task.template if task is not None else "chat")
+    torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
-    model, tokenizer = load_model_or_fail(args)
-    system_prompt = args.system_prompt if args.system_prompt is not None else getattr(task, "system_prompt", None)
+    model, tokenizer = load_model_or_fail(cfg.model)
+    data = cfg.data
+    system_prompt = data.system_prompt if data.system_prompt is not None else getattr(task, "system_prompt", None)
     try:
-        records = read_records(args.data, args.prompt_field, args.response_field, tokenizer, template, system_prompt)
-        eval_records = (read_records(args.eval_data, args.prompt_field, args.response_field, tokenizer, template, system_prompt)
-                        if args.eval_data else [])
-        eval_examples = task.examples("test", limit=args.eval_size) if task is not None else []
+        records = read_records(data.path, data.prompt_field, data.response_field, tokenizer, template, system_prompt)
+        eval_records = (read_records(data.eval_path, data.prompt_field, data.response_field, tokenizer, template,
+                                     system_prompt) if data.eval_path else [])
+        eval_examples = task.examples("test", limit=cfg.eval.size) if task is not None else []
     except ValueError as err:  # e.g. a chat template missing from a base model's tokenizer
         raise CommandError(str(err)) from None
-    run_dir = prepare_run_dir(args.out, args.overwrite)
-    write_run_config(run_dir, {
-        "command": "sft", "model": args.model, "data": args.data, "eval_data": args.eval_data,
-        "task": {"name": args.task, "kwargs": parse_task_kwargs(args.task_kwargs), "template": template} if task else None,
-        "template": template, "sft": vars(config),
-    })
-    console.print(f"loaded in {time.perf_counter() - t0:.1f}s; {len(records)} training rows; run directory: {run_dir}")
+    run_dir = prepare_run_dir(cfg.run_dir, args.overwrite)
+    if cfg.task is not None:  # `rlvr eval RUN_DIR` reads the task, with the template the data was rendered with
+        cfg = cfg.model_copy(update={"task": cfg.task.model_copy(update={"template": template})})
+    write_config(run_dir, cfg)
+    console.print(f"run directory: {run_dir}")
+    console.print(f"loaded in {time.perf_counter() - t0:.1f}s; {len(records)} training rows")
     metrics = JsonlWriter(run_dir / "metrics.jsonl")
 
     def held_out(epoch: int, step: int) -> None:
@@ -250,7 +261,7 @@ def _run(args: argparse.Namespace, console) -> Path:
             row["eval_loss"] = evaluate_loss(model, tokenizer, eval_records, max_len=config.max_len)["loss"]
         if eval_examples:
             row["eval_accuracy_greedy"] = task_accuracy(model, tokenizer, task, eval_examples, temperature=0.0,
-                                                        max_new_tokens=args.max_new_tokens, seed=args.seed)["accuracy"]
+                                                        max_new_tokens=cfg.eval.max_new_tokens, seed=cfg.seed)["accuracy"]
         if len(row) > 2:
             metrics.write(row)
             shown = ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith("eval"))
@@ -261,8 +272,8 @@ def _run(args: argparse.Namespace, console) -> Path:
                  console=console, progress=not args.no_progress)
     t = result.tokenize
     if t.truncated or t.dropped:
-        console.print(f"[yellow]{t.truncated} rows cut to --max-len {config.max_len} (they lose their eos); "
-                      f"{t.dropped} rows dropped (prompt alone fills --max-len)")
+        console.print(f"[yellow]{t.truncated} rows cut to max_len {config.max_len} (they lose their eos); "
+                      f"{t.dropped} rows dropped (prompt alone fills max_len)")
     save_final_model(run_dir, model, tokenizer, result.steps)
     console.print(f"{result.steps} steps, mean training loss {result.loss_mean:.4f}; model: {run_dir / 'model'}")
     return run_dir

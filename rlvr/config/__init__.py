@@ -11,7 +11,7 @@ is loaded, with the reason. By idea:
 - `loading`: recipes, overrides, presets applied, readable errors.
 """
 
-from rlvr.config.loading import RECIPES_DIR, deep_merge, load_recipe, parse_overrides, resolve, to_yaml
+from rlvr.config.loading import RECIPES_DIR, deep_merge, load_recipe, parse_overrides, resolve, resolve_as, to_yaml
 from rlvr.config.presets import PRESET_SCHEDULES, PRESETS
 from rlvr.config.schema import (
     GROUP_ESTIMATORS,
@@ -55,5 +55,6 @@ __all__ = [
     "parse_overrides",
     "reward_term_name",
     "resolve",
+    "resolve_as",
     "to_yaml",
 ]

@@ -5,7 +5,9 @@ readable line."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
+import types
 from pathlib import Path
 from typing import Any
 
@@ -46,18 +48,28 @@ def deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
-def _check_keys(cls: type[BaseModel], data: Any, path: str) -> None:
+def resolve_as(schema: type[BaseModel], recipe: dict[str, Any], overrides: list[str] | None = None) -> Any:
+    """Recipe dict + overrides -> a validated `schema` (the configs of sft, expert-iter, eval)."""
+    data = deep_merge(recipe or {}, parse_overrides(overrides or []))
+    _check_keys(schema, data, "")
+    try:
+        return schema.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err)) from None
+
+
+def _check_keys(cls: Any, data: Any, path: str) -> None:
     """Reject unknown keys with the nearest valid name (before pydantic, which cannot suggest)."""
     if not isinstance(data, dict):
         return
-    fields = cls.model_fields
+    fields = _fields_of(cls)
     for key, value in data.items():
         where = f"{path}{key}"
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f"; did you mean '{path}{close[0]}'?" if close else ""
             raise ConfigError(f"unknown config key '{where}'{hint} (valid here: {', '.join(fields)})")
-        annotation = fields[key].annotation
+        annotation = fields[key]
         if key == "loss" and cls is AlgorithmConfig and isinstance(value, dict):
             name = value.get("name", "ppo_clip")
             sub = LOSS_CONFIGS.get(name)
@@ -66,8 +78,27 @@ def _check_keys(cls: type[BaseModel], data: Any, path: str) -> None:
 
                 raise ConfigError(unknown_name_message("policy loss", name, LOSS_CONFIGS) + f" (at '{where}.name')")
             _check_keys(sub, value, f"{where}.")
-        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            _check_keys(annotation, value, f"{where}.")
+        else:
+            for sub in _sections(annotation):
+                _check_keys(sub, value, f"{where}.")
+
+
+def _fields_of(cls: Any) -> dict[str, Any]:
+    """Field name -> annotation of a pydantic model or a dataclass (a dataclass's are resolved type hints)."""
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
+        return {k: f.annotation for k, f in cls.model_fields.items()}
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints.get(f.name) for f in dataclasses.fields(cls)}
+
+
+def _sections(annotation: Any) -> list[Any]:
+    """The nested config classes (pydantic models or dataclasses) an annotation holds (X, or X | None)."""
+    import typing
+
+    args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else (annotation,)
+    return [a for a in args if isinstance(a, type) and (issubclass(a, BaseModel) or dataclasses.is_dataclass(a))]
 
 
 def resolve(recipe: dict[str, Any], overrides: list[str] | None = None) -> RunConfig:

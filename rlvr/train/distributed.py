@@ -24,6 +24,7 @@ import datetime
 import os
 import pickle
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -288,11 +289,14 @@ class Topology:
     # --- failures ------------------------------------------------------------------------------------
 
     def report_failure(self, run_dir, exc: BaseException) -> None:
-        """Leave this rank's error where the other ranks look for it (run_dir/errors/rank<R>.txt)."""
+        """Leave this rank's error where the other ranks look for it (run_dir/errors/rank<R>.txt), and its
+        traceback beside it (traceback_rank<R>.txt: the terminal shows one line unless --debug)."""
         if not self.distributed:
             return
         folder = Path(run_dir) / "errors"
         folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"traceback_rank{self.rank}.txt").write_text(
+            "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
         (folder / f"rank{self.rank}.txt").write_text(f"{type(exc).__name__}: {exc}")
 
     def peer_failure(self, run_dir, wait_s: float = 5.0) -> PeerFailed | None:
