@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 
-import torch
 from torch import Tensor, nn
 
 from rlvr.models.logprobs import backbone_hidden_states
@@ -36,16 +35,8 @@ class ValueModel(nn.Module):
         h = hidden[:, start : length - 1]  # [N, T, H]
         return self.head(h).squeeze(-1)
 
-    def state_dict_for_save(self) -> dict[str, Tensor]:
-        return {k: v.detach().clone() for k, v in self.state_dict().items()}
-
 
 def make_value_model(policy: nn.Module) -> ValueModel:
     model = ValueModel(policy)
     model.to(next(policy.parameters()).device)
     return model
-
-
-@torch.no_grad()
-def compute_values(critic: ValueModel, input_ids: Tensor, attention_mask: Tensor, num_response_tokens: int) -> Tensor:
-    return critic(input_ids, attention_mask, num_response_tokens)

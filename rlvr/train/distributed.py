@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-import pickle
 import time
 import traceback
 from dataclasses import dataclass
@@ -111,15 +110,6 @@ class Topology:
         out: list[Any] = [None] * self.world_size
         dist.all_gather_object(out, _to_cpu(obj))
         return out
-
-    def broadcast_object(self, obj: Any, src: int = 0) -> Any:
-        if not self.distributed:
-            return obj
-        import torch.distributed as dist
-
-        box = [_to_cpu(obj) if self.rank == src else None]
-        dist.broadcast_object_list(box, src=src)
-        return box[0]
 
     def barrier(self) -> None:
         if self.distributed:
@@ -334,8 +324,3 @@ def _to_cpu(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(_to_cpu(v) for v in obj)
     return obj
-
-
-def object_size(obj: Any) -> int:
-    """Bytes of `obj` pickled (what `all_gather_objects` sends)."""
-    return len(pickle.dumps(_to_cpu(obj)))
