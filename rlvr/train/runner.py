@@ -318,9 +318,13 @@ def _train(cfg: RunConfig, topo: Topology, *, resume: bool, overwrite: bool, con
                 console.print(checkpoint_line(path), soft_wrap=True)
             topo.barrier()
 
+        live: dict[str, Any] = {}  # the progress bar and its task, once they exist
+
         def evaluate_now(step: int) -> None:
             if not eval_examples:
                 return
+            if live:
+                live["bar"].update(live["task"], description=f"evaluating {len(eval_examples)} problems")
             with topo.full_params(trainer.sharded):  # rank 0 evaluates on the gathered parameters
                 if main:
                     row = {"step": step, **held_out_eval(trainer, eval_examples, step)}
@@ -328,6 +332,8 @@ def _train(cfg: RunConfig, topo: Topology, *, resume: bool, overwrite: bool, con
                     trackers.log_metrics(row, step)
                     console.print(eval_line(row), soft_wrap=True)
                 topo.barrier()
+            if live:
+                live["bar"].update(live["task"], description="step")
 
         if start == 0 and cfg.eval.every:
             evaluate_now(0)
@@ -337,7 +343,8 @@ def _train(cfg: RunConfig, topo: Topology, *, resume: bool, overwrite: bool, con
         show_bar = progress and console.is_terminal
         bar = _progress(console, enabled=show_bar)
         with bar, GracefulInterrupt() as interrupt:
-            task_id = bar.add_task("train", total=cfg.train.steps, completed=start, reward="-", acc="-", step_s="-")
+            task_id = bar.add_task("step", total=cfg.train.steps, completed=start, reward="-", acc="-", step_s="-")
+            live.update(bar=bar, task=task_id)
             fault = os.environ.get("RLVR_FAULT_RAISE")  # "RANK:STEP": the tests' failing-rank injection
             for step in range(start + 1, cfg.train.steps + 1):
                 if fault and fault == f"{topo.rank}:{step}":
@@ -459,7 +466,7 @@ def _progress(console, enabled: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     return Progress(
-        TextColumn("[bold]step"), MofNCompleteColumn(), BarColumn(),
+        TextColumn("[bold]{task.description}"), MofNCompleteColumn(), BarColumn(),
         TextColumn("reward {task.fields[reward]}"), TextColumn("acc {task.fields[acc]}"),
         TextColumn("{task.fields[step_s]}s/step"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
         console=console, disable=not enabled, transient=False,
