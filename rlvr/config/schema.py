@@ -203,6 +203,9 @@ class RolloutConfig(_Strict):
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)
     stop: list[str] = Field(default_factory=list)
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Passed to the engine as they are; for vllm, to `vllm.LLM` (gpu_memory_utilization, tensor_parallel_size,
+    enable_prefix_caching, enable_sleep_mode, max_model_len, ...)."""
     sync_tolerance: float = Field(1e-3, gt=0)
     """After each weight push, the engine's and the trainer's log-probs of a fixed probe may differ by at
     most this (max absolute difference, nats); beyond it the run stops with "weight sync failed"."""

@@ -28,6 +28,16 @@ def check_combinations(cfg: RunConfig) -> None:
 
     if cfg.rollout.engine not in ENGINES:
         problems.append(unknown_name_message("rollout engine", cfg.rollout.engine, ENGINES))
+    if cfg.rollout.engine == "vllm" and cfg.model.lora is not None:
+        problems.append("rollout.engine=vllm with model.lora is not supported yet (the engine would need the merged "
+                        "weights at every push); use rollout.engine=hf with LoRA")
+    if cfg.rollout.engine == "vllm":
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            from rlvr.rollout.vllm import PIP_HINT
+
+            problems.append(PIP_HINT)
     if alg.advantage not in ADVANTAGE_ESTIMATORS:
         problems.append(unknown_name_message("advantage estimator", alg.advantage, ADVANTAGE_ESTIMATORS))
     if alg.aggregation not in AGGREGATIONS:

@@ -10,4 +10,13 @@ from rlvr.rollout import hf as _hf  # noqa: F401  (registers "hf")
 from rlvr.rollout.base import ENGINES, FINISH_REASONS, RolloutBatch, RolloutEngine, SamplingParams, get_engine
 from rlvr.rollout.hf import HFEngine
 
+
+@ENGINES.register("vllm")
+def _vllm_engine(model, tokenizer, **kwargs):
+    """vLLM (rlvr.rollout.vllm), imported only when chosen."""
+    from rlvr.rollout.vllm import VLLMEngine
+
+    return VLLMEngine(model, tokenizer, **kwargs)
+
+
 __all__ = ["ENGINES", "FINISH_REASONS", "HFEngine", "RolloutBatch", "RolloutEngine", "SamplingParams", "get_engine"]

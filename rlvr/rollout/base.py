@@ -190,6 +190,9 @@ class RolloutEngine(abc.ABC):
         """log p(response token t | prompt, earlier response tokens) under the engine's current weights,
         at temperature 1 with no filter: the weight-sync check compares them with the trainer's."""
 
+    def close(self) -> None:
+        """Release what the engine holds (an inference server, its memory); the run calls it at its end."""
+
 
 ENGINES: Registry = Registry("rollout engine")
 

@@ -124,7 +124,7 @@ def build(cfg: RunConfig, model_path: str | None = None, log=print, topology: To
         for module in (model, critic, ref_model if ref_model is not model else None):
             if module is not None:
                 topology.shard_module(module)
-    engine = get_engine(cfg.rollout.engine, model, tokenizer)
+    engine = get_engine(cfg.rollout.engine, model, tokenizer, **cfg.rollout.engine_kwargs)
     return RLStep(cfg, model, tokenizer, task, engine, ref_model=ref_model, critic=critic, log=log, topology=topology,
                   lora=peft_model)
 
@@ -303,7 +303,7 @@ def _train(cfg: RunConfig, topo: Topology, *, resume: bool, overwrite: bool, con
             samples_log.truncate_after(start)
         console.print(f"resumed {run_dir} from {ckpt.name} (step {start})")
     trackers = _trackers(cfg, run_dir, main, resumed_at=start if ckpt is not None else None)
-    with contextlib.closing(trackers):
+    with contextlib.closing(trackers), contextlib.closing(trainer.engine):
         ranks = f" on {topo.world_size} ranks ({topo.backend})" if topo.distributed else ""
         console.print(f"loaded in {time.perf_counter() - t_load:.1f}s{ranks}")
 
