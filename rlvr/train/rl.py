@@ -352,6 +352,19 @@ class RLStep:
         metrics["no_signal_steps"] = float(self.no_signal_steps)
         return metrics
 
+    def _mismatch_stats(self) -> dict[str, float]:
+        """The training-inference mismatch of this step's tokens: max and quantiles of |sampler - trainer|
+        log-prob (the mean is `logprob_mismatch`), over every rank's tokens."""
+        parts = [t.float().cpu() for t in self._mismatch]
+        if self.topo.distributed:
+            parts = [t for ranked in self.topo.all_gather_objects(parts) for t in ranked]
+        values = torch.cat(parts) if parts else torch.zeros(0)
+        if values.numel() == 0:
+            return {}
+        q = torch.quantile(values[:16_000_000], torch.tensor([0.5, 0.9, 0.99]))
+        return {"logprob_mismatch_max": float(values.max()), "logprob_mismatch_p50": float(q[0]),
+                "logprob_mismatch_p90": float(q[1]), "logprob_mismatch_p99": float(q[2])}
+
     def _filter(self) -> dict[str, Any]:
         """The sampler's processing, under which every trainer log-prob is evaluated (rlvr.core.filtering)."""
         r = self.cfg.rollout
@@ -423,6 +436,7 @@ class RLStep:
             b.loss_mask = b.loss_mask & ~truncated[:, None]
 
         acc = MetricSums()
+        self._mismatch: list[Tensor] = []  # |sampler - trainer| log-prob of every valid token this rank trains
         for epoch in range(cfg.train.epochs):  # noqa: B007 (epoch is part of the seeds)
             # A fresh partition every epoch (cleanrl, verl), from a seed no other stream shares.
             seed = derive_seed(cfg.seed, MINIBATCH, step, epoch)
@@ -432,7 +446,11 @@ class RLStep:
         out["kept_groups"] = float(len(set(scored.rollout.prompt_index)))
         if "logprob_mismatch" not in is_metrics and b.old_logprobs is not None:
             is_metrics["logprob_mismatch"] = masked_mean((b.old_logprobs - b.sampler_logprobs).abs(), full_mask)
+        if b.old_logprobs is not None:
+            own = sorted(self.own) if self.topo.distributed else slice(None)
+            self._mismatch = [(b.old_logprobs[own] - b.sampler_logprobs[own]).abs()[full_mask[own]]]
         out.update({k: float(v) for k, v in is_metrics.items()})
+        out.update(self._mismatch_stats())
         # "kl" is the policy's KL from the reference model; null when no reference model is loaded.
         out["kl"] = None
         if reward_kl is not None:
@@ -501,7 +519,9 @@ class RLStep:
             step_loss = step_loss + loss.detach()
             weight = m.pop("num_valid_tokens")
             if mb.old_logprobs is None:
-                acc.add("logprob_mismatch", (lp.detach() - mb.sampler_logprobs).abs(), mb.loss_mask)
+                gap = (lp.detach() - mb.sampler_logprobs).abs()
+                acc.add("logprob_mismatch", gap, mb.loss_mask)
+                self._mismatch.append(gap[mb.loss_mask].float().cpu())
             for k in ("policy_loss", "value_loss"):  # partial sums of the mini-batch's loss
                 if k in m:
                     step_parts[k] = step_parts.get(k, 0.0) + float(m.pop(k))

@@ -53,6 +53,9 @@ def test_run_directory_contents(tiny_dir, tmp_path):
     assert all("eval_accuracy_greedy" in r for r in eval_rows)
     # The hf engine samples from exactly the policy the trainer scores.
     assert train_rows[0]["logprob_mismatch"] < 1e-4
+    r = train_rows[0]  # the mismatch's spread over tokens, every step
+    assert r["logprob_mismatch_p50"] <= r["logprob_mismatch_p90"] <= r["logprob_mismatch_p99"] <= r["logprob_mismatch_max"]
+    assert r["logprob_mismatch"] <= r["logprob_mismatch_max"] < 1e-4
     samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
     assert {"prompt", "response", "reward"} <= set(samples[0])
     latest = (run_dir / "checkpoints" / "latest").read_text().strip()
