@@ -151,3 +151,16 @@ def test_the_embedded_model_greedy_equals_the_hf_engine():
 def _train_rows(run_dir):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [r for r in rows if "reward_mean" in r]
+
+
+def test_two_ranks_with_vllm_give_the_update_of_one(vllm_tiny_dir, tmp_path):
+    """torchrun, 2 ranks on gloo, each its own vLLM engine (external_launcher) on its share of the prompts."""
+    from tests.train.test_distributed import _env, assert_same_run, launch
+
+    one = launch(vllm_tiny_dir, tmp_path / "one", 1, "rollout.engine=vllm", "train.steps=2",
+                 env=_env(VLLM_CPU_KVCACHE_SPACE="1"))
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = launch(vllm_tiny_dir, tmp_path / "two", 2, "rollout.engine=vllm", "train.steps=2",
+                 env=_env(VLLM_CPU_KVCACHE_SPACE="1"), timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert_same_run(tmp_path / "one", tmp_path / "two", "vllm 1 vs 2 ranks")
