@@ -59,8 +59,9 @@ def run_engine(engine, prompts, new_tokens: int, seed: int, eos: bool = False, n
     batch = engine.generate(prompts, params)
     wall = time.perf_counter() - start
     assert eos or batch.num_generated_tokens == len(prompts) * n * new_tokens, batch.response_lengths
-    return {"wall_s": wall, "cpu_s": time.process_time() - cpu, "tokens": batch.num_generated_tokens,
-            "prefill_s": batch.extra["prefill_s"], "decode_s": batch.extra["decode_s"]}
+    out = {"wall_s": wall, "cpu_s": time.process_time() - cpu, "tokens": batch.num_generated_tokens}
+    out.update({k: batch.extra[k] for k in ("prefill_s", "decode_s") if k in batch.extra})  # the hf engine's split
+    return out
 
 
 def run_generate(model, tokenizer, prompts, new_tokens: int, seed: int, eos: bool = False, n: int = 1) -> dict:
@@ -143,6 +144,8 @@ def main(argv: list[str] | None = None) -> dict:
                     help="before each run, wait up to this long for the other processes to leave the cores")
     ap.add_argument("--only", choices=["both", "engine", "generate"], default="both")
     ap.add_argument("--engine-kwargs", default="{}", help='JSON kwargs for get_engine, e.g. \'{"max_batch_size": 32}\'')
+    ap.add_argument("--engines", nargs="+", default=["hf"], choices=["hf", "vllm"],
+                    help="rollout engines timed side by side with model.generate (vllm: run from .venv-vllm)")
     ap.add_argument("--profile", choices=["engine", "generate"], help="profile one run of this instead of timing")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
@@ -152,13 +155,17 @@ def main(argv: list[str] | None = None) -> dict:
     from rlvr.rollout import get_engine
 
     model, tokenizer = load_model(args.model)
-    engine = get_engine("hf", model, tokenizer, **json.loads(args.engine_kwargs))
+    engines = {name: get_engine(name, model, tokenizer, **(json.loads(args.engine_kwargs) if name == "hf" else {}))
+               for name in args.engines}
+    engine = engines[args.engines[0]]
     # Warm-up: first calls pay one-off allocations and kernel selection.
     warm = make_prompts(tokenizer, 2)
-    run_engine(engine, warm, 4, 0)
+    for e in engines.values():
+        run_engine(e, warm, 4, 0)
     run_generate(model, tokenizer, warm, 4, 0)
 
-    results: dict = {"model": args.model, "threads": args.threads, "new_tokens": args.new_tokens, "eos": args.eos, "n": args.n,
+    results: dict = {"model": args.model, "engines": args.engines,
+                     "threads": args.threads, "new_tokens": args.new_tokens, "eos": args.eos, "n": args.n,
                      "torch": torch.__version__, "load_before": os.getloadavg(), "runs": {}}
     for batch_size in args.batch_sizes:
         if batch_size % args.n:
@@ -172,15 +179,17 @@ def main(argv: list[str] | None = None) -> dict:
             profile(lambda prompts=prompts: run_generate(model, tokenizer, prompts, args.new_tokens, 0, args.eos, args.n),
                     f"generate, batch {batch_size}")
             continue
-        runs: dict[str, list[dict]] = {"engine": [], "generate": []}
+        names = ["engine" if i == 0 else f"engine_{e}" for i, e in enumerate(args.engines)] + ["generate"]
+        runs: dict[str, list[dict]] = {name: [] for name in names}
         for r in range(args.repeats):
-            order = ["engine", "generate"] if r % 2 == 0 else ["generate", "engine"]
+            order = names if r % 2 == 0 else names[::-1]
             for name in order:
-                if args.only not in ("both", name):
+                if args.only not in ("both", name.split("_")[0]):
                     continue
                 idle_before = wait_until_idle(args.wait_idle) if args.wait_idle else None
-                if name == "engine":
-                    res = run_engine(engine, prompts, args.new_tokens, r, args.eos, args.n)
+                if name.startswith("engine"):
+                    which = engines[args.engines[0]] if name == "engine" else engines[name.removeprefix("engine_")]
+                    res = run_engine(which, prompts, args.new_tokens, r, args.eos, args.n)
                 else:
                     res = run_generate(model, tokenizer, prompts, args.new_tokens, r, args.eos, args.n)
                 res["tok_s"] = res["tokens"] / res["wall_s"]
@@ -191,7 +200,9 @@ def main(argv: list[str] | None = None) -> dict:
                       f"wall {res['wall_s']:7.2f} s  cpu util {res['cpu_util']:.2f}"
                       + (f"  prefill {res['prefill_s']:.2f} s" if "prefill_s" in res else ""), flush=True)
         summary = {name: statistics.median(x["tok_s"] for x in v) for name, v in runs.items() if v}
-        if len(summary) == 2:
+        for other in [k for k in summary if k.startswith("engine_")]:
+            summary[f"{other}_over_engine"] = summary[other] / summary["engine"]
+        if "engine" in summary and "generate" in summary:
             summary["ratio_of_medians"] = summary["engine"] / summary["generate"]
             summary["median_ratio"] = statistics.median(
                 e["tok_s"] / g["tok_s"] for e, g in zip(runs["engine"], runs["generate"])
