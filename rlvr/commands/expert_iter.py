@@ -15,7 +15,7 @@ import argparse
 import time
 from pathlib import Path
 
-from rlvr.commands._config import add_config_arguments, print_config, write_config
+from rlvr.commands._config import add_config_arguments, write_config
 from rlvr.commands.sft import (
     CommandError,
     add_run_arguments,
@@ -24,7 +24,7 @@ from rlvr.commands.sft import (
     load_model_or_fail,
     make_task,
     prepare_run_dir,
-    resolve_command_line,
+    run_with_config,
 )
 
 
@@ -58,18 +58,9 @@ FLAGS = {"model": "model.name", "task": "task.name", "template": "task.template"
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from rlvr.config.commands import ExpertIterRunConfig
 
-    cfg = resolve_command_line(ExpertIterRunConfig, args, FLAGS, "expert_iter.sft")
-    if args.print_config:
-        print_config(cfg)
-        return 0
-    console = Console(soft_wrap=True)
-    run_dir = _run(cfg, args, console)
-    console.print(f"done: {run_dir}")
-    return 0
+    return run_with_config(ExpertIterRunConfig, args, FLAGS, "expert_iter.sft", _run)
 
 
 def _run(cfg, args: argparse.Namespace, console) -> Path:

@@ -210,16 +210,21 @@ def _messages(prompt: Any, field: str, where: str, system_prompt: str | None) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from rlvr.config.commands import SFTRunConfig
 
-    cfg = resolve_command_line(SFTRunConfig, args, SFT_FLAGS, "sft")
+    return run_with_config(SFTRunConfig, args, SFT_FLAGS, "sft", _run)
+
+
+def run_with_config(schema: type, args: argparse.Namespace, flags: dict[str, str], sft_section: str, body) -> int:
+    """Resolve the command's config; print it (--print-config) or run `body(cfg, args, console)` -> run_dir."""
+    from rich.console import Console
+
+    cfg = resolve_command_line(schema, args, flags, sft_section)
     if args.print_config:
         print_config(cfg)
         return 0
     console = Console(soft_wrap=True)
-    run_dir = _run(cfg, args, console)
+    run_dir = body(cfg, args, console)
     console.print(f"done: {run_dir}")
     return 0
 

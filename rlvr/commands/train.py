@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from rlvr.commands._config import recipe_and_overrides
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -26,15 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from rlvr.config import ConfigError, load_recipe, resolve, to_yaml
 
     console = Console(stderr=False, soft_wrap=True)  # long lines stay whole in a log file
-    recipe_arg = None
-    overrides = []
-    for i, item in enumerate(args.args):
-        if "=" in item:
-            overrides.append(item)
-        elif recipe_arg is None and not overrides:
-            recipe_arg = item
-        else:
-            raise ConfigError(f"{item!r} is neither the recipe (the first argument) nor a key=value override")
+    recipe_arg, overrides = recipe_and_overrides(args.args)
     if args.resume:
         if recipe_arg is not None:
             raise ConfigError("--resume takes its recipe from RUN_DIR/config.yaml; give only key=value overrides")
