@@ -196,6 +196,11 @@ class TaskConfig(_Strict):
 
 class RolloutConfig(_Strict):
     engine: str = "hf"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None
+    """Precision of the rollout engine's copy of the weights. None: the model's own (one shared copy);
+    "auto": bfloat16 where the hardware multiplies it natively (a CPU with AVX512_BF16 or AMX, a GPU that
+    supports it), else the model's dtype. A lower precision than the trainer's turns the IS correction on
+    (unless algorithm.is_correction.enabled is set), and the engine's copy is refreshed after every update."""
     prompts_per_step: int = Field(16, ge=1)
     group_size: int = Field(8, ge=1)
     max_new_tokens: int = Field(64, ge=1)
@@ -206,9 +211,11 @@ class RolloutConfig(_Strict):
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Passed to the engine as they are; for vllm, to `vllm.LLM` (gpu_memory_utilization, tensor_parallel_size,
     enable_prefix_caching, enable_sleep_mode, max_model_len, ...)."""
-    sync_tolerance: float = Field(1e-3, gt=0)
+    sync_tolerance: float | None = Field(None, gt=0)
     """After each weight push, the engine's and the trainer's log-probs of a fixed probe may differ by at
-    most this (max absolute difference, nats); beyond it the run stops with "weight sync failed"."""
+    most this (max absolute difference, nats); beyond it the run stops with "weight sync failed". None:
+    1e-3 when the engine runs at the trainer's precision, 0.5 for a bfloat16/float16 copy (whose own copy of
+    the weights is then also compared with the trainer's, cast, exactly)."""
 
 
 class OptimConfig(_Strict):

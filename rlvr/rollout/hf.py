@@ -84,6 +84,21 @@ class HFEngine(RolloutEngine):
             self.policy_version = int(version)
 
     @torch.no_grad()
+    def weight_sync_error(self, model: Any) -> float | None:
+        """Max |engine weight - trainer weight cast to the engine's dtype| over every tensor; None when the
+        engine shares the trainer's model (nothing to compare). 0.0 means the copy is exactly in sync."""
+        if not isinstance(model, torch.nn.Module) or model is self.model:
+            return None
+        ours = self.model.state_dict()
+        worst = 0.0
+        for name, tensor in model.state_dict().items():
+            mine = ours.get(name)
+            if mine is None or mine.shape != tensor.shape:
+                return float("inf")
+            worst = max(worst, float((mine - tensor.to(device=mine.device, dtype=mine.dtype)).abs().max()))
+        return worst
+
+    @torch.no_grad()
     def logprobs(self, prompt_ids: list[int], response_ids: list[int]) -> list[float]:
         """The engine model's log-probs of `response_ids` after `prompt_ids` (temperature 1, no filter)."""
         if not prompt_ids or not response_ids:

@@ -80,6 +80,28 @@ def prepare_run_dir(cfg: RunConfig, *, resume: bool, overwrite: bool, console=No
     return run_dir
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` multiplies bfloat16 natively: a CUDA GPU that supports it, or a CPU with AVX512_BF16
+    or AMX-BF16 (where bfloat16 matrix products run about twice as fast as float32; elsewhere they are
+    emulated and far slower)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_rollout_dtype(setting: str | None, model_dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """rollout.dtype as a torch dtype: None is the model's; "auto" bfloat16 where native (`native_bf16`)."""
+    if setting is None:
+        return model_dtype
+    if setting == "auto":
+        return torch.bfloat16 if native_bf16(device) else model_dtype
+    return getattr(torch, setting)
+
+
 def build(cfg: RunConfig, model_path: str | None = None, log=print, topology: Topology | None = None) -> RLStep:
     """Load the models, the task and the engine of a run (on this rank's device)."""
     from rlvr.models import load_model
@@ -124,7 +146,20 @@ def build(cfg: RunConfig, model_path: str | None = None, log=print, topology: To
         for module in (model, critic, ref_model if ref_model is not model else None):
             if module is not None:
                 topology.shard_module(module)
-    engine = get_engine(cfg.rollout.engine, model, tokenizer, **cfg.rollout.engine_kwargs)
+    engine_model = model
+    rollout_dtype = resolve_rollout_dtype(cfg.rollout.dtype, dtype, device)
+    if rollout_dtype != dtype:
+        if cfg.rollout.engine != "hf" or peft_model is not None or (topology.distributed and cfg.train.fsdp):
+            raise ValueError("rollout.dtype other than the model's works with the hf engine on a full (non-LoRA, "
+                             "non-FSDP) model for now; leave rollout.dtype unset")
+        # The engine's own lower-precision copy, refreshed by every push (rlvr.rollout.hf update_weights).
+        engine_model = copy.deepcopy(model).to(rollout_dtype).eval().requires_grad_(False)
+        if "enabled" not in cfg.algorithm.is_correction.model_fields_set:
+            cfg = cfg.model_copy(deep=True)
+            cfg.algorithm.is_correction.enabled = True  # sampler and trainer differ: correct for it
+        log(f"rollout dtype: {str(rollout_dtype).removeprefix('torch.')} (trainer: {cfg.model.dtype}); "
+            f"IS correction {'on' if cfg.algorithm.is_correction.enabled else 'off'}")
+    engine = get_engine(cfg.rollout.engine, engine_model, tokenizer, **cfg.rollout.engine_kwargs)
     return RLStep(cfg, model, tokenizer, task, engine, ref_model=ref_model, critic=critic, log=log, topology=topology,
                   lora=peft_model)
 
