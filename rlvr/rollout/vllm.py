@@ -151,7 +151,7 @@ class VLLMEngine(RolloutEngine):
 
     def update_weights(self, model_or_state_dict: Any, version: int | None = None) -> None:
         state = model_or_state_dict.state_dict() if hasattr(model_or_state_dict, "state_dict") else model_or_state_dict
-        weights = [(name, tensor.detach()) for name, tensor in state.items()]
+        weights = ((name, tensor.detach()) for name, tensor in state.items())  # streamed: vLLM reloads layer-wise
         llm = self._engine()
         llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         llm.reset_prefix_cache()
