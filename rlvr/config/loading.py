@@ -143,6 +143,9 @@ def _format_validation_error(err: ValidationError) -> str:
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
         msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "missing":
+            lines.append(f"{loc} is required (set {loc}=... on the command line or in the recipe)")
+            continue
         lines.append(f"{loc}: {msg}" if loc else msg)
     return "invalid config: " + "; ".join(lines)
 

@@ -44,3 +44,8 @@ def test_eval_with_a_user_reward(tiny_dir, tmp_path, capsys, monkeypatch):
                  "--max-new-tokens", "2", "--no-entropy", "--out", str(tmp_path / "out")]) == 0
     report = json.loads((tmp_path / "out" / "eval.json").read_text())
     assert report["metrics"]["pass@1"] == 1.0 and report["metrics"]["reward_mean"] == 0.5
+
+
+def test_a_missing_required_key_is_named(capsys):
+    assert main(["sft", "data.path=x.jsonl"]) == 2
+    assert "run_dir is required (set run_dir=... on the command line or in the recipe)" in capsys.readouterr().err
