@@ -214,9 +214,9 @@ class RolloutConfig(_Strict):
     sync_tolerance: float | None = Field(None, gt=0)
     """After each weight push, the engine's and the trainer's log-probs of a fixed probe may differ by at
     most this (max absolute difference, nats); beyond it the run stops with "weight sync failed". None:
-    1e-3 when the engine runs at the trainer's precision; for the hf engine's lower-precision copy the copy
-    itself is compared exactly with the trainer's weights cast to its dtype, and the probe's gap (precision,
-    which grows as the policy sharpens) is only logged; other lower-precision engines: 0.5."""
+    1e-3; for the hf engine's lower-precision copy (rollout.dtype) the copy itself is compared exactly with
+    the trainer's weights cast to its dtype, and the probe's gap (precision, which grows as the policy
+    sharpens) is only logged."""
 
 
 class OptimConfig(_Strict):

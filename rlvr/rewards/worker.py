@@ -52,7 +52,6 @@ class LineWorker:
         self.path, self.name = str(path), name
         self.startup_timeout_s = float(startup_timeout_s)
         self.hello, self.start_hint = hello, start_hint
-        self.kills = 0
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._lines: queue.Queue | None = None
@@ -67,7 +66,6 @@ class LineWorker:
                 self._proc.stdin.flush()
                 line = self._lines.get(timeout=timeout_s)
             except queue.Empty:
-                self.kills += 1
                 self.restart()
                 raise WorkerTimeout(f"{self.name} gave no answer within {timeout_s:g} s (killed)") from None
             except (BrokenPipeError, OSError) as e:

@@ -42,7 +42,6 @@ class MultipleChoiceTask(DatasetTask):
         self.choices_field = None if gpqa else choices_field
         self.correct_field, self.incorrect_fields = correct_field, list(incorrect_fields or [])
         self.choice_instruction = instruction
-        self.n_choices = 4
 
     def options_of(self, row: dict[str, Any], where: str) -> tuple[list[str], str]:
         """(the options in prompt order, the correct letter) of one row."""
@@ -97,7 +96,7 @@ class MultipleChoiceTask(DatasetTask):
         return out
 
     def answer_reward(self, response: str, answer: Any) -> float:
-        return choice_reward(response, answer, n_choices=max(self.n_choices, LETTERS.index(answer) + 1))
+        return choice_reward(response, answer)  # the letters A-D, widened to the gold letter
 
     def canonical_answer(self, text: str) -> Hashable | None:
         return parse_choice(text, 26)

@@ -132,10 +132,9 @@ class RLStep:
         # (and the version) pushed after every update, and each push is checked.
         self.policy_version = 0
         self.sync_max_diff = 0.0
-        self.rollout_dtype = getattr(getattr(engine, "model", None), "dtype", None)
-        """The engine's weights' dtype when it holds its own torch copy (lower-precision rollouts), else None."""
-        if getattr(engine, "model", None) is model:
-            self.rollout_dtype = None
+        own = getattr(engine, "model", None)
+        self.lower_precision_engine = own is not None and own is not model and own.dtype != next(model.parameters()).dtype
+        """The engine samples from its own copy of the weights in a lower precision (rollout.dtype)."""
         self._probe = self._make_probe()
         # FSDP2: the sharded modules, gathered for each step (rlvr.train.distributed.Topology.full_params)
         self.sharded = [m for m in (model, critic) if self.topo.fsdp_units([m])]
@@ -170,8 +169,7 @@ class RLStep:
             trainer_lp, _ = response_logprobs(self.model, ids, torch.ones_like(ids), len(response), packed=False)
         diff = float((engine_lp - trainer_lp[0].float().cpu()).abs().max())
         self.sync_max_diff = diff
-        lower = self.rollout_dtype is not None and self.rollout_dtype != next(self.model.parameters()).dtype
-        tol = self.cfg.rollout.sync_tolerance or (0.5 if lower else 1e-3)
+        tol = self.cfg.rollout.sync_tolerance or 1e-3
         check = getattr(self.engine, "weight_sync_error", None)
         error = check(self.model) if check is not None else None
         if error is not None and error > 0:
@@ -179,7 +177,7 @@ class RLStep:
                 f"weight sync failed at policy version {self.policy_version}: the engine's copy of the weights differs "
                 f"from the trainer's (cast to its dtype) by up to {error:.3g}; check the engine's update_weights "
                 f"({type(self.engine).__name__})")
-        if lower and error is not None and self.cfg.rollout.sync_tolerance is None:
+        if self.lower_precision_engine and error is not None and self.cfg.rollout.sync_tolerance is None:
             # A lower-precision copy checked exactly above: the probe's gap is precision (it grows as the policy
             # sharpens, bfloat16 logits of unlikely tokens), logged as weight_sync_max_diff, not a sync failure.
             return

@@ -17,7 +17,7 @@ import torch
 
 from rlvr.config import RunConfig, to_yaml
 from rlvr.logging.jsonl import JsonlWriter
-from rlvr.tasks import check_reward_fields
+from rlvr.tasks import check_reward_fields, close_rewards
 from rlvr.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
 from rlvr.train.data import PromptStream
 from rlvr.train.distributed import Topology
@@ -338,7 +338,7 @@ def _train(cfg: RunConfig, topo: Topology, *, resume: bool, overwrite: bool, con
             samples_log.truncate_after(start)
         console.print(f"resumed {run_dir} from {ckpt.name} (step {start})")
     trackers = _trackers(cfg, run_dir, main, resumed_at=start if ckpt is not None else None)
-    with contextlib.closing(trackers), contextlib.closing(trainer.engine):
+    with contextlib.closing(trackers), contextlib.closing(trainer.engine), _closing_rewards(trainer.task):
         ranks = f" on {topo.world_size} ranks ({topo.backend})" if topo.distributed else ""
         console.print(f"loaded in {time.perf_counter() - t_load:.1f}s{ranks}")
 
@@ -410,6 +410,15 @@ def _train(cfg: RunConfig, topo: Topology, *, resume: bool, overwrite: bool, con
         if main:
             trackers.log_images(_finish(run_dir, console, metrics_log), cfg.train.steps)
         return run_dir
+
+
+@contextlib.contextmanager
+def _closing_rewards(task):
+    """Stop the worker processes of the task's user rewards when the run ends."""
+    try:
+        yield
+    finally:
+        close_rewards(task)
 
 
 def _trackers(cfg: RunConfig, run_dir: Path, main: bool, resumed_at: int | None):
