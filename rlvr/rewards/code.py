@@ -248,6 +248,12 @@ def code_reward(response: str, tests: list[str], *, prefix: str = "", entry_poin
 def code_tests_reward(response: str, tests: Any) -> RewardResult:
     """The `code` reward under the registry's (response, answer) signature, for any dataset task: `answer`
     is the tests (Python source strings, or one string), run under the default sandbox limits."""
-    if isinstance(tests, dict):
-        return code_reward(response, tests["tests"], prefix=tests.get("prefix", ""), entry_point=tests.get("entry_point"))
-    return code_reward(response, normalise_tests(tests, "the answer"))
+    answer = tests if isinstance(tests, dict) else {"tests": normalise_tests(tests, "the answer")}
+    return code_answer_reward(response, answer)
+
+
+def code_answer_reward(response: str, answer: dict[str, Any], *, partial_credit: bool = False,
+                       limits: SandboxLimits | None = None) -> RewardResult:
+    """`code_reward` of a code task's answer {"tests": [...], "prefix": ... (optional), "entry_point": ... (optional)}."""
+    return code_reward(response, answer["tests"], prefix=answer.get("prefix", ""), entry_point=answer.get("entry_point"),
+                       partial_credit=partial_credit, limits=limits)

