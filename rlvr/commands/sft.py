@@ -128,8 +128,6 @@ def make_task(task_cfg, template: str | None):
     """The task of a command's `task` section, its template defaulting to `template` (else the task's own)."""
     from rlvr.tasks import build_task
 
-    if "template" in task_cfg.kwargs:
-        raise CommandError("set the prompt template with --template or task.template, not task.kwargs.template")
     if task_cfg.template is None and template is not None:
         task_cfg = task_cfg.model_copy(update={"template": template})
     try:

@@ -194,6 +194,17 @@ class TaskConfig(_Strict):
     counted in reward_timeouts); None: in the trainer's process, without a limit."""
 
 
+    @model_validator(mode="after")
+    def _known(self) -> TaskConfig:
+        """Unknown task names and options and a user's reward that cannot load, for every command that has a
+        task section (train, sft, expert-iter, eval), found without reading any data."""
+        from rlvr.config.validation import task_problems
+
+        problems = task_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
 class RolloutConfig(_Strict):
     engine: str = "hf"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None

@@ -20,7 +20,6 @@ def check_combinations(cfg: RunConfig) -> None:
 
     alg = cfg.algorithm
     problems: list[str] = []
-    problems += _task_problems(cfg.task)
     from rlvr.logging.trackers import backend_problems
 
     problems += backend_problems(cfg.logging.backends)
@@ -98,7 +97,7 @@ def check_combinations(cfg: RunConfig) -> None:
         raise ValueError("; ".join(problems))
 
 
-def _task_problems(task: TaskConfig) -> list[str]:
+def task_problems(task: TaskConfig) -> list[str]:
     """Unknown task names and options, found without building the task (no data is read)."""
     from rlvr.core.registry import unknown_name_message
     from rlvr.tasks import TASKS
