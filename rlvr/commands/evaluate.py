@@ -73,8 +73,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(cfg, console) -> int:
-    import torch
-
     from rlvr.eval import evaluate
 
     temperature = 0.0 if cfg.greedy else cfg.temperature
@@ -91,17 +89,11 @@ def _run(cfg, console) -> int:
     if not examples:
         raise EvalCommandError(f"task {task_name!r} split {cfg.split!r} has no problems (check --data and --limit)")
 
-    from rlvr.models.embedded import ModelLoadError
-    from rlvr.models.loading import load_model
+    from rlvr.commands.sft import load_model_or_fail
     from rlvr.rollout import get_engine
-    from rlvr.train.distributed import Topology
 
-    device = str(Topology().device(cfg.model.device))
-    try:
-        model, tokenizer = load_model(str(model_path), dtype=getattr(torch, cfg.model.dtype), device=device,
-                                      trust_remote_code=cfg.model.trust_remote_code, cache_dir=cfg.model.cache_dir)
-    except (ModelLoadError, RuntimeError, ValueError, KeyError, OSError) as err:
-        raise EvalCommandError(f"cannot load model {str(model_path)!r}: {_message(err)}") from None
+    model, tokenizer = load_model_or_fail(cfg.model.model_copy(update={"name": str(model_path)}))
+    device = str(next(model.parameters()).device)
     try:
         engine = get_engine(cfg.engine, model, tokenizer)
     except (ValueError, KeyError, ImportError) as err:

@@ -14,6 +14,7 @@ A bare capital inside a sentence ("A cat ...") is never read as an answer. Only 
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 
@@ -28,6 +29,7 @@ def _letter_class(n_choices: int) -> str:
     return f"[A-{LETTERS[n_choices - 1]}]"
 
 
+@functools.lru_cache(maxsize=None)
 def _patterns(n_choices: int) -> tuple[re.Pattern, re.Pattern, re.Pattern]:
     L = _letter_class(n_choices)
     letter = rf"(?:\(\s*((?i:{L}))\s*\)|\*\*\s*({L})\s*\*\*|({L}))(?![A-Za-z0-9])"
@@ -41,9 +43,6 @@ def _patterns(n_choices: int) -> tuple[re.Pattern, re.Pattern, re.Pattern]:
     return explicit, alone, leading
 
 
-_CACHE: dict[int, tuple[re.Pattern, re.Pattern, re.Pattern]] = {}
-
-
 def parse_choice(response: str, n_choices: int = 4) -> str | None:
     """The option letter `response` answers with, or None (see the module docstring).
 
@@ -52,9 +51,7 @@ def parse_choice(response: str, n_choices: int = 4) -> str | None:
     >>> [parse_choice(s) for s in ("A cat sat.", "C) Paris", "answer is E", r"so \\boxed{A}")]
     [None, 'C', None, 'A']
     """
-    if n_choices not in _CACHE:
-        _CACHE[n_choices] = _patterns(n_choices)
-    explicit, alone, leading = _CACHE[n_choices]
+    explicit, alone, leading = _patterns(n_choices)
     found = [_first(m) for m in explicit.finditer(response)]
     if found:
         return found[-1]
