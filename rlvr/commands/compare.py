@@ -33,7 +33,8 @@ def measure_grad_variance(study, batches: int, checkpoint: str | None):
     first = study.variants[0]
     cfg = resolve(recipe, study.run_overrides(first, study.seeds[0]))
     configs = {v.label: resolve(recipe, study.run_overrides(v, study.seeds[0])) for v in study.variants}
-    estimators = sorted({c.algorithm.advantage for c in configs.values()})
+    estimators = {c.algorithm.advantage.name: c.algorithm.advantage.options()
+                  for c in sorted(configs.values(), key=lambda c: c.algorithm.advantage.name)}
     trainer = build(cfg, model_path=checkpoint)
     examples = trainer.task.examples("train")[: cfg.rollout.prompts_per_step]
     result = gradient_variance(trainer, examples, estimators, batches=batches, seed=cfg.seed,

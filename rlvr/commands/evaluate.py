@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, help="sampling temperature (temperature; default: 1.0)")
     parser.add_argument("--top-p", type=float, help="nucleus sampling threshold (top_p; default: 1.0)")
     parser.add_argument("--greedy", action="store_const", const=True, help="greedy decoding (greedy=true); needs n=1")
-    parser.add_argument("--max-new-tokens", type=int, help="response length limit (max_new_tokens; default: 256)")
+    parser.add_argument("--max-new-tokens", type=int, help="response length limit (max_new_tokens; default: the run's, "
+                        "else the task's response budget, e.g. gsm8k 256, humaneval 512)")
     parser.add_argument("--template", choices=["chat", "r1_zero", "plain"],
                         help="prompt template, also used by the task to grade (task.template; default: the run's, "
                         "else the task's own)")
@@ -77,9 +78,14 @@ def _run(cfg, console) -> int:
 
     temperature = 0.0 if cfg.greedy else cfg.temperature
     ks = cfg.k if cfg.k is not None else sorted({1, cfg.n})
-    model_path, run_dir, run_task = resolve_model_or_run(cfg.model.name)
-    task_cfg = _task_config(cfg.task, run_task)
+    model_path, run_dir, run_config = resolve_model_or_run(cfg.model.name)
+    task_cfg = _task_config(cfg.task, _section(run_config, "task"))
     task = _make_task(task_cfg, cfg.data)
+    # the length limit: the one given, else the run's own (its task, evaluated as it trained), else the task's
+    run_budget = _section(run_config, "rollout").get("max_new_tokens")
+    if task_cfg.name != _section(run_config, "task").get("name"):
+        run_budget = None
+    max_new_tokens = cfg.max_new_tokens or run_budget or task.max_new_tokens
     task_name = task_cfg.name
     try:
         examples = task.examples(cfg.split, limit=cfg.limit)
@@ -103,7 +109,7 @@ def _run(cfg, console) -> int:
     try:
         result = evaluate(
             model, tokenizer, task, examples, n=cfg.n, k=ks, temperature=temperature, top_p=cfg.top_p,
-            max_new_tokens=cfg.max_new_tokens, template=getattr(task, "template", None), seed=cfg.seed,
+            max_new_tokens=int(max_new_tokens), template=getattr(task, "template", None), seed=cfg.seed,
             engine=engine, batch_size=cfg.batch_size, with_entropy=cfg.entropy, stop=cfg.stop or None,
         )
     except ValueError as err:  # bad input found late, e.g. a prompt longer than the model's context
@@ -141,7 +147,7 @@ def _task_config(task_cfg, run_task: dict[str, Any]):
 
 
 def resolve_model_or_run(model: str) -> tuple[Path | str, Path | None, dict[str, Any]]:
-    """(model to load, run directory or None, the run's `task` config section or {}).
+    """(model to load, run directory or None, the run's config (its config.yaml) or {}).
 
     A directory holding `config.yaml` is a run directory: its model is
     `checkpoints/<name in checkpoints/latest>/model`. Anything else is passed to load_model as is.
@@ -162,18 +168,22 @@ def resolve_model_or_run(model: str) -> tuple[Path | str, Path | None, dict[str,
     if not model_dir.is_dir():
         raise EvalCommandError(f"{pointer} names {name!r}, but {model_dir} does not exist; restore that checkpoint, "
                                "or pass a checkpoint's model/ directory directly")
-    return model_dir, path, _run_task_section(path / "config.yaml")
+    return model_dir, path, _run_config(path / "config.yaml")
 
 
-def _run_task_section(config_path: Path) -> dict[str, Any]:
+def _run_config(config_path: Path) -> dict[str, Any]:
     import yaml
 
     try:
         config = yaml.safe_load(config_path.read_text()) or {}
     except yaml.YAMLError as err:
         raise EvalCommandError(f"cannot parse {config_path}: {err}") from None
-    task = config.get("task") if isinstance(config, dict) else None
-    return task if isinstance(task, dict) else {}
+    return config if isinstance(config, dict) else {}
+
+
+def _section(config: dict[str, Any], key: str) -> dict[str, Any]:
+    value = config.get(key)
+    return value if isinstance(value, dict) else {}
 
 
 def _make_task(task_cfg, data: str | None):

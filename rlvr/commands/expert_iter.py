@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", type=int, help="samples per problem (expert_iter.k; default: 4)")
     parser.add_argument("--temperature", type=float, help="sampling temperature (expert_iter.temperature; default: 1.0)")
     parser.add_argument("--top-p", type=float, help="nucleus sampling threshold (expert_iter.top_p; default: 1.0)")
-    parser.add_argument("--max-new-tokens", type=int, help="response length limit (expert_iter.max_new_tokens; default: 32)")
+    parser.add_argument("--max-new-tokens", type=int, help="response length limit (expert_iter.max_new_tokens; default: the "
+                        "task's response budget, e.g. arithmetic 64, gsm8k 256)")
     parser.add_argument("--max-per-prompt", type=int,
                         help="most distinct correct responses kept per problem (expert_iter.max_per_prompt; default: all)")
     parser.add_argument("--keep-truncated", action="store_const", const=True,

@@ -66,7 +66,9 @@ def model_card(run_dir: Path, ckpt: Path) -> str:
     config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
     config = config if isinstance(config, dict) else {}
     command = config.get("command", "train")
-    algorithm = (config.get("algorithm") or {}).get("preset") or (config.get("algorithm") or {}).get("advantage")
+    alg = config.get("algorithm") if isinstance(config.get("algorithm"), dict) else {}
+    advantage = alg.get("advantage")
+    algorithm = alg.get("preset") or (advantage.get("name") if isinstance(advantage, dict) else advantage)
     task = (config.get("task") or {}).get("name") if isinstance(config.get("task"), dict) else None
     base = (config.get("model") or {}).get("name") if isinstance(config.get("model"), dict) else config.get("model")
     step = ckpt.name.removeprefix("step_").lstrip("0") or "0"

@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_sft_arguments(parser, "sft")
     parser.add_argument("--eval-size", type=int, help="held-out task problems for the accuracy (eval.size; default: 200)")
     parser.add_argument("--max-new-tokens", type=int,
-                        help="response limit when measuring task accuracy (eval.max_new_tokens; default: 64)")
+                        help="response limit when measuring task accuracy (eval.max_new_tokens; default: the task's "
+                        "response budget, e.g. arithmetic 64, gsm8k 256)")
     add_run_arguments(parser)
 
 

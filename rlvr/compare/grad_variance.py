@@ -34,13 +34,17 @@ from rlvr.train.batch import TrainBatch
 from rlvr.train.seeds import GRAD_VARIANCE, derive_seed
 
 
-def gradient_variance(trainer, examples: list[Any], estimators: list[str], *, batches: int = 8, seed: int = 0,
+def gradient_variance(trainer, examples: list[Any], estimators: list[str] | dict[str, dict[str, Any]], *,
+                      batches: int = 8, seed: int = 0,
                       aggregation: str = "seq_mean_token_sum_norm") -> dict[str, dict[str, Any]]:
-    """Per estimator: trace of the gradient covariance and cosines to the mean gradient (module docstring)."""
+    """Per estimator: trace of the gradient covariance and cosines to the mean gradient (module docstring).
+
+    `estimators`: names (each with its default options), or name -> its options (`compute_advantages`)."""
+    options = dict(estimators) if isinstance(estimators, dict) else {e: {} for e in estimators}
     if batches < 2:
         raise ValueError(f"batches must be >= 2 to estimate a variance, got {batches}")
     params = [p for p in trainer.model.parameters() if p.requires_grad]
-    usable = [e for e in estimators if e != "gae" or trainer.critic is not None]
+    usable = [e for e in options if e != "gae" or trainer.critic is not None]
     rollouts = []
     for b in range(batches):
         scored = trainer.generate_shared(examples, derive_seed(seed, GRAD_VARIANCE, b))
@@ -50,7 +54,7 @@ def gradient_variance(trainer, examples: list[Any], estimators: list[str], *, ba
     squares = {e: [] for e in usable}
     for scored, baseline in rollouts:
         for e in usable:
-            g = _gradient(trainer, params, scored, baseline, e, aggregation)
+            g = _gradient(trainer, params, scored, baseline, e, options[e], aggregation)
             sums[e] = g if sums[e] is None else sums[e] + g
             squares[e].append(float(g.double().pow(2).sum()))
     out: dict[str, dict[str, Any]] = {}
@@ -60,7 +64,7 @@ def gradient_variance(trainer, examples: list[Any], estimators: list[str], *, ba
         # ||g_b - mean||^2 = ||g_b||^2 - 2 <g_b, mean> + ||mean||^2; the <g_b, mean> come from pass two.
         dots, cosines = [], []
         for scored, baseline in rollouts:
-            g = _gradient(trainer, params, scored, baseline, e, aggregation)
+            g = _gradient(trainer, params, scored, baseline, e, options[e], aggregation)
             dot = float((g.double() * mean.double()).sum())
             dots.append(dot)
             norm = math.sqrt(max(float(g.double().pow(2).sum()), 0.0))
@@ -80,7 +84,8 @@ def gradient_variance(trainer, examples: list[Any], estimators: list[str], *, ba
     return out
 
 
-def _gradient(trainer, params, scored, baseline, estimator: str, aggregation: str) -> torch.Tensor:
+def _gradient(trainer, params, scored, baseline, estimator: str, options: dict[str, Any],
+              aggregation: str) -> torch.Tensor:
     """The flattened policy gradient of the `pg` loss with `estimator`'s advantages on one batch."""
     cfg = trainer.cfg
     device = params[0].device
@@ -91,8 +96,7 @@ def _gradient(trainer, params, scored, baseline, estimator: str, aggregation: st
     adv, _ = compute_advantages(
         estimator, rewards=rewards, loss_mask=b.loss_mask, group_ids=group_ids, values=values,
         baseline_rewards=None if baseline is None else baseline.to(device),
-        token_rewards=outcome_to_token_rewards(rewards, b.loss_mask), gamma=cfg.algorithm.gamma,
-        lam=cfg.algorithm.lam, eps=cfg.algorithm.adv_eps, whiten=cfg.algorithm.whiten_advantages,
+        token_rewards=outcome_to_token_rewards(rewards, b.loss_mask), **options,
     )
     trainer.model.zero_grad(set_to_none=True)
     num_tokens, num_sequences = b.loss_mask.sum(), b.loss_mask.any(-1).sum()

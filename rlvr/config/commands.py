@@ -43,7 +43,8 @@ class SFTData(_Strict):
 class HeldOut(_Strict):
     size: int = Field(200, ge=1)
     """Held-out task problems for the greedy accuracy (with `task`)."""
-    max_new_tokens: int = Field(64, ge=1)
+    max_new_tokens: int | None = Field(None, ge=1)
+    """None: the task's response budget (rlvr.tasks.base.response_budget), as every command."""
 
 
 class SFTRunConfig(_Strict):
@@ -104,7 +105,9 @@ class EvalRunConfig(_Strict):
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     greedy: bool = False
-    max_new_tokens: int = Field(256, ge=1)
+    max_new_tokens: int | None = Field(None, ge=1)
+    """None: the run's rollout.max_new_tokens (evaluating a run on its task), else the task's response budget
+    (rlvr.tasks.base.response_budget: arithmetic 64, gsm8k 256, humaneval 512, ...), as every command."""
     stop: list[str] = Field(default_factory=list)
     seed: int = 0
     batch_size: int = Field(64, ge=1)

@@ -15,13 +15,14 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from rlvr.config.presets import PRESET_SCHEDULES, PRESETS
-from rlvr.config.schema import LOSS_CONFIGS, AlgorithmConfig, ConfigError, RunConfig
+from rlvr.config.schema import MOVED_KEYS, NAMED_SECTIONS, AlgorithmConfig, ConfigError, RunConfig
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """['a.b=1', 'c=x'] -> {'a': {'b': 1}, 'c': 'x'}; values are parsed as YAML scalars/lists."""
+    """['a.b=1', 'c=x'] -> {'a': {'b': 1}, 'c': 'x'}; values are parsed as YAML scalars/lists. A name given
+    to a section that later overrides go into is its `name` (['a=gae', 'a.lam=1'] -> {'a': {'name': 'gae', 'lam': 1}})."""
     out: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
@@ -31,6 +32,8 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         node = out
         parts = key.strip().split(".")
         for part in parts[:-1]:
+            if isinstance(node.get(part), str):  # `algorithm.advantage=gae algorithm.advantage.lam=0.9`
+                node[part] = {"name": node[part]}
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r} conflicts with another override of {part!r}")
@@ -66,18 +69,25 @@ def _check_keys(cls: Any, data: Any, path: str) -> None:
     for key, value in data.items():
         where = f"{path}{key}"
         if key not in fields:
+            if cls is AlgorithmConfig and key in MOVED_KEYS:
+                raise ConfigError(
+                    f"'{where}' is now an option of the advantage estimator: set {MOVED_KEYS[key]} "
+                    f"(e.g. algorithm.advantage.name=gae {MOVED_KEYS[key]}=...); see `rlvr presets`"
+                )
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f"; did you mean '{path}{close[0]}'?" if close else ""
             raise ConfigError(f"unknown config key '{where}'{hint} (valid here: {', '.join(fields)})")
         annotation = fields[key]
-        if key == "loss" and cls is AlgorithmConfig and isinstance(value, dict):
-            name = value.get("name", "ppo_clip")
-            sub = LOSS_CONFIGS.get(name)
-            if sub is None:
+        if cls is AlgorithmConfig and key in NAMED_SECTIONS:
+            sections, kind, default = NAMED_SECTIONS[key]
+            name = value if isinstance(value, str) else value.get("name", default) if isinstance(value, dict) else None
+            if name is not None and name not in sections:
                 from rlvr.core.registry import unknown_name_message
 
-                raise ConfigError(unknown_name_message("policy loss", name, LOSS_CONFIGS) + f" (at '{where}.name')")
-            _check_keys(sub, value, f"{where}.")
+                at = where if isinstance(value, str) else f"{where}.name"
+                raise ConfigError(unknown_name_message(kind, name, sections) + f" (at '{at}')")
+            if isinstance(value, dict):
+                _check_keys(sections[name], value, f"{where}.")
         else:
             for sub in _sections(annotation):
                 _check_keys(sub, value, f"{where}.")
@@ -101,11 +111,38 @@ def _sections(annotation: Any) -> list[Any]:
     return [a for a in args if isinstance(a, type) and (issubclass(a, BaseModel) or dataclasses.is_dataclass(a))]
 
 
+def _named(algorithm: Any) -> Any:
+    """`algorithm` with a bare name (`advantage: gae`, `loss: pg`) written as its section `{name: gae}`."""
+    if not isinstance(algorithm, dict):
+        return algorithm
+    return {k: {"name": v} if k in NAMED_SECTIONS and isinstance(v, str) else v for k, v in algorithm.items()}
+
+
+def _merge_algorithm(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """`update` over `base`; a loss or estimator named differently from base's starts from its own defaults
+    (gae's lam does not carry over onto grpo)."""
+    base, update = _named(base), _named(update)
+    merged = deep_merge(base, update)
+    for key in NAMED_SECTIONS:
+        new, old = update.get(key), base.get(key)
+        if isinstance(new, dict) and isinstance(old, dict) and "name" in new and new["name"] != old.get("name"):
+            merged[key] = copy.deepcopy(new)
+    return merged
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """deep_merge, with the algorithm section merged by `_merge_algorithm`."""
+    merged = deep_merge(base, update)
+    if isinstance(base.get("algorithm"), dict) and isinstance(update.get("algorithm"), dict):
+        merged["algorithm"] = _merge_algorithm(base["algorithm"], update["algorithm"])
+    return merged
+
+
 def resolve(recipe: dict[str, Any], overrides: list[str] | None = None) -> RunConfig:
     """Recipe dict + overrides -> validated RunConfig, applying the algorithm preset underneath."""
     recipe = recipe or {}
     over = parse_overrides(overrides or [])
-    data = deep_merge(recipe, over)
+    data = _merge(recipe, over)
     # Another task named on the command line does not inherit the recipe task's options.
     new_task = (over.get("task") or {}).get("name")
     if new_task is not None and new_task != (recipe.get("task") or {}).get("name"):
@@ -114,7 +151,8 @@ def resolve(recipe: dict[str, Any], overrides: list[str] | None = None) -> RunCo
     # that says so ("dapo-countdown"), unless the command line names it.
     overridden = (over.get("algorithm") or {}).get("preset") or (over.get("task") or {}).get("name")
     if overridden and "name" not in over and "run_dir" not in over:
-        preset_name = (data.get("algorithm") or {}).get("preset") or (data.get("algorithm") or {}).get("advantage", "grpo")
+        preset_name = (data.get("algorithm") or {}).get("preset") or _named(data.get("algorithm") or {}).get(
+            "advantage", {}).get("name", "grpo")
         task_name = str((data.get("task") or {}).get("name", "arithmetic")).replace(":", "-").replace("/", "-")
         data["name"] = f"{preset_name}-{task_name}"
     algorithm = data.get("algorithm") or {}
@@ -125,12 +163,7 @@ def resolve(recipe: dict[str, Any], overrides: list[str] | None = None) -> RunCo
 
             raise ConfigError(unknown_name_message("preset", preset, PRESETS))
         data["train"] = deep_merge(PRESET_SCHEDULES.get(preset, {}), data.get("train") or {})
-        merged = deep_merge(PRESETS[preset], algorithm)
-        # A loss named differently from the preset's starts from that loss's own defaults.
-        user_loss = algorithm.get("loss") or {}
-        if "name" in user_loss and user_loss["name"] != PRESETS[preset].get("loss", {}).get("name"):
-            merged["loss"] = copy.deepcopy(user_loss)
-        data["algorithm"] = merged
+        data["algorithm"] = _merge_algorithm(PRESETS[preset], algorithm)
     _check_keys(RunConfig, data, "")
     try:
         return RunConfig.model_validate(data)

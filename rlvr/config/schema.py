@@ -1,9 +1,11 @@
 """The schema of a run: pydantic models for every section of a recipe (`RunConfig` and its parts).
 
 Unknown keys are rejected (`extra="forbid"`), values are checked as they are set, and `RunConfig`
-runs the cross-field checks of rlvr.config.validation after every change. `algorithm.loss` is built
-from the registered policy losses themselves (rlvr.core.losses): each loss's keyword options, their
-defaults and constraints are declared once, in its signature, and become its config section here.
+runs the cross-field checks of rlvr.config.validation after every change. `algorithm.loss` and
+`algorithm.advantage` are built from the registered functions themselves (rlvr.core.losses,
+rlvr.core.advantages): each one's keyword options, their defaults and constraints are declared once, in
+its signature, and become its config section here (`{name: gae, lam: 0.95}`; a bare name is short for
+`{name: NAME}`). Adding a loss or an estimator is one edit.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import inspect
 import typing
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 GROUP_ESTIMATORS = {"grpo", "dr_grpo", "rloo", "reinforce_pp_baseline"}
 
@@ -25,7 +27,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-# --- policy losses: one config section per registered loss, from its signature ----------------------
+# --- policy losses and advantage estimators: one config section per registered function --------------
 
 _OPTION_TYPES = (int, float, bool, str)
 
@@ -37,32 +39,66 @@ def _is_option(hint: Any) -> bool:
     return all(b in _OPTION_TYPES for b in bases)
 
 
-def loss_config_class(name: str, fn: Any) -> type[BaseModel]:
-    """The config section of policy loss `name`: `name` plus the loss's keyword options, as declared."""
+class _Named(_Strict):
+    """A registered function's config section: its `name` and its options."""
+
+    def options(self) -> dict[str, Any]:
+        """The keyword options to call the function with (everything but `name`)."""
+        return self.model_dump(exclude={"name"})
+
+
+def options_config_class(name: str, fn: Any, suffix: str) -> type[BaseModel]:
+    """The config section of the function registered as `name`: `name` plus its keyword options with a
+    default, as declared (type, default, annotated_types constraints)."""
+    fn = inspect.unwrap(fn)
     hints = typing.get_type_hints(fn, include_extras=True)
     fields: dict[str, Any] = {"name": (Literal[name], name)}
     for p in inspect.signature(fn).parameters.values():
-        if p.kind is not p.KEYWORD_ONLY:
+        if p.kind is not p.KEYWORD_ONLY or p.default is p.empty:
             continue
         hint = hints.get(p.name, type(p.default) if isinstance(p.default, _OPTION_TYPES) else None)
         if hint is not None and _is_option(hint):
             fields[p.name] = (hint, p.default)
-    title = "".join(part.capitalize() for part in name.split("_")) + "Loss"
-    model = create_model(title, __base__=_Strict, **fields)
+    title = "".join(part.capitalize() for part in name.split("_")) + suffix
+    model = create_model(title, __base__=_Named, **fields)
     model.__doc__ = (inspect.getdoc(fn) or "").split("\n\n")[0]
     return model
 
 
-def _loss_classes() -> dict[str, type[BaseModel]]:
+def loss_config_class(name: str, fn: Any) -> type[BaseModel]:
+    """The config section of policy loss `name`: `name` plus the loss's keyword options, as declared."""
+    return options_config_class(name, fn, "Loss")
+
+
+def _classes(kind: str) -> dict[str, type[BaseModel]]:
+    from rlvr.core.advantages import ADVANTAGE_ESTIMATORS
     from rlvr.core.losses import POLICY_LOSSES
 
-    return {name: loss_config_class(name, fn) for name, fn in POLICY_LOSSES.items()}
+    registry, suffix = (POLICY_LOSSES, "Loss") if kind == "loss" else (ADVANTAGE_ESTIMATORS, "Advantage")
+    return {name: options_config_class(name, fn, suffix) for name, fn in registry.items()}
 
 
-LOSS_CONFIGS: dict[str, type[BaseModel]] = _loss_classes()
+LOSS_CONFIGS: dict[str, type[BaseModel]] = _classes("loss")
 """Policy loss name -> its config section (rlvr.core.losses declares the options)."""
+ADVANTAGE_CONFIGS: dict[str, type[BaseModel]] = _classes("advantage")
+"""Advantage estimator name -> its config section (rlvr.core.advantages declares the options)."""
 
 LossConfig = Annotated[Union[tuple(LOSS_CONFIGS.values())], Field(discriminator="name")]  # type: ignore[misc]
+AdvantageConfig = Annotated[Union[tuple(ADVANTAGE_CONFIGS.values())], Field(discriminator="name")]  # type: ignore[misc]
+
+NAMED_SECTIONS: dict[str, tuple[dict[str, type[BaseModel]], str, str]] = {
+    "loss": (LOSS_CONFIGS, "policy loss", "ppo_clip"),
+    "advantage": (ADVANTAGE_CONFIGS, "advantage estimator", "grpo"),
+}
+"""`algorithm` keys whose section is chosen by its `name`: (sections, what they are, default name)."""
+
+MOVED_KEYS = {
+    "gamma": "algorithm.advantage.gamma",
+    "lam": "algorithm.advantage.lam",
+    "adv_eps": "algorithm.advantage.eps",
+    "whiten_advantages": "algorithm.advantage.whiten",
+}
+"""Former `algorithm` keys -> where they live now (options of the estimators that take them)."""
 
 
 class KLConfig(_Strict):
@@ -123,16 +159,13 @@ class CriticConfig(_Strict):
 
 class AlgorithmConfig(_Strict):
     preset: str | None = None
-    advantage: str = "grpo"
+    advantage: AdvantageConfig = Field(default_factory=lambda: ADVANTAGE_CONFIGS["grpo"]())
+    """The advantage estimator and its own options: grpo (eps), reinforce_pp (gamma, whiten), gae (gamma, lam,
+    whiten), reinforce_pp_baseline (whiten); reinforce, dr_grpo, rloo and remax take none."""
     loss: LossConfig = Field(default_factory=lambda: LOSS_CONFIGS["ppo_clip"]())
     aggregation: str = "seq_mean_token_mean"
     aggregation_constant: int | None = Field(None, gt=0)
     """Dr.GRPO's constant normaliser (seq_mean_token_sum_norm); None: rollout.max_new_tokens."""
-    gamma: float = Field(1.0, ge=0, le=1)
-    lam: float = Field(1.0, ge=0, le=1)
-    adv_eps: float = Field(1e-6, gt=0)
-    whiten_advantages: bool = True
-    """Whiten GAE advantages over the batch's valid tokens."""
     kl: KLConfig = Field(default_factory=KLConfig)
     entropy_coef: float = Field(0.0, ge=0)
     """Entropy bonus: loss -= entropy_coef * entropy."""
@@ -143,6 +176,12 @@ class AlgorithmConfig(_Strict):
     mask_truncated: bool = False
     """Drop responses cut at rollout.max_new_tokens from the loss (DAPO's overlong filtering, TRL's
     mask_truncated_completions); they still count in their group's baseline."""
+
+    @field_validator("advantage", "loss", mode="before")
+    @classmethod
+    def _bare_name(cls, value: Any) -> Any:
+        """`advantage: gae` is short for `advantage: {name: gae}` (the estimator with its default options)."""
+        return {"name": value} if isinstance(value, str) else value
 
 
 class LoraSettings(_Strict):
@@ -214,7 +253,9 @@ class RolloutConfig(_Strict):
     (unless algorithm.is_correction.enabled is set), and the engine's copy is refreshed after every update."""
     prompts_per_step: int = Field(16, ge=1)
     group_size: int = Field(8, ge=1)
-    max_new_tokens: int = Field(64, ge=1)
+    max_new_tokens: int | None = Field(None, ge=1)
+    """Response length limit; None: the task's response budget (arithmetic 64, gsm8k 256, code 512, ...;
+    rlvr.tasks.base.response_budget), the same default every command uses."""
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)
@@ -308,6 +349,21 @@ class RunConfig(_Strict):
     """Rollouts per step written to samples.jsonl."""
     reflection_phrases: list[str] | None = None
     """Phrases counted by the reflection_rate metric (rlvr.eval.behaviour); None: its default list."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _response_budget(cls, data: Any) -> Any:
+        """rollout.max_new_tokens left unset: the task's response budget (before the checks that use it)."""
+        if not isinstance(data, dict):
+            return data
+        rollout, task = (v.model_dump() if isinstance(v, BaseModel) else v for v in (data.get("rollout"), data.get("task")))
+        rollout = {} if rollout is None else rollout
+        if isinstance(rollout, dict) and rollout.get("max_new_tokens") is None:
+            from rlvr.tasks.base import response_budget
+
+            name = task.get("name", "arithmetic") if isinstance(task, dict) else "arithmetic"
+            data = {**data, "rollout": {**rollout, "max_new_tokens": response_budget(str(name))}}
+        return data
 
     @model_validator(mode="after")
     def _combinations(self) -> RunConfig:

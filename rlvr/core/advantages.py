@@ -1,8 +1,12 @@
 """Advantage estimators: rewards (and optionally values) in, per-token advantages and returns out.
 
-Every estimator is registered in `ADVANTAGE_ESTIMATORS` under its name and takes the same keyword
-arguments; `compute_advantages(name, ...)` is the one entry point. Inputs are validated by the
-registered wrapper itself, so calling `ADVANTAGE_ESTIMATORS[name](...)` directly is just as safe.
+Every estimator is registered in `ADVANTAGE_ESTIMATORS` under its name and takes the same tensor
+arguments; `compute_advantages(name, ..., **options)` is the one entry point. Each estimator declares
+its own options (gamma, lam, eps, whiten) once, as keyword-only parameters with defaults and
+`annotated_types` constraints, exactly as the policy losses do; the config schema builds
+`algorithm.advantage` from those signatures, and an option an estimator does not take is an error.
+Inputs are validated by the registered wrapper itself, so calling `ADVANTAGE_ESTIMATORS[name](...)`
+directly is just as safe.
 
 Shapes: `rewards` [N] (outcome reward of each sequence), `loss_mask` [N, T] bool (True where a
 response token counts), `group_ids` [N] integer (sequences of one prompt share a value; values are
@@ -18,9 +22,13 @@ span (e.g. a tool's output in a multi-turn rollout) is stepped over, as in verl'
 from __future__ import annotations
 
 import functools
+import inspect
+import typing
 from collections.abc import Callable
+from typing import Annotated, Any
 
 import torch
+from annotated_types import Ge, Gt, Le
 from torch import Tensor
 
 from rlvr.core.masked import check_same_shape, masked_sum, masked_whiten
@@ -29,6 +37,11 @@ from rlvr.core.registry import Registry
 ADVANTAGE_ESTIMATORS: Registry = Registry("advantage estimator")
 
 _MAX_LISTED = 10
+
+# Constraints of estimator options, read by the config schema and checked again at call time.
+Discount = Annotated[float, Ge(0), Le(1)]
+"""In [0, 1]: a discount (gamma) or GAE's lambda."""
+Positive = Annotated[float, Gt(0)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -92,10 +105,6 @@ def _validate(
     values,
     baseline_rewards,
     token_rewards,
-    gamma,
-    lam,
-    eps,
-    whiten,
 ) -> dict:
     if not isinstance(loss_mask, Tensor) or loss_mask.dim() != 2:
         shape = list(loss_mask.shape) if isinstance(loss_mask, Tensor) else type(loss_mask).__name__
@@ -126,12 +135,6 @@ def _validate(
         values = _as_float(torch.as_tensor(values, device=device).detach())
         check_same_shape(values=values, loss_mask=mask)
         check_finite("values", values, mask, hint="check the value model (critic)")
-    if not 0.0 <= gamma <= 1.0:
-        raise ValueError(f"gamma must be in [0, 1]; got {gamma}")
-    if not 0.0 <= lam <= 1.0:
-        raise ValueError(f"lam must be in [0, 1]; got {lam}")
-    if not eps >= 0.0:
-        raise ValueError(f"eps must be >= 0; got {eps}")
     return dict(
         rewards=rewards.detach(),
         loss_mask=mask,
@@ -139,11 +142,38 @@ def _validate(
         values=values,
         baseline_rewards=None if baseline_rewards is None else baseline_rewards.detach(),
         token_rewards=None if token_rewards is None else token_rewards.detach(),
-        gamma=float(gamma),
-        lam=float(lam),
-        eps=float(eps),
-        whiten=bool(whiten),
     )
+
+
+_HOLDS = {">=": lambda v, b: v >= b, ">": lambda v, b: v > b, "<=": lambda v, b: v <= b}
+
+
+def _bounds(meta: Any) -> list[tuple[str, Any]]:
+    """An annotated_types constraint (Ge, Gt, Le) as (operator, bound) pairs."""
+    return [(op, getattr(meta, attr)) for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<=")) if hasattr(meta, attr)]
+
+
+def estimator_options(fn: Callable) -> dict[str, Any]:
+    """The options an estimator declares: its keyword-only parameters that have a default (name -> default)."""
+    params = inspect.signature(inspect.unwrap(fn)).parameters.values()
+    return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.default is not p.empty}
+
+
+def _check_options(name: str, fn: Callable, given: dict[str, Any]) -> dict[str, Any]:
+    """`given` checked against what `fn` declares (names and constraints), filled with its defaults."""
+    declared = estimator_options(fn)
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise TypeError(
+            f"advantage estimator {name!r} does not take {', '.join(unknown)}; "
+            f"it takes: {', '.join(declared) or 'no options'}"
+        )
+    hints = typing.get_type_hints(inspect.unwrap(fn), include_extras=True)
+    for key, value in given.items():
+        rules = [rule for meta in getattr(hints.get(key), "__metadata__", ()) for rule in _bounds(meta)]
+        if not all(_HOLDS[op](value, bound) for op, bound in rules):
+            raise ValueError(f"{key} must be {' and '.join(f'{op} {bound}' for op, bound in rules)}; got {value}")
+    return {**declared, **given}
 
 
 def _estimator(name: str, needs: tuple[str, ...] = ()) -> Callable:
@@ -159,11 +189,9 @@ def _estimator(name: str, needs: tuple[str, ...] = ()) -> Callable:
             values: Tensor | None = None,
             baseline_rewards: Tensor | None = None,
             token_rewards: Tensor | None = None,
-            gamma: float = 1.0,
-            lam: float = 1.0,
-            eps: float = 1e-6,
-            whiten: bool = True,
+            **options: Any,
         ) -> tuple[Tensor, Tensor]:
+            options = _check_options(name, fn, options)
             kwargs = _validate(
                 name,
                 needs,
@@ -173,13 +201,9 @@ def _estimator(name: str, needs: tuple[str, ...] = ()) -> Callable:
                 values=values,
                 baseline_rewards=baseline_rewards,
                 token_rewards=token_rewards,
-                gamma=gamma,
-                lam=lam,
-                eps=eps,
-                whiten=whiten,
             )
             with torch.no_grad():
-                return fn(**kwargs)
+                return fn(**kwargs, **options)
 
         ADVANTAGE_ESTIMATORS.register(name)(wrapped)
         return wrapped
@@ -196,27 +220,27 @@ def compute_advantages(
     values: Tensor | None = None,
     baseline_rewards: Tensor | None = None,
     token_rewards: Tensor | None = None,
-    gamma: float = 1.0,
-    lam: float = 1.0,
-    eps: float = 1e-6,
-    whiten: bool = True,
+    **options: Any,
 ) -> tuple[Tensor, Tensor]:
     """(advantages [N, T], returns [N, T]) from the estimator registered as `estimator`.
 
     Which inputs each estimator reads (the others are accepted and ignored):
 
-    | estimator             | reads                                             | returns            |
-    | --------------------- | ------------------------------------------------- | ------------------ |
-    | reinforce             | rewards (or sum of token_rewards)                 | = advantages       |
-    | grpo                  | rewards / token_rewards, group_ids, eps           | = advantages       |
-    | dr_grpo, rloo         | rewards / token_rewards, group_ids                | = advantages       |
-    | remax                 | rewards / token_rewards, baseline_rewards         | = advantages       |
-    | reinforce_pp          | token_rewards (default: rewards on last token), gamma, whiten | reward-to-go |
-    | reinforce_pp_baseline | rewards, group_ids, token_rewards, whiten (gamma must be 1) | before whitening |
-    | gae                   | values, token_rewards (default as above), gamma, lam, whiten | A + V |
+    Which inputs each estimator reads (the others are accepted and ignored), and its own `options`:
+
+    | estimator             | reads                                             | options              | returns          |
+    | --------------------- | ------------------------------------------------- | -------------------- | ---------------- |
+    | reinforce             | rewards (or sum of token_rewards)                 |                      | = advantages     |
+    | grpo                  | rewards / token_rewards, group_ids                | eps                  | = advantages     |
+    | dr_grpo, rloo         | rewards / token_rewards, group_ids                |                      | = advantages     |
+    | remax                 | rewards / token_rewards, baseline_rewards         |                      | = advantages     |
+    | reinforce_pp          | token_rewards (default: rewards on last token)    | gamma, whiten        | reward-to-go     |
+    | reinforce_pp_baseline | rewards, group_ids, token_rewards                 | whiten               | before whitening |
+    | gae                   | values, token_rewards (default as above)          | gamma, lam, whiten   | A + V            |
 
     `eps` is only grpo's std guard; whitening uses masked_whiten's own 1e-8 under the square root.
-    Unknown names raise the registry's KeyError, which lists the known ones.
+    Unknown names raise the registry's KeyError, which lists the known ones; an option the estimator
+    does not declare raises TypeError listing the ones it does (`estimator_options`).
     """
     return ADVANTAGE_ESTIMATORS[estimator](
         rewards=rewards,
@@ -225,10 +249,7 @@ def compute_advantages(
         values=values,
         baseline_rewards=baseline_rewards,
         token_rewards=token_rewards,
-        gamma=gamma,
-        lam=lam,
-        eps=eps,
-        whiten=whiten,
+        **options,
     )
 
 
@@ -326,7 +347,7 @@ def reinforce(*, rewards, loss_mask, token_rewards, **_) -> tuple[Tensor, Tensor
 
 
 @_estimator("grpo", needs=("group_ids",))
-def grpo(*, rewards, loss_mask, group_ids, token_rewards, eps, **_) -> tuple[Tensor, Tensor]:
+def grpo(*, rewards, loss_mask, group_ids, token_rewards, eps: Positive = 1e-6, **_) -> tuple[Tensor, Tensor]:
     """A_it = (G_it - mean_g G) / (std_g G + eps), std with Bessel's correction, G the sequence returns.
 
     GRPO (Shao et al. 2024, DeepSeekMath, sec. 4.1.2, outcome supervision); the Bessel-corrected std
@@ -335,10 +356,8 @@ def grpo(*, rewards, loss_mask, group_ids, token_rewards, eps, **_) -> tuple[Ten
     Uses: rewards, group_ids, eps, token_rewards (group statistics of the summed returns; each token
     credited with its reward-to-go, `_credit`).
     """
-    if not eps > 0.0:
-        # A group of equal rewards has std 0, and its centred rewards are rounding noise (mean of
-        # three 0.1s is not 0.1), so dividing by std + 0 would turn that noise into +-0.58.
-        raise ValueError(f"grpo needs eps > 0 (it divides by std + eps); got eps={eps}")
+    # eps > 0 (its Positive constraint): a group of equal rewards has std 0, and its centred rewards are
+    # rounding noise (mean of three 0.1s is not 0.1), so dividing by std + 0 would turn that noise into +-0.58.
     scores = _sequence_scores(rewards, token_rewards, loss_mask)
     ids, inverse, counts = group_index(group_ids)
     _check_min_group_size("grpo", ids, counts)
@@ -397,7 +416,9 @@ def remax(*, rewards, loss_mask, baseline_rewards, token_rewards, **_) -> tuple[
 
 
 @_estimator("reinforce_pp")
-def reinforce_pp(*, rewards, loss_mask, token_rewards, gamma, whiten, **_) -> tuple[Tensor, Tensor]:
+def reinforce_pp(
+    *, rewards, loss_mask, token_rewards, gamma: Discount = 1.0, whiten: bool = True, **_
+) -> tuple[Tensor, Tensor]:
     """REINFORCE++ (Hu 2025, arXiv 2501.03262, eqs. 8-10): reward-to-go, whitened over the batch.
 
     G_t = sum_{k >= t} gamma^(k - t) * token_rewards_k over valid tokens; A = (G - mean) / std over all
@@ -414,7 +435,7 @@ def reinforce_pp(*, rewards, loss_mask, token_rewards, gamma, whiten, **_) -> tu
 
 
 @_estimator("reinforce_pp_baseline", needs=("group_ids",))
-def reinforce_pp_baseline(*, rewards, loss_mask, group_ids, token_rewards, gamma, whiten, **_):
+def reinforce_pp_baseline(*, rewards, loss_mask, group_ids, token_rewards, whiten: bool = True, **_):
     """REINFORCE++-baseline (Hu 2025, arXiv 2501.03262): group-mean baseline, then batch whitening.
 
     A_t = whiten(r_i - mean_g r), the same value on every valid token before whitening. With
@@ -423,11 +444,10 @@ def reinforce_pp_baseline(*, rewards, loss_mask, group_ids, token_rewards, gamma
     `rewards` only, and the per-token terms enter as a reward-to-go, i.e.
     G_t = sum_{k >= t} token_rewards_k - mean_g r, which equals r_i - mean_g r plus the KL terms still
     ahead of t. (verl instead subtracts the group mean of the summed token_rewards and broadcasts.)
-    gamma must be 1, as OpenRLHF forces for this estimator. A group of one gets 0 before whitening.
-    returns = G (before whitening). Uses: rewards, group_ids, token_rewards, gamma, whiten.
+    It has no discount: OpenRLHF forces gamma = 1 for this estimator (use `reinforce_pp` for a discounted
+    reward-to-go). A group of one gets 0 before whitening. returns = G (before whitening).
+    Uses: rewards, group_ids, token_rewards, whiten.
     """
-    if gamma != 1.0:
-        raise ValueError(f"reinforce_pp_baseline is defined for gamma = 1 (as in OpenRLHF); got gamma={gamma}")
     _, inverse, counts = group_index(group_ids)
     baseline = group_mean(rewards, inverse, counts)[inverse]  # [N]
     if token_rewards is None:
@@ -440,7 +460,9 @@ def reinforce_pp_baseline(*, rewards, loss_mask, group_ids, token_rewards, gamma
 
 
 @_estimator("gae", needs=("values",))
-def gae(*, rewards, loss_mask, values, token_rewards, gamma, lam, whiten, **_) -> tuple[Tensor, Tensor]:
+def gae(
+    *, rewards, loss_mask, values, token_rewards, gamma: Discount = 1.0, lam: Discount = 1.0, whiten: bool = True, **_
+) -> tuple[Tensor, Tensor]:
     """Generalised advantage estimation (Schulman et al. 2016, eqs. 11-16) over the valid tokens.
 
     delta_t = r_t + gamma * V_{t+1} - V_t, with V = 0 beyond the last valid token;

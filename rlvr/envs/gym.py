@@ -133,12 +133,13 @@ def collect(env_id: str, policy: MLPPolicy, starts: list[int], group_size: int, 
 
 
 def train_gym(env_id: str = "CartPole-v1", *, estimator: str = "grpo", iterations: int = 30, starts: int = 8,
-              group_size: int = 8, lr: float = 1e-2, max_steps: int = 500, seed: int = 0, gamma: float = 1.0,
-              lam: float = 0.95, value_lr: float = 1e-2, env_kwargs: dict | None = None, log=None,
+              group_size: int = 8, lr: float = 1e-2, max_steps: int = 500, seed: int = 0,
+              options: dict | None = None, value_lr: float = 1e-2, env_kwargs: dict | None = None, log=None,
               on_iteration=None) -> list[float]:
     """Train an MLP policy with `estimator`'s advantages and the pg loss; returns the mean episode
-    return of each iteration's sampled episodes (before that iteration's update). `on_iteration(it,
-    metrics)` receives each iteration's metrics (reward_mean/std, episode length, entropy, loss)."""
+    return of each iteration's sampled episodes (before that iteration's update). `options` are the
+    estimator's own (e.g. gae's gamma, lam). `on_iteration(it, metrics)` receives each iteration's
+    metrics (reward_mean/std, episode length, entropy, loss)."""
     import time
     torch.manual_seed(seed)
     probe = make_env(env_id, **(env_kwargs or {}))
@@ -164,7 +165,7 @@ def train_gym(env_id: str = "CartPole-v1", *, estimator: str = "grpo", iteration
                 values = torch.where(ep.loss_mask, critic(ep.obs), torch.zeros(()))
         adv, returns = compute_advantages(
             estimator, rewards=ep.returns, loss_mask=ep.loss_mask, group_ids=ep.group_ids, values=values,
-            baseline_rewards=baseline, token_rewards=ep.rewards, gamma=gamma, lam=lam,
+            baseline_rewards=baseline, token_rewards=ep.rewards, **(options or {}),
         )
         logp = torch.log_softmax(policy(ep.obs), -1).gather(-1, ep.actions[..., None]).squeeze(-1)
         loss, _ = rl_objective(logp, loss_mask=ep.loss_mask, advantages=adv, loss="pg",

@@ -49,7 +49,7 @@ def evaluate(
     temperature: float = 1.0,
     top_p: float = 1.0,
     top_k: int = 0,
-    max_new_tokens: int = 256,
+    max_new_tokens: int | None = None,
     template: str | None = None,
     seed: int = 0,
     engine=None,
@@ -64,9 +64,12 @@ def evaluate(
     forward pass. `engine` is a rollout engine to reuse (default: a new `hf` engine on `model`).
     `template`: prompt template; default: the task's own (`task.template`), else "chat". The task
     grades with its own settings, so a template different from the task's is allowed but suspect.
-    `stop`: extra stop strings for generation. An exception raised by `task.score` propagates as a
-    RuntimeError that names the problem.
+    `stop`: extra stop strings for generation. `max_new_tokens` None: the task's response budget
+    (`task.max_new_tokens`, else 256). An exception raised by `task.score` propagates as a RuntimeError that
+    names the problem.
     """
+    if max_new_tokens is None:
+        max_new_tokens = getattr(task, "max_new_tokens", 256)
     ks = _check_settings(examples, n, k, temperature, top_p, top_k, max_new_tokens, batch_size)
     from rlvr.rollout import SamplingParams, get_engine
     from rlvr.tasks.templates import render_prompt

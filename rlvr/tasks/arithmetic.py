@@ -37,6 +37,7 @@ ANSWER_FROM = ("last_number", "exact")
 @TASKS.register("arithmetic")
 class ArithmeticTask(Task):
     name = "arithmetic"
+    max_new_tokens = 64
 
     def __init__(
         self,

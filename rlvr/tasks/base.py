@@ -92,6 +92,9 @@ class Task:
 
     name: str = ""
     default_template: str = "chat"
+    max_new_tokens: int = 256
+    """The response budget this task's problems need: the default max_new_tokens of every command (train's
+    rollout, eval, sft's and expert-iter's held-out accuracy) wherever none is set (`response_budget`)."""
     report_components: bool = False
     """Log the components of `answer_reward`'s RewardResult too (as answer/NAME), e.g. a code task's
     pass_fraction and sandbox outcomes."""
@@ -213,6 +216,19 @@ def task_options(cls: type) -> dict[str, inspect.Parameter]:
             if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
                 options.setdefault(p.name, p)
     return options
+
+
+GYM_EPISODE_STEPS = 500
+"""A gym task's (`gym:ENV_ID`) default episode step limit (rollout.max_new_tokens): CartPole-v1's own."""
+
+
+def response_budget(task_name: str) -> int:
+    """The default max_new_tokens for task `task_name` (its class's `max_new_tokens`); unknown names get
+    the base default, as the config's own check reports them."""
+    if task_name.startswith("gym:"):
+        return GYM_EPISODE_STEPS
+    cls = TASKS.get(task_name)
+    return (cls or Task).max_new_tokens
 
 
 def get_task(name: str, **options: Any) -> Task:

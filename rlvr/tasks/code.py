@@ -44,6 +44,7 @@ def _limits(timeout_s: float, memory_mb: int) -> SandboxLimits:
 @TASKS.register("code")
 class CodeTask(DatasetTask):
     name = "code"
+    max_new_tokens = 512
     report_components = True
 
     def __init__(self, *, prompt_field: str = "prompt", tests_field: str = "tests",
@@ -78,6 +79,7 @@ class CodeTask(DatasetTask):
 @TASKS.register("humaneval")
 class HumanEvalTask(Task):
     name = "humaneval"
+    max_new_tokens = 512
     default_template = "chat"
     report_components = True
 

@@ -51,6 +51,7 @@ def make_puzzle(rng: random.Random, n_numbers: int, min_number: int, max_number:
 @TASKS.register("countdown")
 class CountdownTask(Task):
     name = "countdown"
+    max_new_tokens = 256
 
     def __init__(
         self,

@@ -29,6 +29,7 @@ _TEST_SEED_OFFSET = 10**9
 @TASKS.register("knights_knaves")
 class KnightsKnavesTask(Task):
     name = "knights_knaves"
+    max_new_tokens = 512
 
     def __init__(
         self,

@@ -24,6 +24,7 @@ from rlvr.tasks.base import TASKS, Example, Task, repeat_to_size, split_by_hash
 @TASKS.register("symbol")
 class SymbolTask(Task):
     name = "symbol"
+    max_new_tokens = 64
     default_template = "plain"
 
     def __init__(

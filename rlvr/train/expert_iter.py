@@ -56,8 +56,9 @@ class ExpertIterConfig:
     temperature: float = 1.0
     """Sampling temperature (also of the sampled held-out evaluation)."""
     top_p: float = 1.0
-    max_new_tokens: int = 32
-    """Response length limit, for sampling and evaluation."""
+    max_new_tokens: int | None = None
+    """Response length limit, for sampling and evaluation; None: the task's response budget
+    (`Task.max_new_tokens`: arithmetic 64, gsm8k 256, ...), as every command."""
     max_per_prompt: int | None = None
     """Most distinct correct responses kept per problem; None: all."""
     keep_truncated: bool = False
@@ -73,6 +74,8 @@ class ExpertIterConfig:
         problems = []
         for name in ("rounds", "prompts", "k", "max_new_tokens", "eval_size"):
             value = getattr(self, name)
+            if name == "max_new_tokens" and value is None:
+                continue
             if not isinstance(value, int) or value < (0 if name == "rounds" else 1):
                 problems.append(f"{name} must be an integer >= {0 if name == 'rounds' else 1} (got {value!r})")
         if not self.temperature > 0:
@@ -102,7 +105,7 @@ def sample_and_filter(engine, tokenizer, task, examples: Sequence[Any], config: 
     prompts = [task.prompt(ex, tokenizer) for ex in examples]
     prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     params = SamplingParams(n=config.k, temperature=config.temperature, top_p=config.top_p,
-                            max_new_tokens=config.max_new_tokens, seed=seed)
+                            max_new_tokens=config.max_new_tokens or task.max_new_tokens, seed=seed)
     batch = engine.generate(prompt_ids, params)
     responses = tokenizer.batch_decode(batch.response_ids, skip_special_tokens=True)
     records, samples, seen = [], [], set()
@@ -134,7 +137,7 @@ def sample_and_filter(engine, tokenizer, task, examples: Sequence[Any], config: 
 
 def held_out_metrics(model, tokenizer, task, examples: Sequence[Any], config: ExpertIterConfig, engine) -> dict[str, float]:
     """eval_accuracy (sampled at the sampling temperature) and eval_accuracy_greedy."""
-    common = dict(max_new_tokens=config.max_new_tokens, seed=config.seed + 7919, engine=engine)
+    common = dict(max_new_tokens=config.max_new_tokens or task.max_new_tokens, seed=config.seed + 7919, engine=engine)
     sampled = task_accuracy(model, tokenizer, task, examples, temperature=config.temperature, **common)
     greedy = task_accuracy(model, tokenizer, task, examples, temperature=0.0, **common)
     return {"eval_accuracy": sampled["accuracy"], "eval_accuracy_greedy": greedy["accuracy"],

@@ -416,7 +416,7 @@ class RLStep:
                 b.ref_logprobs = self._logprobs_no_grad(self.ref_model, b)
         if self.critic is not None:
             b.values = self._values_no_grad(b)
-        baseline = self.greedy_baseline(scored, step).to(device) if alg.advantage == "remax" else None
+        baseline = self.greedy_baseline(scored, step).to(device) if alg.advantage.name == "remax" else None
 
         token_rewards = outcome_to_token_rewards(rewards, b.loss_mask)
         reward_kl = None
@@ -424,17 +424,14 @@ class RLStep:
             reward_kl = kl_divergence(b.old_logprobs, b.ref_logprobs, alg.kl.estimator, loss_mask=b.loss_mask)
             token_rewards = token_rewards - self.kl_coef * reward_kl
         b.advantages, b.returns = compute_advantages(
-            alg.advantage,
+            alg.advantage.name,
             rewards=rewards,
             loss_mask=b.loss_mask,
             group_ids=group_ids,
             values=b.values,
             baseline_rewards=baseline,
             token_rewards=token_rewards,
-            gamma=alg.gamma,
-            lam=alg.lam,
-            eps=alg.adv_eps,
-            whiten=alg.whiten_advantages,
+            **alg.advantage.options(),
         )
         is_metrics: dict[str, Tensor] = {}
         if alg.is_correction.enabled:

@@ -435,7 +435,7 @@ def _train_gym(cfg: RunConfig, topo: Topology, *, resume: bool, overwrite: bool,
 
     The recipe maps onto it: rollout.prompts_per_step start states x rollout.group_size episodes per
     iteration (train.steps iterations), rollout.max_new_tokens the episode step limit, the preset's
-    advantage estimator (ppo: GAE with a value network, critic.lr), optim.lr, algorithm.gamma/lam,
+    advantage estimator with its options (ppo: GAE with a value network, critic.lr), optim.lr,
     task.kwargs for gymnasium.make. Each iteration makes one update with the `pg` loss (the preset's
     policy loss and update schedule are not used here yet). The run directory gets config.yaml,
     metrics.jsonl and plots (one process; no checkpoints: a run takes seconds).
@@ -454,9 +454,9 @@ def _train_gym(cfg: RunConfig, topo: Topology, *, resume: bool, overwrite: bool,
         console.print(f"step {step}: mean return {metrics['reward_mean']:.1f}, episode length "
                       f"{metrics['response_len_mean']:.1f}")
 
-    train_gym(cfg.task.name[4:], estimator=alg.advantage, iterations=cfg.train.steps, starts=cfg.rollout.prompts_per_step,
+    train_gym(cfg.task.name[4:], estimator=alg.advantage.name, iterations=cfg.train.steps, starts=cfg.rollout.prompts_per_step,
               group_size=cfg.rollout.group_size, lr=cfg.optim.lr, max_steps=cfg.rollout.max_new_tokens, seed=cfg.seed,
-              gamma=alg.gamma, lam=alg.lam, value_lr=alg.critic.lr, env_kwargs=dict(cfg.task.kwargs), on_iteration=record)
+              options=alg.advantage.options(), value_lr=alg.critic.lr, env_kwargs=dict(cfg.task.kwargs), on_iteration=record)
     finish(run_dir, console, metrics_log)
     return run_dir
 

@@ -313,9 +313,10 @@ def distinct_problems(examples: Sequence[Any]) -> list[Any]:
     return out
 
 
-def task_accuracy(model, tokenizer, task, examples: Sequence[Any], *, temperature: float, max_new_tokens: int,
-                  seed: int = 0, engine=None) -> dict[str, float]:
-    """Held-out accuracy (mean@1) of one response per problem, via rlvr.eval.evaluate.
+def task_accuracy(model, tokenizer, task, examples: Sequence[Any], *, temperature: float,
+                  max_new_tokens: int | None = None, seed: int = 0, engine=None) -> dict[str, float]:
+    """Held-out accuracy (mean@1) of one response per problem, via rlvr.eval.evaluate; max_new_tokens None:
+    the task's response budget (`Task.max_new_tokens`).
 
     Greedy decoding (temperature 0) answers a repeated problem the same way every time, so it runs
     on the distinct problems only (each problem weighs the same either way, see repeat_to_size).

@@ -27,7 +27,7 @@ def test_matches_brute_force(tiny_dir, tmp_path):
         for b in range(3):
             scored = trainer.generate_shared(examples, derive_seed(5, GRAD_VARIANCE, b))
             baseline = trainer.greedy_baseline(scored, b) if e == "remax" else None
-            grads.append(_gradient(trainer, params, scored, baseline, e, "seq_mean_token_sum_norm").double())
+            grads.append(_gradient(trainer, params, scored, baseline, e, {}, "seq_mean_token_sum_norm").double())
         g = torch.stack(grads)
         mean = g.mean(0)
         trace = float(((g - mean) ** 2).sum() / 2)

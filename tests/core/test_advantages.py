@@ -9,7 +9,7 @@ import statistics
 import pytest
 import torch
 
-from rlvr.core.advantages import ADVANTAGE_ESTIMATORS, compute_advantages, outcome_to_token_rewards
+from rlvr.core.advantages import ADVANTAGE_ESTIMATORS, compute_advantages, estimator_options, outcome_to_token_rewards
 from rlvr.core.masked import masked_whiten
 
 F64 = torch.float64
@@ -309,6 +309,7 @@ def call(name, batch, **kw):
     batch = dict(batch)
     if name not in ("reinforce_pp", "reinforce_pp_baseline", "gae"):
         batch.pop("token_rewards")  # outcome estimators: test on the plain outcome rewards
+    kw = {k: v for k, v in kw.items() if k in estimator_options(ADVANTAGE_ESTIMATORS[name])}  # those it takes
     return compute_advantages(name, **batch, **kw)
 
 
@@ -530,15 +531,28 @@ def test_groups_of_one_are_rejected_by_grpo_and_rloo():
 def test_bad_numbers_are_rejected():
     mask = torch.ones(2, 2, dtype=torch.bool)
     kw = dict(rewards=torch.zeros(2), loss_mask=mask, values=torch.zeros(2, 2))
-    with pytest.raises(ValueError, match=r"gamma must be in \[0, 1\]; got 1.5"):
+    with pytest.raises(ValueError, match=r"gamma must be >= 0 and <= 1; got 1.5"):
         compute_advantages("gae", gamma=1.5, **kw)
-    with pytest.raises(ValueError, match=r"lam must be in \[0, 1\]; got -0.1"):
+    with pytest.raises(ValueError, match=r"lam must be >= 0 and <= 1; got -0.1"):
         compute_advantages("gae", lam=-0.1, **kw)
-    with pytest.raises(ValueError, match=r"grpo needs eps > 0"):
+    with pytest.raises(ValueError, match=r"eps must be > 0; got 0.0"):
         compute_advantages("grpo", rewards=torch.zeros(2), loss_mask=mask, group_ids=torch.tensor([0, 0]), eps=0.0)
-    with pytest.raises(ValueError, match=r"reinforce_pp_baseline is defined for gamma = 1"):
+
+
+def test_each_estimator_declares_its_own_options_and_rejects_others():
+    declared = {name: estimator_options(fn) for name, fn in ADVANTAGE_ESTIMATORS.items()}
+    assert declared == {
+        "reinforce": {}, "grpo": {"eps": 1e-6}, "dr_grpo": {}, "rloo": {}, "remax": {},
+        "reinforce_pp": {"gamma": 1.0, "whiten": True}, "reinforce_pp_baseline": {"whiten": True},
+        "gae": {"gamma": 1.0, "lam": 1.0, "whiten": True},
+    }
+    mask = torch.ones(2, 2, dtype=torch.bool)
+    # reinforce_pp_baseline has no discount (OpenRLHF forces gamma = 1): a gamma is an error, not ignored
+    with pytest.raises(TypeError, match=r"'reinforce_pp_baseline' does not take gamma; it takes: whiten"):
         compute_advantages("reinforce_pp_baseline", rewards=torch.zeros(2), loss_mask=mask,
                            group_ids=torch.tensor([0, 0]), gamma=0.9)
+    with pytest.raises(TypeError, match=r"'rloo' does not take lam; it takes: no options"):
+        compute_advantages("rloo", rewards=torch.zeros(2), loss_mask=mask, group_ids=torch.tensor([0, 0]), lam=0.9)
 
 
 def test_reinforce_pp_steps_over_interior_masked_tokens():

@@ -9,13 +9,14 @@ from annotated_types import Gt
 
 from rlvr.cli import main
 from rlvr.config import PRESETS, ConfigError, load_recipe, parse_overrides, resolve
+from rlvr.core.advantages import Discount
 
 
 def test_default_recipe_resolves_to_grpo_on_the_embedded_model():
     cfg = resolve(load_recipe(None))
     assert cfg.model.name == "smollm2-135m-instruct"
     assert cfg.task.name == "arithmetic"
-    assert cfg.algorithm.advantage == "grpo"
+    assert cfg.algorithm.advantage.name == "grpo" and cfg.algorithm.advantage.eps == 1e-6
     assert cfg.algorithm.loss.name == "ppo_clip"
     assert cfg.algorithm.kl.coef == 0.0
 
@@ -24,7 +25,7 @@ def test_default_recipe_resolves_to_grpo_on_the_embedded_model():
 def test_every_preset_resolves(preset):
     cfg = resolve({"algorithm": {"preset": preset}})
     spec = PRESETS[preset]
-    assert cfg.algorithm.advantage == spec["advantage"]
+    assert cfg.algorithm.advantage.name == spec["advantage"]
     assert cfg.algorithm.loss.name == spec["loss"]["name"]
     assert cfg.algorithm.aggregation == spec["aggregation"]
 
@@ -68,7 +69,11 @@ def test_parse_overrides_types():
         (["algorithm.kl.adaptive=true", "algorithm.kl.coef=0.1"], "needs algorithm.kl.target"),
         (["algorithm.kl.coef=0.1", "algorithm.kl.estimator=k1", "algorithm.kl.placement=loss"],
          "zero expected gradient"),
-        (["algorithm.advantage=reinforce_pp_baseline", "algorithm.gamma=0.9"], "gamma=1"),
+        (["algorithm.advantage=reinforce_pp_baseline", "algorithm.advantage.gamma=0.9"],
+         "unknown config key 'algorithm.advantage.gamma'"),
+        (["algorithm.gamma=0.9"], "set algorithm.advantage.gamma"),
+        (["algorithm.whiten_advantages=false"], "set algorithm.advantage.whiten"),
+        (["algorithm.preset=ppo", "algorithm.advantage.lam=1.5"], "algorithm.advantage.gae.lam"),
         (["algorithm.preset=cispo", "algorithm.loss.clip_low=1.5"], "clip_low"),
         (["algorithm.loss.name=clip_cov", "algorithm.loss.clip_cov_lb=5", "algorithm.loss.clip_cov_ub=1"],
          "clip_cov_lb"),
@@ -94,7 +99,7 @@ def test_cli_rejects_bad_config_before_any_work(capsys, tmp_path):
 def test_cli_print_config_and_presets(capsys):
     assert main(["train", "--print-config", "algorithm.preset=ppo"]) == 0
     out = capsys.readouterr().out
-    assert "advantage: gae" in out and "enabled: true" in out
+    assert "advantage:\n    name: gae\n    gamma: 1.0\n    lam: 1.0\n    whiten: true" in out and "enabled: true" in out
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
     for name in PRESETS:
@@ -163,3 +168,35 @@ def test_each_loss_declares_its_options_once_in_its_signature():
     assert section().model_dump() == {"name": "my_loss", "beta": 0.5}
     with pytest.raises(Exception, match="greater than 0"):
         section(beta=-1.0)
+
+
+def test_each_estimator_declares_its_options_once_in_its_signature():
+    """algorithm.advantage is the estimator's own section: its options only, from its signature."""
+    from rlvr.config.schema import ADVANTAGE_CONFIGS, options_config_class
+    from rlvr.core.advantages import ADVANTAGE_ESTIMATORS, estimator_options
+
+    assert set(ADVANTAGE_CONFIGS) == set(ADVANTAGE_ESTIMATORS)
+    for name, fn in ADVANTAGE_ESTIMATORS.items():
+        assert ADVANTAGE_CONFIGS[name]().options() == estimator_options(fn), name
+
+    def my_estimator(*, rewards, loss_mask, token_rewards, gamma: Discount = 0.99, **_):
+        """A new estimator: one function, and its config follows."""
+
+    section = options_config_class("my_estimator", my_estimator, "Advantage")
+    assert section().model_dump() == {"name": "my_estimator", "gamma": 0.99}
+    with pytest.raises(Exception, match="less than or equal to 1"):
+        section(gamma=1.5)
+
+
+def test_an_estimator_named_anew_starts_from_its_own_defaults():
+    recipe = {"algorithm": {"preset": "reinforce_pp", "advantage": {"gamma": 0.9, "whiten": False}}}
+    cfg = resolve(recipe)
+    assert cfg.algorithm.advantage.model_dump() == {"name": "reinforce_pp", "gamma": 0.9, "whiten": False}
+    # reinforce_pp_baseline has no gamma: the recipe's does not follow it onto the other estimator
+    cfg = resolve(recipe, ["algorithm.advantage=reinforce_pp_baseline"])
+    assert cfg.algorithm.advantage.model_dump() == {"name": "reinforce_pp_baseline", "whiten": True}
+    cfg = resolve(recipe, ["algorithm.advantage=reinforce_pp", "algorithm.advantage.gamma=0.5"])
+    assert cfg.algorithm.advantage.options() == {"gamma": 0.5, "whiten": True}
+    # the same for a loss named anew, over a recipe (not only over a preset)
+    cfg = resolve({"algorithm": {"loss": {"name": "ppo_clip", "clip_high": 0.28}}}, ["algorithm.loss=cispo"])
+    assert cfg.algorithm.loss.name == "cispo"

@@ -102,11 +102,11 @@ def test_cpu_recipe_keeps_the_algorithm_of_its_original(path):
     full = resolve(load_recipe(path.with_name(path.stem.removesuffix("_cpu") + ".yaml")))
     a, b = cpu.algorithm, full.algorithm
     assert a.preset == b.preset
-    assert a.advantage == b.advantage
+    assert a.advantage.model_dump() == b.advantage.model_dump()
     assert a.loss.model_dump() == b.loss.model_dump()
     assert a.aggregation == b.aggregation
     assert (a.kl.coef, a.kl.estimator, a.kl.placement) == (b.kl.coef, b.kl.estimator, b.kl.placement)
-    assert (a.gamma, a.lam, a.whiten_advantages, a.entropy_coef) == (b.gamma, b.lam, b.whiten_advantages, b.entropy_coef)
+    assert a.entropy_coef == b.entropy_coef
     assert a.critic.enabled == b.critic.enabled and a.critic.clip_range == b.critic.clip_range
     assert a.dynamic_sampling.enabled == b.dynamic_sampling.enabled
     assert a.overlong.enabled == b.overlong.enabled
