@@ -76,6 +76,12 @@ def test_eval_run_dir_uses_latest_checkpoint_and_run_task(files, capsys, tmp_pat
     assert "entropy" not in report["metrics"]
     sample = json.loads((run_dir / "eval_samples.jsonl").read_text().splitlines()[0])
     assert sample["problem_id"] and sample["finish_reason"] in ("stop", "length")
+    # no --max-new-tokens: the run's own rollout.max_new_tokens on its own task, else the task's budget
+    config["rollout"] = {"max_new_tokens": 2}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    code, _, err = run_cli(capsys, run_dir, "--limit", 1, "--greedy", "--no-entropy")
+    assert code == 0, err
+    assert json.loads((run_dir / "eval.json").read_text())["settings"]["max_new_tokens"] == 2
 
 
 @pytest.mark.parametrize(

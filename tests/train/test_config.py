@@ -200,3 +200,20 @@ def test_an_estimator_named_anew_starts_from_its_own_defaults():
     # the same for a loss named anew, over a recipe (not only over a preset)
     cfg = resolve({"algorithm": {"loss": {"name": "ppo_clip", "clip_high": 0.28}}}, ["algorithm.loss=cispo"])
     assert cfg.algorithm.loss.name == "cispo"
+
+
+def test_every_command_defaults_to_the_task_response_budget():
+    """One default per task for max_new_tokens, whichever command runs it; a value set wins."""
+    from rlvr.config.commands import EvalRunConfig, ExpertIterRunConfig, HeldOut
+    from rlvr.tasks import TASKS
+    from rlvr.tasks.base import response_budget
+
+    assert {name: TASKS[name].max_new_tokens for name in ("arithmetic", "gsm8k", "humaneval")} == {
+        "arithmetic": 64, "gsm8k": 256, "humaneval": 512}
+    for name in ("arithmetic", "gsm8k", "countdown", "knights_knaves", "code"):
+        assert resolve({"task": {"name": name}}).rollout.max_new_tokens == TASKS[name].max_new_tokens == response_budget(name)
+    assert resolve({"task": {"name": "gsm8k"}, "rollout": {"max_new_tokens": 32}}).rollout.max_new_tokens == 32
+    assert resolve({}, ["task.name=gym:CartPole-v1"]).rollout.max_new_tokens == 500
+    # eval, sft's held-out accuracy and expert-iter leave it unset: the task's budget is used when they run
+    assert EvalRunConfig().max_new_tokens is None and HeldOut().max_new_tokens is None
+    assert ExpertIterRunConfig(run_dir="r", task={"name": "arithmetic"}).expert_iter.max_new_tokens is None
