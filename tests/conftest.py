@@ -27,3 +27,12 @@ def tiny_dir(tmp_path_factory):
     from rlvr.models.tiny import make_tiny_model_dir
 
     return make_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_moe_dir(tmp_path_factory):
+    """A tiny random Qwen3-MoE model (hidden 32, 2 layers, 8 experts, top-2; rlvr.models.tiny), made once."""
+    from rlvr.models.tiny import make_tiny_model_dir
+
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny_moe") / "model", seed=0, arch="qwen3_moe",
+                               hidden_size=32, num_heads=2)

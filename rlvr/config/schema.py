@@ -173,6 +173,11 @@ class AlgorithmConfig(_Strict):
     dynamic_sampling: DynamicSamplingConfig = Field(default_factory=DynamicSamplingConfig)
     overlong: OverlongConfig = Field(default_factory=OverlongConfig)
     critic: CriticConfig = Field(default_factory=CriticConfig)
+    routing_replay: Literal["none", "r2", "r3"] = "none"
+    """Mixture-of-experts models (rlvr.models.moe, arXiv 2512.01374): r2 replays the experts the trainer's own
+    old-policy forward chose in every update forward of the step; r3 replays the experts the rollout engine
+    chose while sampling (rollout.engine=hf) in the old-policy and update forwards. The gate weights stay the
+    softmax of the current router logits over the replayed experts, so the router still learns."""
     mask_truncated: bool = False
     """Drop responses cut at rollout.max_new_tokens from the loss (DAPO's overlong filtering, TRL's
     mask_truncated_completions); they still count in their group's baseline."""

@@ -51,6 +51,9 @@ def check_combinations(cfg: RunConfig) -> None:
             f"algorithm.critic.enabled=true but the advantage estimator {estimator!r} does not use values; "
             "use algorithm.advantage=gae or disable the critic"
         )
+    if alg.routing_replay == "r3" and cfg.rollout.engine != "hf":
+        problems.append(f"algorithm.routing_replay=r3 replays the experts the rollout engine chose, which only the "
+                        f"hf engine records; got rollout.engine={cfg.rollout.engine} (use r2, or rollout.engine=hf)")
     if alg.loss.name == "gspo" and alg.aggregation == "token_mean":
         problems.append(
             "the gspo loss is a sequence-level objective; token_mean would weight sequences by length. "

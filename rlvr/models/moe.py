@@ -144,10 +144,10 @@ class RoutingHooks:
             yield mismatch
 
 
-def routes_from_rows(rows: list[Tensor], layout: list[tuple[int, int]], width: int, num_layers: int,
-                     top_k: int) -> Tensor:
+def routes_from_rows(rows: list[Tensor], layout: list[tuple[int, int]], width: int) -> Tensor:
     """Per-sequence routes (row r: [len_r, L, K] for its tokens in order) placed into a batch layout
     [B, width, L, K]: row r's tokens start at column layout[r][0] and number layout[r][1]; -1 elsewhere."""
+    num_layers, top_k = rows[0].shape[1:] if rows else (0, 0)
     out = torch.full((len(rows), width, num_layers, top_k), NO_ROUTE, dtype=ROUTE_DTYPE)
     for r, (start, length) in enumerate(layout):
         got = rows[r][:length]

@@ -78,18 +78,23 @@ def make_tiny_model(
     num_heads: int = 4,
     max_position_embeddings: int = 512,
     chars: str = DEFAULT_CHARS,
+    arch: str = "llama",
+    num_experts: int = 8,
+    top_k: int = 2,
 ) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
     """A random float32 `LlamaForCausalLM` and its character-level tokenizer (see the module docstring).
 
     The weights depend only on `seed` and the shape arguments; the global torch RNG is left untouched.
     Key/value heads are half the query heads when `num_heads` is even (grouped-query attention, as in
     SmolLM2), and the output projection is tied to the input embedding.
+    arch="qwen3_moe": a `Qwen3MoeForCausalLM` instead, every layer a mixture of `num_experts` experts with
+    `top_k` routed per token (renormalised top-k weights), for the routing-replay tests.
     """
     if hidden_size % num_heads != 0:
         raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
     tokenizer = make_tiny_tokenizer(chars)
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
-    config = LlamaConfig(
+    common = dict(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=2 * hidden_size,
@@ -102,9 +107,20 @@ def make_tiny_model(
         eos_token_id=ids[IM_END],
         pad_token_id=ids[PAD_TOKEN],
     )
+    if arch == "llama":
+        config, model_class = LlamaConfig(**common), LlamaForCausalLM
+    elif arch == "qwen3_moe":
+        from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+        config = Qwen3MoeConfig(**common, head_dim=hidden_size // num_heads, num_experts=num_experts,
+                                num_experts_per_tok=top_k, moe_intermediate_size=hidden_size, norm_topk_prob=True,
+                                decoder_sparse_step=1, mlp_only_layers=[])
+        model_class = Qwen3MoeForCausalLM
+    else:
+        raise ValueError(f"unknown tiny model arch {arch!r}; known: llama, qwen3_moe")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(config).to(torch.float32)
+        model = model_class(config).to(torch.float32)
     model.generation_config = GenerationConfig(eos_token_id=ids[IM_END], pad_token_id=ids[PAD_TOKEN])
     model.eval()
     return model, tokenizer

@@ -125,6 +125,10 @@ class RolloutBatch:
     """Engine-specific diagnostics (not per sample)."""
     policy_version: int = 0
     """The weights version (`RolloutEngine.update_weights`) the samples were drawn with."""
+    routes: list[Tensor] | None = None
+    """Mixture-of-experts models, when the engine records them (routing replay R3): per sample, the experts
+    each of its tokens was routed to while sampling, int16 [len(prompt) + len(response), layers, top_k]
+    (rlvr.models.moe; -1 where a token was never fed through the model, e.g. the last response token)."""
 
     def __len__(self) -> int:
         return len(self.response_ids)
@@ -135,7 +139,8 @@ class RolloutBatch:
         Returns `input_ids` [N, P+T] (prompt left-padded to P, response right-padded to T),
         `attention_mask` [N, P+T] long (1 on real tokens), `response_ids` [N, T], `loss_mask` [N, T] bool
         (True on response tokens), `sampler_logprobs` [N, T] float32 (0 where loss_mask is False) and
-        `group_ids` [N] long (the prompt index).
+        `group_ids` [N] long (the prompt index); with `routes`, also `routes` [N, P+T, layers, top_k] int16 in
+        the input_ids layout (-1 on padding).
         """
         n = len(self.response_ids)
         p = max((len(x) for x in self.prompt_ids), default=0)
@@ -154,7 +159,7 @@ class RolloutBatch:
             attention_mask[i, p : p + lr] = 1
             loss_mask[i, :lr] = True
             logprobs[i, :lr] = torch.tensor(lps, dtype=torch.float32)
-        return {
+        out = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "response_ids": input_ids[:, p:].clone(),
@@ -162,6 +167,13 @@ class RolloutBatch:
             "sampler_logprobs": logprobs,
             "group_ids": torch.tensor(self.prompt_index, dtype=torch.long),
         }
+        if self.routes is not None:
+            from rlvr.models.moe import routes_from_rows
+
+            layout = [(p - len(prompt), len(prompt) + len(response))
+                      for prompt, response in zip(self.prompt_ids, self.response_ids)]
+            out["routes"] = routes_from_rows(self.routes, layout, p + t)
+        return out
 
 
 class RolloutEngine(abc.ABC):

@@ -209,16 +209,18 @@ class GenericDecoder:
         params = inspect.signature(model.forward).parameters
         self.takes_positions = "position_ids" in params
         self.takes_logits_to_keep = "logits_to_keep" in params
+        # transformers >= 5.2x names the cache argument and output `cache` (`past_key_values` is deprecated)
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
         self.device = next(model.parameters()).device
 
     def _forward(self, ids: Tensor, positions: Tensor) -> Tensor:
-        kwargs = dict(attention_mask=self.attention_mask, past_key_values=self.cache, use_cache=True)
+        kwargs = {"attention_mask": self.attention_mask, self.cache_arg: self.cache, "use_cache": True}
         if self.takes_positions:
             kwargs["position_ids"] = positions
         if self.takes_logits_to_keep:
             kwargs["logits_to_keep"] = 1
         out = self.model(input_ids=ids, **kwargs)
-        self.cache = out.past_key_values
+        self.cache = getattr(out, self.cache_arg)
         return out.logits[:, -1].float()
 
     @torch.inference_mode()

@@ -15,6 +15,7 @@ the matrix products shrink with the batch (the fast decoder only).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -55,6 +56,9 @@ class HFEngine(RolloutEngine):
         self.decoder = decoder
         self.compact_fraction = compact_fraction
         self._max_batch_size = max_batch_size
+        self.record_routes = False
+        """Mixture-of-experts models: record the experts every sampled token is routed to (RolloutBatch.routes,
+        for routing replay R3)."""
 
     @property
     def device(self) -> torch.device:
@@ -131,6 +135,11 @@ class HFEngine(RolloutEngine):
         logprobs: list[list[float]] = [[] for _ in range(total)]
         reasons = ["length"] * total
         extra = {"decoder": [], "prefill_s": 0.0, "decode_s": 0.0, "compactions": 0}
+        if self.record_routes:
+            from rlvr.models.moe import RoutingHooks
+
+            extra["routes"] = [None] * total
+            self._hooks = RoutingHooks(self.model)
         modes = [(m, m.training) for m in self.model.modules()]
         self.model.eval()
         try:
@@ -154,6 +163,7 @@ class HFEngine(RolloutEngine):
             gen_time_s=time.perf_counter() - start,
             extra=extra,
             policy_version=self.policy_version,
+            routes=extra.pop("routes", None),
         )
 
     def _generate_chunk(self, prompts, samples, n, keys, params, stop_ids, responses, logprobs, reasons, extra):
@@ -166,6 +176,32 @@ class HFEngine(RolloutEngine):
         extra["decoder"].append(type(decoder).__name__)
 
         t0 = time.perf_counter()
+        recording = contextlib.nullcontext([]) if "routes" not in extra else self._hooks.record()
+        with recording as calls:
+            t1 = self._decode(decoder, chunk_prompts, row_prompt, samples, keys, params, stop_ids, responses, logprobs,
+                              reasons, extra, compact="routes" not in extra)
+        extra["prefill_s"] += t1 - t0
+        extra["decode_s"] += time.perf_counter() - t1
+        if "routes" in extra:
+            self._keep_routes(calls, chunk_prompts, row_prompt, samples, responses, extra["routes"])
+
+    def _keep_routes(self, calls, chunk_prompts, row_prompt, samples, responses, out) -> None:
+        """Each sample's routes from the recorded forwards: the prefill's [rows * P] tokens, then one token per
+        row per decode step (step j feeds response token j); the last response token was never fed (-1)."""
+        from rlvr.models.moe import NO_ROUTE
+
+        rows = len(samples)
+        prefill = calls[0].reshape(rows, -1, *calls[0].shape[1:])
+        width = prefill.shape[1]
+        for r, s in enumerate(samples):
+            prompt_len, n = len(chunk_prompts[row_prompt[r]]), len(responses[s])
+            fed = [calls[1 + j][r : r + 1] for j in range(min(n, len(calls) - 1))]
+            missing = torch.full((n - len(fed), *prefill.shape[2:]), NO_ROUTE, dtype=prefill.dtype)
+            out[s] = torch.cat([prefill[r, width - prompt_len :], *fed, missing]).cpu()
+
+    def _decode(self, decoder, chunk_prompts, row_prompt, samples, keys, params, stop_ids, responses, logprobs,
+                reasons, extra, *, compact: bool) -> float:
+        """Prefill, then sample token by token until every row stops; returns the time the prefill ended."""
         logits = decoder.prefill(chunk_prompts, row_prompt, params.max_new_tokens)
         t1 = time.perf_counter()
         rows = np.array(samples)  # sample index of each row of the current batch
@@ -186,14 +222,13 @@ class HFEngine(RolloutEngine):
             if t == params.max_new_tokens - 1 or not alive.any():
                 break
             dead = int((~alive).sum())
-            if dead and dead >= self.compact_fraction * len(rows):
+            if compact and dead and dead >= self.compact_fraction * len(rows):
                 keep = np.flatnonzero(alive)
                 if decoder.select(torch.from_numpy(keep).to(self.device)):
                     rows, alive, tokens = rows[keep], alive[keep], tokens[torch.from_numpy(keep).to(tokens.device)]
                     extra["compactions"] += 1
             logits = decoder.step(tokens)
-        extra["prefill_s"] += t1 - t0
-        extra["decode_s"] += time.perf_counter() - t1
+        return t1
 
     def _make_decoder(self, total_len: int):
         if self.decoder == "generic":

@@ -47,7 +47,12 @@ class TrainBatch:
     is_weights: Tensor | None = None
     cov_selected: Tensor | None = None
     """Clip-Cov / KL-Cov's tokens, chosen over the whole mini-batch (rlvr.core.losses.covariance_selection)."""
+    routes: Tensor | None = None
+    """Mixture-of-experts routes to replay or compare with, int16 [N, P + T, layers, top_k] in the input_ids
+    layout (rlvr.models.moe; -1: none recorded)."""
     rows: list[int] | None = None
+    col0: int = 0
+    """A micro-batch's first column in its parent batch's input_ids (micro-batches trim left padding)."""
 
     @classmethod
     def from_rollout(cls, rollout, pad_id: int, device) -> TrainBatch:
@@ -55,6 +60,7 @@ class TrainBatch:
         return cls(
             input_ids=t["input_ids"].to(device), attention_mask=t["attention_mask"].to(device),
             loss_mask=t["loss_mask"].to(device), sampler_logprobs=t["sampler_logprobs"].to(device),
+            routes=t["routes"].to(device) if "routes" in t else None,
         )
 
     @property
@@ -85,7 +91,8 @@ class TrainBatch:
             }
             out.append(TrainBatch(
                 input_ids=self.input_ids[sel, first : p + tm], attention_mask=self.attention_mask[sel, first : p + tm],
-                rows=idx, **fields,
+                routes=None if self.routes is None else self.routes[sel, first : p + tm], rows=idx, col0=first,
+                **fields,
             ))
         return out
 

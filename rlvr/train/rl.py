@@ -18,6 +18,7 @@ How it departs from a textbook loop:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -50,6 +51,7 @@ from rlvr.train.batch import (
 )
 from rlvr.train.distributed import Topology
 from rlvr.train.optim import adamw
+from rlvr.train.routing import RoutingReplay
 from rlvr.train.seeds import COVARIANCE, GREEDY_BASELINE, MINIBATCH, ROLLOUT, derive_seed
 
 
@@ -145,6 +147,10 @@ class RLStep:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         # response_logprobs' `packed`: None uses the packed forward wherever the model allows it.
         self.packed = None if cfg.train.packed else False
+        self.routing = RoutingReplay.build(model, cfg.algorithm.routing_replay, engine)
+        """Mixture-of-experts models: the routes recorded, replayed and compared (rlvr.train.routing)."""
+        if self.routing is not None:
+            self.packed = False  # routes are recorded in, and replayed into, the padded layout
 
     # --- the engine contract -------------------------------------------------------------------------
 
@@ -409,8 +415,13 @@ class RLStep:
         # for them: several optimizer steps per batch, an IS correction, a KL penalty in the reward, or
         # samples drawn with other weights than the trainer's current ones.
         stale = scored.rollout.policy_version != self.policy_version
+        acc = MetricSums()
         if off_policy or alg.is_correction.enabled or kl_in_reward or stale:
-            b.old_logprobs = self._logprobs_no_grad(self.model, b)
+            around = None
+            if self.routing is not None:
+                self.routing.before_old_forward(b)
+                around = self.routing.old_forward(b, acc)
+            b.old_logprobs = self._logprobs_no_grad(self.model, b, around=around)
         if self.ref_model is not None and self.kl_coef > 0:
             with reference_mode(self.lora):
                 b.ref_logprobs = self._logprobs_no_grad(self.ref_model, b)
@@ -446,7 +457,6 @@ class RLStep:
             truncated = torch.tensor([f == "length" for f in scored.rollout.finish_reasons], device=device)
             b.loss_mask = b.loss_mask & ~truncated[:, None]
 
-        acc = MetricSums()
         self._mismatch: list[Tensor] = []  # |sampler - trainer| log-prob of every valid token this rank trains
         for epoch in range(cfg.train.epochs):  # noqa: B007 (epoch is part of the seeds)
             # A fresh partition every epoch (cleanrl, verl), from a seed no other stream shares.
@@ -454,6 +464,8 @@ class RLStep:
             for index, rows in enumerate(minibatch_rows(scored.rollout.prompt_index, cfg.train.mini_batches, seed)):
                 self._optimizer_step(b, rows, acc, derive_seed(cfg.seed, COVARIANCE, step, epoch, index))
         out = self._merge_metrics(acc).means()
+        if self.routing is not None:
+            out = self.routing.finish(out)
         out["kept_groups"] = float(len(set(scored.rollout.prompt_index)))
         if "logprob_mismatch" not in is_metrics and b.old_logprobs is not None:
             is_metrics["logprob_mismatch"] = masked_mean((b.old_logprobs - b.sampler_logprobs).abs(), full_mask)
@@ -505,10 +517,12 @@ class RLStep:
             step_parts["value_loss"] = 0.0
         local = [r for r in rows if r in self.own]
         for mb in (b.micro_batches(local, cfg.train.micro_batch_size) if local else []):
-            lp, ent = response_logprobs(
-                self.model, mb.input_ids, mb.attention_mask, mb.t, return_entropy=True, packed=self.packed,
-                **self._filter(),
-            )
+            routed = self.routing.update_forward(mb, acc) if self.routing is not None else contextlib.nullcontext()
+            with routed:
+                lp, ent = response_logprobs(
+                    self.model, mb.input_ids, mb.attention_mask, mb.t, return_entropy=True, packed=self.packed,
+                    **self._filter(),
+                )
             params = dict(loss_params)
             if mb.cov_selected is not None:
                 params["selected"] = mb.cov_selected
@@ -612,13 +626,16 @@ class RLStep:
         return [r for r in rows if self.own is None or r in self.own] if self.topo.distributed else list(rows)
 
     @torch.no_grad()
-    def _logprobs_no_grad(self, model, b: TrainBatch, rows=None, everywhere: bool = False) -> Tensor:
+    def _logprobs_no_grad(self, model, b: TrainBatch, rows=None, everywhere: bool = False, around=None) -> Tensor:
         """Log-probs [N, T] of `rows` (default all) of the batch; each rank computes its own rows and the
-        ranks' results are summed, so every rank holds them all. everywhere: each rank computes all."""
+        ranks' results are summed, so every rank holds them all. everywhere: each rank computes all.
+        around(mb): a context around each micro-batch's forward (routing replay's record or replay)."""
         out = torch.zeros_like(b.sampler_logprobs)
         mine = list(range(b.loss_mask.shape[0])) if everywhere else self._my_rows(b, rows)
         for mb in (b.micro_batches(mine, self.cfg.train.micro_batch_size) if mine else []):
-            lp, _ = response_logprobs(model, mb.input_ids, mb.attention_mask, mb.t, packed=self.packed, **self._filter())
+            with around(mb) if around is not None else contextlib.nullcontext():
+                lp, _ = response_logprobs(model, mb.input_ids, mb.attention_mask, mb.t, packed=self.packed,
+                                          **self._filter())
             out[mb.rows, : mb.t] = lp
         return out if everywhere else self.topo.all_reduce_sum_(out)
 

@@ -145,3 +145,15 @@ def test_a_failing_rank_stops_every_rank_with_its_error(tiny_dir, tmp_path):
     saved = (tmp_path / "run" / "errors" / "traceback_rank1.txt").read_text()
     assert saved.startswith("Traceback (most recent call last):") and "RLVR_FAULT_RAISE" in saved
     assert "Connection reset" not in out.stderr
+
+
+@pytest.mark.parametrize("mode", ["r2", "r3"])
+def test_two_ranks_replay_the_routes_of_their_own_rows(tiny_moe_dir, tmp_path, mode):
+    """Routing replay (rlvr.train.routing) on the tiny Qwen3-MoE: the routes travel with each rank's rows."""
+    case = ["algorithm.preset=grpo", "train.mini_batches=2", "train.micro_batch_size=5", "train.steps=3",
+            f"algorithm.routing_replay={mode}"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    _ok(launch(tiny_moe_dir, one, 1, *case))
+    _ok(launch(tiny_moe_dir, two, 2, *case))
+    assert_same_run(one, two, f"moe-{mode}")
+    assert any(r["routing_mismatch"] > 0 for r in metrics(one))

@@ -1,0 +1,112 @@
+"""Routing replay in the trainer (algorithm.routing_replay, rlvr.train.routing) on a tiny Qwen3-MoE."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+from rlvr.config import PRESETS, ConfigError
+from rlvr.models.moe import RoutingHooks
+from rlvr.train.data import PromptStream
+from rlvr.train.runner import build
+from tests.train.conftest import tiny_config
+from tests.train.test_learning import learning_curve
+
+OFF_POLICY = ["train.mini_batches=2", "optim.lr=3e-2"]
+
+
+def _spy_on_update_forwards(trainer, monkeypatch):
+    """Around every update forward: the routes the trainer hands over, and the experts really called."""
+    calls = []
+    hooks = trainer.routing.hooks
+    real_replay = RoutingHooks.replay
+
+    @contextlib.contextmanager
+    def replay(self, routes, *, apply=True):
+        seen = []
+        handles = [layer.mlp.experts.register_forward_pre_hook(lambda m, args: seen.append(args[1].clone()))
+                   for layer in trainer.model.model.layers]
+        try:
+            with real_replay(self, routes, apply=apply) as mismatch:
+                yield mismatch
+        finally:
+            for h in handles:
+                h.remove()
+        calls.append((routes.clone(), seen, apply, mismatch))
+
+    monkeypatch.setattr(type(hooks), "replay", replay)
+    return calls
+
+
+@pytest.mark.parametrize("mode", ["r2", "r3"])
+def test_update_forwards_route_through_exactly_the_replayed_experts(tiny_moe_dir, tmp_path, monkeypatch, mode):
+    cfg = tiny_config(tiny_moe_dir, tmp_path / mode, *OFF_POLICY, f"algorithm.routing_replay={mode}")
+    trainer = build(cfg)
+    calls = _spy_on_update_forwards(trainer, monkeypatch)
+    stream = PromptStream(trainer.task.examples("train"), cfg.seed)
+    metrics = [trainer.run(stream, step) for step in (1, 2)]
+    updates = [c for c in calls if c[2]]
+    assert updates, "no replayed forward"
+    differed = 0
+    for routes, seen, _, mismatch in updates:
+        assert len(seen) == routes.shape[2]  # one forward, one experts call per MoE layer
+        for layer, indices in enumerate(seen):
+            want = routes[:, :, layer].reshape(-1, routes.shape[-1]).long()
+            known = want[:, 0] >= 0
+            assert known.any() and torch.equal(indices[known], want[known])
+        differed += int(sum(m.sum() for m in mismatch.per_layer))
+    # the routers would have chosen otherwise somewhere (a large step moves them): the replay overrode them
+    assert differed > 0 and any(m["routing_mismatch"] > 0 for m in metrics)
+    for m in metrics:
+        assert 0 <= m["routing_mismatch"] <= 1 and "routing_mismatch/layer_0" in m and "routing_mismatch/layer_1" in m
+
+
+def test_r3_reproduces_the_rollouts_routes_in_the_trainer(tiny_moe_dir, tmp_path):
+    cfg = tiny_config(tiny_moe_dir, tmp_path / "r3", "algorithm.routing_replay=r3", "train.mini_batches=2")
+    trainer = build(cfg)
+    examples = trainer.task.examples("train")[:4]
+    scored = trainer.generate_shared(examples, 7)
+    assert scored.rollout.routes is not None and len(scored.rollout.routes) == len(scored.rollout)
+    tensors = scored.rollout.to_tensors(trainer.pad_id)
+    hooks = trainer.routing.hooks
+    with torch.no_grad(), hooks.record() as calls:
+        trainer.model(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"])
+    own = calls[0].reshape(*tensors["input_ids"].shape, hooks.num_layers, hooks.top_k)
+    engine = tensors["routes"]
+    known = (engine[..., 0, 0] >= 0) & tensors["attention_mask"].bool()
+    # every prompt and response token the engine fed has a route; only each response's last token has none
+    assert int(known.sum()) == int(tensors["attention_mask"].sum()) - len(scored.rollout)
+    same = (own.long().sort(-1).values == engine.long().sort(-1).values).all(-1).all(-1)
+    assert torch.equal(same[known], torch.ones(int(known.sum()), dtype=torch.bool))
+    # in a step, the old-policy forward replays them: no mismatch with the rollout at the sampling weights
+    stream = PromptStream(trainer.task.examples("train"), cfg.seed)
+    assert trainer.run(stream, 1)["routing_mismatch_rollout"] == 0.0
+
+
+def test_without_replay_the_mismatch_is_measured_and_nothing_replayed(tiny_moe_dir, tmp_path, monkeypatch):
+    cfg = tiny_config(tiny_moe_dir, tmp_path / "none", *OFF_POLICY)
+    trainer = build(cfg)
+    calls = _spy_on_update_forwards(trainer, monkeypatch)
+    stream = PromptStream(trainer.task.examples("train"), cfg.seed)
+    metrics = [trainer.run(stream, step) for step in (1, 2, 3)]
+    assert calls and not any(apply for _, _, apply, _ in calls)
+    assert any(m["routing_mismatch"] > 0 for m in metrics)  # a weight change moved some routes
+    # the first mini-batch of a step runs at the old weights: nothing moved there
+    assert not any(m.any() for m in calls[0][3].per_layer)
+
+
+def test_a_dense_model_or_another_engine_is_refused(tiny_dir, tmp_path):
+    with pytest.raises(ValueError, match="needs a mixture-of-experts model"):
+        build(tiny_config(tiny_dir, tmp_path / "dense", "algorithm.routing_replay=r2"))
+    with pytest.raises(ConfigError, match="only the hf engine records"):
+        tiny_config(tiny_dir, tmp_path / "vllm", "algorithm.routing_replay=r3", "rollout.engine=vllm")
+
+
+@pytest.mark.parametrize("mode", ["none", "r2", "r3"])
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_learns_on_the_tiny_moe_with_each_replay_mode(tiny_moe_dir, tmp_path, preset, mode):
+    rewards = learning_curve(tiny_moe_dir, tmp_path / f"{preset}-{mode}", preset, f"algorithm.routing_replay={mode}")
+    first, last = sum(rewards[:2]) / 2, sum(rewards[-10:]) / 10
+    assert last > first + 0.08, f"{preset}/{mode}: reward {first:.3f} -> {last:.3f}; {[round(r, 2) for r in rewards]}"
