@@ -157,6 +157,20 @@ class CriticConfig(_Strict):
     """Clip of the value update around the old values (PPO clipped value loss)."""
 
 
+class LayerPolicyConfig(_Strict):
+    """Bottom-up Policy Optimization (Tan et al. 2025, arXiv 2512.19673): for the first `steps` steps the
+    policy-gradient objective (new and old log-probs, ratio, entropy, KL) uses the internal policy of decoder
+    layer `layer`, pi_K = softmax(W_u h_K) (rlvr.models.layers), so only layers <= K and the unembedding
+    learn; the samples and their rewards still come from the full model; then training goes on as usual."""
+
+    layer: int = Field(ge=1)
+    """K, 1-indexed (1: the bottom layer); checked against the model's depth before training starts."""
+    steps: int = Field(ge=1)
+    """S: steps trained on pi_K (BuPO's recipes: 30 of 300)."""
+    final_norm: bool = False
+    """pi_K from norm(h_K) (the classic logit lens) instead of the raw h_K (BuPO's code)."""
+
+
 class AlgorithmConfig(_Strict):
     preset: str | None = None
     advantage: AdvantageConfig = Field(default_factory=lambda: ADVANTAGE_CONFIGS["grpo"]())
@@ -173,6 +187,8 @@ class AlgorithmConfig(_Strict):
     dynamic_sampling: DynamicSamplingConfig = Field(default_factory=DynamicSamplingConfig)
     overlong: OverlongConfig = Field(default_factory=OverlongConfig)
     critic: CriticConfig = Field(default_factory=CriticConfig)
+    layer_policy: LayerPolicyConfig | None = None
+    """Train an internal layer policy first (Bottom-up Policy Optimization); None: the full policy throughout."""
     routing_replay: Literal["none", "r2", "r3"] = "none"
     """Mixture-of-experts models (rlvr.models.moe, arXiv 2512.01374): r2 replays the experts the trainer's own
     old-policy forward chose in every update forward of the step; r3 replays the experts the rollout engine

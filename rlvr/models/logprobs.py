@@ -76,6 +76,8 @@ def response_logprobs(
     packed: bool | None = None,
     top_k: int = 0,
     top_p: float = 1.0,
+    layer: int | None = None,
+    final_norm: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Log-probs [N, T] (float32) of the response tokens, and optionally the entropies [N, T].
 
@@ -101,6 +103,9 @@ def response_logprobs(
     packed: run the backbone with `rlvr.models.llama.predicting_hidden_packed` (each distinct prompt
       once, response tokens without padding; same values up to float rounding). None: whenever the model
       and batch allow it (Llama-family model, left-padded prompts); True: require it; False: never.
+    layer: the internal policy of decoder layer `layer` (1-indexed) instead of the model's own, z_t = W h^l
+      (through the final norm if `final_norm`; rlvr.models.layers): the backbone stops after that layer,
+      so no layer above it is computed or receives gradient. Uses the padded forward.
     """
     _check_batch(input_ids, attention_mask)
     num_rows, length = input_ids.shape
@@ -130,12 +135,19 @@ def response_logprobs(
         )
 
     problem = packed_path_problem(model, attention_mask, T) if packed is not False else "packed=False"
+    if layer is not None:
+        problem = "a layer policy uses the padded forward"
     if packed and problem is not None:
         raise ValueError(f"packed=True but the packed forward cannot run this batch: {problem}")
     if problem is None:
         rows = predicting_hidden_packed(model, input_ids, attention_mask, T)  # [M, H]
     else:
-        hidden = backbone_hidden_states(model, input_ids, attention_mask)  # [N, L, H]
+        if layer is not None:
+            from rlvr.models.layers import layer_hidden_states
+
+            hidden = layer_hidden_states(model, input_ids, attention_mask, layer, final_norm=final_norm)
+        else:
+            hidden = backbone_hidden_states(model, input_ids, attention_mask)  # [N, L, H]
         predicting = hidden[:, P - 1 : P + T - 1]  # [N, T, H]: column P+t-1 predicts response token t
         rows = predicting[counted]  # [M, H], M = real response tokens
     row_targets = input_ids[:, P:][counted]  # [M]

@@ -147,6 +147,12 @@ class RLStep:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         # response_logprobs' `packed`: None uses the packed forward wherever the model allows it.
         self.packed = None if cfg.train.packed else False
+        self.policy_layer: int | None = None
+        """The decoder layer whose internal policy the objective uses this step (algorithm.layer_policy), or None."""
+        if cfg.algorithm.layer_policy is not None:
+            from rlvr.models.layers import check_layer
+
+            check_layer(model, cfg.algorithm.layer_policy.layer)
         self.routing = RoutingReplay.build(model, cfg.algorithm.routing_replay, engine)
         """Mixture-of-experts models: the routes recorded, replayed and compared (rlvr.train.routing)."""
         if self.routing is not None:
@@ -388,7 +394,22 @@ class RLStep:
     def _filter(self) -> dict[str, Any]:
         """The sampler's processing, under which every trainer log-prob is evaluated (rlvr.core.filtering)."""
         r = self.cfg.rollout
-        return {"temperature": r.temperature, "top_k": r.top_k, "top_p": r.top_p}
+        out: dict[str, Any] = {"temperature": r.temperature, "top_k": r.top_k, "top_p": r.top_p}
+        if self.policy_layer is not None:  # Bottom-up Policy Optimization's phase: pi_K instead of the policy
+            out.update(layer=self.policy_layer, final_norm=self.cfg.algorithm.layer_policy.final_norm)
+        return out
+
+    def _start_layer_policy(self, step: int) -> dict[str, float]:
+        """Which policy this step's objective uses (algorithm.layer_policy); says so at the switch."""
+        lp = self.cfg.algorithm.layer_policy
+        if lp is None:
+            self.policy_layer = None
+            return {}
+        self.policy_layer = lp.layer if step <= lp.steps else None
+        if step == lp.steps + 1:
+            self.log(f"step {step}: the layer-policy phase is over (layer {lp.layer} for {lp.steps} steps); "
+                     "training the full policy from now on")
+        return {"layer_policy_active": float(self.policy_layer is not None)}
 
     def _own_rows(self, prompt_index: list[int]) -> list[int]:
         """The rows this rank trains on: the samples of a contiguous share of the batch's groups (every
@@ -416,7 +437,10 @@ class RLStep:
         # samples drawn with other weights than the trainer's current ones.
         stale = scored.rollout.policy_version != self.policy_version
         acc = MetricSums()
-        if off_policy or alg.is_correction.enabled or kl_in_reward or stale:
+        phase = self._start_layer_policy(step)
+        # In the layer-policy phase the old log-probs are pi_K's, never the sampler's (which are the full model's).
+        layer_phase = self.policy_layer is not None
+        if off_policy or alg.is_correction.enabled or kl_in_reward or stale or layer_phase:
             around = None
             if self.routing is not None:
                 self.routing.before_old_forward(b)
@@ -445,7 +469,8 @@ class RLStep:
             **alg.advantage.options(),
         )
         is_metrics: dict[str, Tensor] = {}
-        if alg.is_correction.enabled:
+        # pi_K against the full model's sampler is no training-inference mismatch: no IS weights in that phase
+        if alg.is_correction.enabled and not layer_phase:
             c = alg.is_correction
             b.is_weights, is_metrics = importance_weights(
                 b.old_logprobs, b.sampler_logprobs, b.loss_mask, level=c.level, mode=c.mode, cap=c.cap
@@ -467,9 +492,16 @@ class RLStep:
         if self.routing is not None:
             out = self.routing.finish(out)
         out["kept_groups"] = float(len(set(scored.rollout.prompt_index)))
-        if "logprob_mismatch" not in is_metrics and b.old_logprobs is not None:
+        out.update(phase)
+        # In the layer-policy phase the sampler/trainer mismatch metrics would compare pi_K with the full model.
+        if not layer_phase and "logprob_mismatch" not in is_metrics and b.old_logprobs is not None:
             is_metrics["logprob_mismatch"] = masked_mean((b.old_logprobs - b.sampler_logprobs).abs(), full_mask)
-        if b.old_logprobs is not None:
+        if b.old_logprobs is not None and full_mask.any() and not layer_phase:
+            # the spread of the raw training-inference ratio pi_old / pi_sampler over tokens (before any IS
+            # truncation): how far the sampler's distribution is from the trainer's, whether or not IS corrects it
+            ratio = torch.exp((b.old_logprobs - b.sampler_logprobs).double())[full_mask]
+            is_metrics["is_ratio_std"] = ratio.std(unbiased=False) if ratio.numel() > 1 else ratio.new_zeros(())
+        if b.old_logprobs is not None and not layer_phase:
             own = sorted(self.own) if self.topo.distributed else slice(None)
             self._mismatch = [(b.old_logprobs[own] - b.sampler_logprobs[own]).abs()[full_mask[own]]]
         out.update({k: float(v) for k, v in is_metrics.items()})
@@ -485,6 +517,7 @@ class RLStep:
         out.setdefault("is_weight_mean", 1.0)
         out["advantage_mean"] = float(masked_mean(b.advantages, b.loss_mask))
         out["sampled_policy_version"] = float(scored.rollout.policy_version)
+        self.policy_layer = None  # outside an update (evaluation, probes) the policy is the full model
         self.push_weights()
         out["policy_version"] = float(self.policy_version)
         out["weight_sync_max_diff"] = self.sync_max_diff

@@ -110,3 +110,25 @@ def test_every_preset_learns_on_the_tiny_moe_with_each_replay_mode(tiny_moe_dir,
     rewards = learning_curve(tiny_moe_dir, tmp_path / f"{preset}-{mode}", preset, f"algorithm.routing_replay={mode}")
     first, last = sum(rewards[:2]) / 2, sum(rewards[-10:]) / 10
     assert last > first + 0.08, f"{preset}/{mode}: reward {first:.3f} -> {last:.3f}; {[round(r, 2) for r in rewards]}"
+
+
+def test_an_moe_run_with_replay_checkpoints_and_resumes_exactly(tiny_moe_dir, tmp_path):
+    from rlvr.train.runner import train
+    from tests.train.test_resume import _rows
+
+    overrides = ["train.steps=4", "train.mini_batches=2", "algorithm.routing_replay=r2", "checkpoint.every=2"]
+    full = train(tiny_config(tiny_moe_dir, tmp_path / "full", *overrides), progress=False)
+    part = tmp_path / "part"
+    train(tiny_config(tiny_moe_dir, part, *[o if o != "train.steps=4" else "train.steps=2" for o in overrides]),
+          progress=False)
+    train(tiny_config(tiny_moe_dir, part, *overrides), resume=True, progress=False)
+    a, b = _rows(full), _rows(part)
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    for ra, rb in zip(a[2:], b[2:]):
+        for key in ra:
+            if isinstance(ra[key], float):
+                assert ra[key] == pytest.approx(rb[key], rel=1e-6, abs=1e-7), key
+    from transformers import AutoModelForCausalLM
+
+    saved = AutoModelForCausalLM.from_pretrained(full / "checkpoints" / "step_000004" / "model")
+    assert type(saved).__name__ == "Qwen3MoeForCausalLM"
