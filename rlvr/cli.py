@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("models", "list, pull and inspect embedded models"),
     "compare": ("compare", "run a study (variants x seeds of a recipe) and report curves, intervals, paired differences"),
     "export": ("export", "write a run's trained policy as a plain Hugging Face model (LoRA adapters merged)"),
+    "analyze": ("analyze", "analyse a model: entropy of each layer's internal policy (logit lens, BuPO)"),
 }
 
 
