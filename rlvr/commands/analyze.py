@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
                       "residual stream after decoder layer l (1-indexed), averaged over response tokens",
     }
     (out / "layers.json").write_text(json.dumps(report, indent=2) + "\n")
-    title = f"{name}: internal layer policies on {args.task} ({tokens} response tokens)"
+    title = f"{name} on {args.task}: entropy of each layer's policy ({tokens} tokens)"
     plot_entropies(entropies, out / "layers.png", title, vocab_size=model.config.vocab_size)
     print(entropy_table(entropies))
     print(f"wrote {out / 'layers.json'} and {out / 'layers.png'}")
