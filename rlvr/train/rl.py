@@ -559,7 +559,8 @@ class RLStep:
             params = dict(loss_params)
             if mb.cov_selected is not None:
                 params["selected"] = mb.cov_selected
-            values = self.critic(mb.input_ids, mb.attention_mask, mb.t) if self.critic is not None else None
+            values = (self.critic(mb.input_ids, mb.attention_mask, mb.t, packed=self.packed)
+                      if self.critic is not None else None)
             loss, m = rl_objective(
                 lp, loss_mask=mb.loss_mask, advantages=mb.advantages, old_logprobs=mb.old_logprobs,
                 loss=alg.loss.name, loss_params=params, aggregation=alg.aggregation,
@@ -677,7 +678,7 @@ class RLStep:
         out = torch.zeros_like(b.sampler_logprobs)
         mine = self._my_rows(b)
         for mb in (b.micro_batches(mine, self.cfg.train.micro_batch_size) if mine else []):
-            out[mb.rows, : mb.t] = self.critic(mb.input_ids, mb.attention_mask, mb.t)
+            out[mb.rows, : mb.t] = self.critic(mb.input_ids, mb.attention_mask, mb.t, packed=self.packed)
         self.topo.all_reduce_sum_(out)
         return torch.where(b.loss_mask, out, torch.zeros_like(out))
 
