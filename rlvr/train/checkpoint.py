@@ -44,17 +44,28 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+OPTIMIZER_DIR = "optimizer"
+"""A checkpoint's optimizer states, in torch.distributed.checkpoint's format (every rank's shards)."""
+
+
+def staging_dir(run_dir: str | Path, step: int) -> Path:
+    """Where checkpoint `step` is assembled (by every rank: the optimizer shards) before it is renamed into place."""
+    return Path(run_dir) / "checkpoints" / f".step_{step:06d}.staging"
+
+
 def save_checkpoint(run_dir: str | Path, step: int, model, tokenizer, trainer_state: dict[str, Any], keep_last: int = 2,
-                    model_state: dict | None = None) -> Path:
-    """Write checkpoint `step`; `model_state`: the full weights to save instead of `model.state_dict()`."""
+                    model_state: dict | None = None, staging: Path | None = None) -> Path:
+    """Write checkpoint `step`; `model_state`: the full weights to save instead of `model.state_dict()`;
+    `staging`: a directory already holding parts of it (the optimizer states), completed here and renamed."""
     ckpt_root = Path(run_dir) / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:06d}"
     final = ckpt_root / name
-    tmp = ckpt_root / f".{name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp = staging if staging is not None else ckpt_root / f".{name}.tmp-{os.getpid()}"
+    if staging is None:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
     if hasattr(model, "peft_config"):  # LoRA: the adapter only (rlvr export merges it into the base)
         from rlvr.models.lora import save_adapter
 
@@ -78,7 +89,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     if not pointer.exists():
         return None
     path = ckpt_root / pointer.read_text().strip()
-    if not (path / "trainer.pt").exists() or not (path / "model").is_dir():
+    if not (path / "trainer.pt").exists() or not (path / "model").is_dir():  # (optimizer/ is optional)
         raise FileNotFoundError(
             f"{pointer} names {path.name}, which is incomplete or missing; "
             "remove the pointer to start over, or restore the checkpoint directory"

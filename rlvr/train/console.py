@@ -29,7 +29,7 @@ def _size(path: Path) -> int:
 
 def checkpoint_line(path: Path) -> str:
     """What a checkpoint costs on disk: the model, the trainer state (optimizer), and the disk left."""
-    model, state = _size(path / "model"), _size(path / "trainer.pt")
+    model, state = _size(path / "model"), _size(path / "trainer.pt") + _size(path / "optimizer")
     free = shutil.disk_usage(path).free
     return (f"checkpoint {path.name}: {_human(model + state)} (model {_human(model)}, optimizer and trainer state "
             f"{_human(state)}); {_human(free)} free on its disk")

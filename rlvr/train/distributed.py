@@ -222,22 +222,27 @@ class Topology:
             else:
                 p.grad = g
 
-    def optimizer_state(self, module: torch.nn.Module, optimizer) -> dict:
-        """The optimizer's state dict in torch's plain layout (parameter indices, full tensors on the CPU),
-        also for an FSDP module (gathered from the shards: a collective), so a checkpoint resumes on any
-        number of ranks, sharded or not."""
-        if not self.fsdp_units([module]):
-            return optimizer.state_dict()
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+    def save_optimizers(self, path: str | Path, optimizers: dict[str, tuple[torch.nn.Module, Any]]) -> None:
+        """Write optimizer states with torch.distributed.checkpoint (DCP) into the directory `path`: under
+        FSDP every rank writes its own shards (nothing is gathered), otherwise the one process writes all.
+        Keys are parameter names, so `load_optimizers` reshards onto any number of ranks, sharded or not.
+        A collective: every rank calls it with the same `path`."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-        full = get_optimizer_state_dict(module, optimizer, options=StateDictOptions(full_state_dict=True))
-        names = [n for n, p in module.named_parameters() if p.requires_grad]
-        index = {n: i for i, n in enumerate(names)}
-        return {
-            "state": {index[n]: {k: (v.detach().cpu() if isinstance(v, Tensor) else v) for k, v in st.items()}
-                      for n, st in full["state"].items()},
-            "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in full["param_groups"]],
-        }
+        state = {name: get_optimizer_state_dict(module, optimizer) for name, (module, optimizer) in optimizers.items()}
+        dcp.save(state, checkpoint_id=str(path))
+
+    def load_optimizers(self, path: str | Path, optimizers: dict[str, tuple[torch.nn.Module, Any]]) -> None:
+        """Inverse of `save_optimizers`, on this run's ranks and sharding (DCP reshards as it reads)."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+
+        # The optimizer's own state layout (initialised by a zero step if still empty) is what DCP fills in.
+        state = {name: get_optimizer_state_dict(module, optimizer) for name, (module, optimizer) in optimizers.items()}
+        dcp.load(state, checkpoint_id=str(path))
+        for name, (module, optimizer) in optimizers.items():
+            set_optimizer_state_dict(module, optimizer, optim_state_dict=state[name])
 
     def module_state(self, module: torch.nn.Module) -> dict:
         """The module's full state dict on the CPU (gathered from the shards for an FSDP module)."""
@@ -254,21 +259,6 @@ class Topology:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
         set_model_state_dict(module, state, options=StateDictOptions(full_state_dict=True))
-
-    def load_optimizer_state(self, module: torch.nn.Module, optimizer, state: dict) -> None:
-        """Inverse of `optimizer_state` (each rank takes its shards of an FSDP module's state)."""
-        if not self.fsdp_units([module]):
-            optimizer.load_state_dict(state)
-            return
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-        names = [n for n, p in module.named_parameters() if p.requires_grad]
-        full = {
-            "state": {names[i]: st for i, st in state["state"].items()},
-            "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]],
-        }
-        set_optimizer_state_dict(module, optimizer, optim_state_dict=full,
-                                 options=StateDictOptions(full_state_dict=True))
 
     def shard(self, n: int) -> range:
         """The contiguous share [start, stop) of n items (prompt groups) this rank owns: n // world_size

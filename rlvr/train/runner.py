@@ -18,7 +18,14 @@ import torch
 from rlvr.config import RunConfig, to_yaml
 from rlvr.logging.jsonl import JsonlWriter
 from rlvr.tasks import check_reward_fields, close_rewards
-from rlvr.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
+from rlvr.train.checkpoint import (
+    OPTIMIZER_DIR,
+    latest_checkpoint,
+    load_trainer_state,
+    save_checkpoint,
+    set_rng_state,
+    staging_dir,
+)
 from rlvr.train.console import checkpoint_line, eval_line, finish, progress_bar, step_line
 from rlvr.train.data import PromptStream
 from rlvr.train.distributed import Topology
@@ -219,9 +226,18 @@ def held_out_eval(trainer: RLStep, examples: list[Any], step: int) -> dict[str, 
     return row
 
 
+def trainer_optimizers(trainer: RLStep) -> dict[str, tuple[Any, Any]]:
+    """The optimizers a checkpoint holds (checkpoint.optimizer), by name, each with the module it steps."""
+    out = {"policy": (trainer.model, trainer.optimizer)}
+    if trainer.critic is not None:
+        out["critic"] = (trainer.critic, trainer.critic_optimizer)
+    return out
+
+
 def trainer_state(trainer: RLStep, stream: PromptStream) -> dict[str, Any]:
+    """What a checkpoint's trainer.pt holds; the optimizer states are written apart, with
+    torch.distributed.checkpoint (`Topology.save_optimizers`, into the checkpoint's optimizer/ directory)."""
     topo = trainer.topo
-    with_optimizer = trainer.cfg.checkpoint.optimizer
     state = {
         "scheduler": trainer.scheduler.state_dict(),
         "data": stream.state_dict(),
@@ -233,20 +249,22 @@ def trainer_state(trainer: RLStep, stream: PromptStream) -> dict[str, Any]:
         "reward_timeouts": trainer.reward_errors.timeouts,
         "dynamic_sampling": {"seen": trainer.ds_seen, "kept": trainer.ds_kept},
         "policy_version": trainer.policy_version,
+        "optimizer_format": "dcp" if trainer.cfg.checkpoint.optimizer else None,
     }
-    if with_optimizer:  # a collective under FSDP: every rank takes this branch alike
-        state["optimizer"] = topo.optimizer_state(trainer.model, trainer.optimizer)
     if trainer.critic is not None:
         state["critic"] = topo.module_state(trainer.critic)
-        if with_optimizer:
-            state["critic_optimizer"] = topo.optimizer_state(trainer.critic, trainer.critic_optimizer)
         state["critic_scheduler"] = trainer.critic_scheduler.state_dict()
     return state
 
 
-def restore(trainer: RLStep, stream: PromptStream, state: dict[str, Any], log=print) -> None:
-    if "optimizer" in state:
-        trainer.topo.load_optimizer_state(trainer.model, trainer.optimizer, state["optimizer"])
+def restore(trainer: RLStep, stream: PromptStream, state: dict[str, Any], log=print, ckpt: Path | None = None) -> None:
+    optimizers = trainer_optimizers(trainer)
+    if ckpt is not None and (ckpt / OPTIMIZER_DIR).is_dir():
+        trainer.topo.load_optimizers(ckpt / OPTIMIZER_DIR, optimizers)  # every rank its own shards
+    elif "optimizer" in state:  # a checkpoint of an older rlvr: the full states inside trainer.pt
+        for name, key in (("policy", "optimizer"), ("critic", "critic_optimizer")):
+            if name in optimizers and key in state:
+                optimizers[name][1].load_state_dict(state[key])
     else:
         log("this checkpoint holds no optimizer state (checkpoint.optimizer=false): the optimizer restarts from "
             "zero moments, so the resumed run will not match an uninterrupted one exactly")
@@ -265,8 +283,6 @@ def restore(trainer: RLStep, stream: PromptStream, state: dict[str, Any], log=pr
     trainer.ds_seen, trainer.ds_kept = int(ds.get("seen", 0)), int(ds.get("kept", 0))
     if trainer.critic is not None:
         trainer.topo.load_module_state(trainer.critic, state["critic"])
-        if "critic_optimizer" in state:
-            trainer.topo.load_optimizer_state(trainer.critic, trainer.critic_optimizer, state["critic_optimizer"])
         if "critic_scheduler" in state:
             trainer.critic_scheduler.load_state_dict(state["critic_scheduler"])
     set_rng_state(state["rng"])
@@ -330,7 +346,7 @@ def _train(cfg: RunConfig, topo: Topology, *, resume: bool, overwrite: bool, con
     start = 0
     if ckpt is not None:
         state = load_trainer_state(ckpt)
-        restore(trainer, stream, state, log=lambda message: console.print(message, soft_wrap=True))
+        restore(trainer, stream, state, log=lambda message: console.print(message, soft_wrap=True), ckpt=ckpt)
         start = state["step"]
         if main:
             metrics_log.truncate_after(start)
@@ -342,13 +358,22 @@ def _train(cfg: RunConfig, topo: Topology, *, resume: bool, overwrite: bool, con
         console.print(f"loaded in {time.perf_counter() - t_load:.1f}s{ranks}")
 
         def checkpoint(step: int) -> None:
-            state = trainer_state(trainer, stream)  # a collective with FSDP (the optimizer state is gathered)
+            state = trainer_state(trainer, stream)  # a collective with FSDP (the critic's weights are gathered)
             weights = topo.module_state(trainer.model) if trainer.model in trainer.sharded else None  # idem
             if weights is not None and getattr(trainer.model.config, "tie_word_embeddings", False):
                 weights.pop("lm_head.weight", None)  # tied to the input embeddings: written once, as HF does
+            staging = staging_dir(run_dir, step)
+            if main:
+                if staging.exists():
+                    shutil.rmtree(staging)
+                staging.mkdir(parents=True)
+            topo.barrier()
+            if cfg.checkpoint.optimizer:  # every rank writes its shards of the optimizer states (DCP)
+                topo.save_optimizers(staging / OPTIMIZER_DIR, trainer_optimizers(trainer))
+            topo.barrier()
             if main:
                 path = save_checkpoint(run_dir, step, trainer.lora or trainer.model, trainer.tokenizer, state,
-                                       cfg.checkpoint.keep_last, model_state=weights)
+                                       cfg.checkpoint.keep_last, model_state=weights, staging=staging)
                 console.print(checkpoint_line(path), soft_wrap=True)
             topo.barrier()
 

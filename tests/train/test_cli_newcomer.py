@@ -113,7 +113,7 @@ def test_model_only_checkpoints_resume_with_a_fresh_optimizer(tiny_dir, tmp_path
     import torch
 
     state = torch.load(run / "checkpoints" / "step_000002" / "trainer.pt", weights_only=False)
-    assert "optimizer" not in state
+    assert "optimizer" not in state and not (run / "checkpoints" / "step_000002" / "optimizer").exists()
     assert sorted(p.name for p in (run / "checkpoints").glob("step_*")) == ["step_000002"]  # keep_last: 1
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "train.steps=3", "--no-progress"]) == 0

@@ -118,12 +118,16 @@ def test_the_check_detects_per_rank_denominators(tiny_dir, tmp_path):
 @pytest.mark.parametrize("first, then, fsdp", [(2, 1, False), (1, 2, False), (2, 1, True), (1, 2, True)])
 def test_resume_on_another_number_of_ranks(tiny_dir, tmp_path, first, then, fsdp):
     """A run stopped after step 2 on `first` ranks and resumed on `then` logs what an uninterrupted run logs
-    (with FSDP2, the sharded optimizer state is gathered into the checkpoint and resharded on resume)."""
+    (the optimizer state is written with torch.distributed.checkpoint, each FSDP2 rank its own shards, and
+    resharded as it is read)."""
     overrides = ["algorithm.preset=grpo", "algorithm.kl.coef=0.05", "train.mini_batches=2", "train.epochs=2",
                  f"train.fsdp={str(fsdp).lower()}"]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     _ok(launch(tiny_dir, whole, 1, *overrides, "train.steps=4"))
     _ok(launch(tiny_dir, parts, first, *overrides, "train.steps=2"))
+    shards = sorted(p.name for p in (parts / "checkpoints" / "step_000002" / "optimizer").glob("*.distcp"))
+    if fsdp:
+        assert len(shards) == first, shards  # every rank wrote its own shards
     _ok(launch(tiny_dir, parts, then, "train.steps=4", resume=True))
     assert_same_run(whole, parts, f"{first} -> {then} ranks")
 

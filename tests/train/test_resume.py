@@ -62,7 +62,10 @@ def test_run_directory_contents(tiny_dir, tmp_path):
     ckpt = run_dir / "checkpoints" / latest
     assert (ckpt / "model" / "model.safetensors").exists() and (ckpt / "trainer.pt").exists()
     state = torch.load(ckpt / "trainer.pt", weights_only=False)
-    assert {"optimizer", "scheduler", "rng", "data", "step"} <= set(state)
+    assert {"scheduler", "rng", "data", "step"} <= set(state) and state["optimizer_format"] == "dcp"
+    # the optimizer state: torch.distributed.checkpoint's format (metadata + each rank's shards)
+    assert (ckpt / "optimizer" / ".metadata").exists() and list((ckpt / "optimizer").glob("*.distcp"))
+    assert not list((run_dir / "checkpoints").glob(".*"))  # no staging directory left behind
     assert (run_dir / "plots" / "reward.png").exists()
 
 
