@@ -7,6 +7,7 @@ import torch
 
 pytest.importorskip("peft")
 
+from rlvr.config import PRESETS  # noqa: E402
 from rlvr.models import load_model  # noqa: E402
 from rlvr.models.logprobs import response_logprobs  # noqa: E402
 from rlvr.train.data import PromptStream  # noqa: E402
@@ -16,8 +17,12 @@ from tests.train.conftest import tiny_config  # noqa: E402
 LORA = ["model.lora.rank=8", "model.lora.alpha=16"]
 
 
-def test_only_adapter_parameters_change(tiny_dir, tmp_path):
-    trainer = build(tiny_config(tiny_dir, tmp_path, *LORA, "optim.lr=1e-2"))
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_only_adapter_parameters_change(tiny_dir, tmp_path, preset):
+    """With every preset (ppo's critic is its own full model: it is trained as usual, the policy only in its adapters)."""
+    extra = ["algorithm.overlong.cache_len=2"] if preset == "dapo" else []
+    trainer = build(tiny_config(tiny_dir, tmp_path, *LORA, "optim.lr=1e-2", "train.steps=2", "algorithm.kl.coef=0.05",
+                                *extra, preset=preset))
     named = dict(trainer.model.named_parameters())
     trainable = {n for n, p in named.items() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
