@@ -128,7 +128,9 @@ def is_done(run_dir: Path) -> bool:
 def run_study(study: Study, *, jobs: int = 1, log=print) -> list[Path]:
     """Run every (variant, seed) not yet done, `jobs` at a time, each pinned to its share of the cores."""
     study.out.mkdir(parents=True, exist_ok=True)
-    (study.out / "study.yaml").write_text(yaml.safe_dump(_study_record(study), sort_keys=False))
+    record = study.out / "study.yaml"
+    if not (study.source is not None and record.exists() and Path(study.source).resolve() == record.resolve()):
+        record.write_text(yaml.safe_dump(_study_record(study), sort_keys=False))  # (never over the study file itself)
     todo = [(v, s) for v, s in study.runs() if not is_done(study.run_dir(v, s))]
     skipped = len(study.runs()) - len(todo)
     if skipped:

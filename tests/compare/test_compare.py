@@ -92,3 +92,15 @@ def test_bad_study_is_rejected_before_any_run(tmp_path, tiny_dir, capsys):
     err = capsys.readouterr().err
     assert "variant 'x'" in err and "did you mean 'rollout.group_size'" in err
     assert not (tmp_path / "study" / "x").exists()
+
+
+def test_a_study_file_kept_in_its_own_directory_is_not_overwritten(tmp_path, tiny_dir):
+    """The study directory records its study (for --report); a study file that lives there is that record."""
+    out = tmp_path / "study"
+    out.mkdir()
+    source = study_file(tmp_path, tiny_dir, seeds=[0], variants=[{"label": "grpo", "overrides": ["train.steps=1"]}])
+    text = "# how to run it, why these settings\n" + source.read_text()
+    (out / "study.yaml").write_text(text)
+    assert main(["compare", str(out / "study.yaml")]) == 0
+    assert (out / "study.yaml").read_text() == text
+    assert main(["compare", "--report", str(out)]) == 0
