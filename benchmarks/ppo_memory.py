@@ -4,9 +4,10 @@ Each configuration runs in its own process (so that each peak is its own), one a
 run: `--steps` training steps of the recipe (default: the default recipe on the embedded model) with
 
   grpo              algorithm.preset=grpo
-  ppo               algorithm.preset=ppo (critic with the packed forward, as rlvr runs it)
-  ppo-padded-critic algorithm.preset=ppo with the critic forced onto the padded forward (rlvr before the
-                    packed critic)
+  ppo               algorithm.preset=ppo as rlvr runs it: the critic on the packed forward, its layers
+                    recomputed in the backward pass (algorithm.critic.checkpoint_activations)
+  ppo-no-ckpt       the same without the critic's activation checkpointing
+  ppo-padded-critic the critic on the padded forward, no checkpointing (rlvr before both changes)
 
 and prints each one's peak RSS (ru_maxrss) and median step time, and the ratios to grpo. Timing is
 noisy and these runs are long: read the memory ratios first. Usage:
@@ -48,7 +49,8 @@ print("RESULT " + json.dumps({"peak_gib": peak_kib / 2**20, "step_s": statistics
 CONFIGS = {
     "grpo": ("packed", ["algorithm.preset=grpo"]),
     "ppo": ("packed", ["algorithm.preset=ppo"]),
-    "ppo-padded-critic": ("padded", ["algorithm.preset=ppo"]),
+    "ppo-no-ckpt": ("packed", ["algorithm.preset=ppo", "algorithm.critic.checkpoint_activations=false"]),
+    "ppo-padded-critic": ("padded", ["algorithm.preset=ppo", "algorithm.critic.checkpoint_activations=false"]),
 }
 
 

@@ -155,6 +155,10 @@ class CriticConfig(_Strict):
     lr: float = Field(1e-5, gt=0)
     clip_range: float = Field(0.2, gt=0)
     """Clip of the value update around the old values (PPO clipped value loss)."""
+    checkpoint_activations: bool = True
+    """Recompute each of the critic's layers in the backward pass instead of keeping its activations (the
+    packed forward of Llama-family backbones): its activation memory drops to one layer's for about one
+    more critic forward per update."""
 
 
 class LayerPolicyConfig(_Strict):

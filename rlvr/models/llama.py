@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 FAST_MODEL_TYPES = ("llama", "qwen2", "qwen3", "mistral")
 FAST_ROPE_TYPES = ("default", "linear", "llama3", "yarn")  # the others depend on the sequence length
@@ -108,13 +109,16 @@ def packed_path_problem(model: nn.Module, attention_mask: Tensor, num_response_t
     return None
 
 
-def predicting_hidden_packed(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, num_response_tokens: int) -> Tensor:
+def predicting_hidden_packed(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, num_response_tokens: int,
+                             *, checkpoint_layers: bool = False) -> Tensor:
     """Final hidden states [M, H] (after the last norm) that predict the real response tokens, in the
     row-major order of `attention_mask[:, P:].bool()` (M = its sum): row n's response token t is
     predicted by the prompt's last hidden state (t = 0) or by the state at response token t - 1.
 
     Requires the layout of `response_logprobs` (validated there) with left-padded prompts, and a model
     for which `packed_path_problem` is None. Differentiable in the model's parameters.
+    checkpoint_layers: activation checkpointing per decoder layer (with gradient enabled): the backward
+    pass keeps each layer's input only and recomputes the layer, about one more forward for much less memory.
     """
     config = model.config
     heads, kv = config.num_attention_heads, config.num_key_value_heads
@@ -191,8 +195,7 @@ def predicting_hidden_packed(model: nn.Module, input_ids: Tensor, attention_mask
     def expand(z: Tensor, rows: int) -> list[Tensor]:
         return [z.expand(rows, -1, -1, -1)] if s_len else []
 
-    x = base.embed_tokens(tokens)  # [M, H], M = S + M_p + M_r
-    for layer in layers:
+    def decoder_layer(x: Tensor, layer: nn.Module) -> Tensor:
         q, k, v = qkv(layer, layer.input_layernorm(x), cos, sin, heads, kv)  # [M, heads | kv, D]
         # shared prefix: [1, heads | kv, S, D], causal
         q_s, k_s, v_s = (z[:m_s].transpose(0, 1)[None] for z in (q, k, v))
@@ -213,7 +216,12 @@ def predicting_hidden_packed(model: nn.Module, input_ids: Tensor, attention_mask
             a = attend(q_r, expand(k_s, n) + [k_pr, k_r], expand(v_s, n) + [v_pr, v_r], r_allowed)
             outs.append(a.transpose(1, 2).reshape(n * t_in, heads, -1)[run_idx])
         x = x + layer.self_attn.o_proj(torch.cat(outs).flatten(1))
-        x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return x + layer.mlp(layer.post_attention_layernorm(x))
+
+    x = base.embed_tokens(tokens)  # [M, H], M = S + M_p + M_r
+    recompute = checkpoint_layers and torch.is_grad_enabled()
+    for layer in layers:
+        x = checkpoint(decoder_layer, x, layer, use_reentrant=False) if recompute else decoder_layer(x, layer)
     x = base.norm(x)
 
     # Row n's predicting states: its prompt's last token, then its run response tokens.

@@ -20,8 +20,9 @@ from rlvr.models.logprobs import backbone_hidden_states
 
 
 class ValueModel(nn.Module):
-    def __init__(self, policy: nn.Module):
+    def __init__(self, policy: nn.Module, *, checkpoint_activations: bool = False):
         super().__init__()
+        self.checkpoint_activations = checkpoint_activations
         self.backbone = copy.deepcopy(policy.get_decoder())
         hidden = policy.config.hidden_size
         self.head = nn.Linear(hidden, 1)
@@ -47,7 +48,8 @@ class ValueModel(nn.Module):
         view = self._packed_view()
         problem = packed_path_problem(view, attention_mask, t) if packed is not False else "packed=False"
         if problem is None:
-            rows = predicting_hidden_packed(view, input_ids, attention_mask, t)  # [M, H]
+            rows = predicting_hidden_packed(view, input_ids, attention_mask, t,
+                                            checkpoint_layers=self.checkpoint_activations)  # [M, H]
             values = self.head(rows).squeeze(-1)
             out = values.new_zeros(counted.shape)
             return out.masked_scatter(counted, values)
@@ -58,7 +60,7 @@ class ValueModel(nn.Module):
         return values.masked_fill(~counted, 0.0)
 
 
-def make_value_model(policy: nn.Module) -> ValueModel:
-    model = ValueModel(policy)
+def make_value_model(policy: nn.Module, *, checkpoint_activations: bool = False) -> ValueModel:
+    model = ValueModel(policy, checkpoint_activations=checkpoint_activations)
     model.to(next(policy.parameters()).device)
     return model

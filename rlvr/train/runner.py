@@ -146,7 +146,8 @@ def build(cfg: RunConfig, model_path: str | None = None, log=print, topology: To
             ref_model, _ = load_model(cfg.model.name, **load)
         if peft_model is None:
             ref_model.eval().requires_grad_(False)
-    critic = make_value_model(model) if cfg.algorithm.critic.enabled else None
+    critic = (make_value_model(model, checkpoint_activations=cfg.algorithm.critic.checkpoint_activations)
+              if cfg.algorithm.critic.enabled else None)
     task = build_task(cfg.task)
     if topology.distributed and cfg.train.fsdp:
         for module in (model, critic, ref_model if ref_model is not model else None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from rlvr.models.tiny import make_tiny_model
@@ -18,9 +19,10 @@ def _batch(tokenizer, prompts, responses):
     return ids, mask, t
 
 
-def test_packed_and_padded_critic_forwards_agree_in_values_and_gradients():
+@pytest.mark.parametrize("checkpoint_activations", [False, True])
+def test_packed_and_padded_critic_forwards_agree_in_values_and_gradients(checkpoint_activations):
     policy, tok = make_tiny_model(seed=3, num_layers=2)
-    critic = make_value_model(policy)
+    critic = make_value_model(policy, checkpoint_activations=checkpoint_activations)
     torch.nn.init.normal_(critic.head.weight, std=0.5, generator=torch.Generator().manual_seed(0))
     # two samples of one prompt (packed runs it once), another prompt, responses of different lengths
     ids, mask, t = _batch(tok, [tok.encode("abc"), tok.encode("hello"), tok.encode("abc")],
