@@ -117,12 +117,23 @@ def rl_objective(
     )
     metrics["policy_loss"] = total.detach()
     if values is not None:
-        if old_values is None or returns is None:
-            raise ValueError("the value loss needs old_values and returns with values")
-        vl, vm = value_loss(values, old_values, returns, mask, clip_range=value_clip)
-        vloss = aggregate(vl, mask, "token_mean", num_tokens=num_tokens if value_num_tokens is None else value_num_tokens)
+        vloss, vm = value_objective(values, old_values, returns, mask, value_clip=value_clip,
+                                    num_tokens=num_tokens if value_num_tokens is None else value_num_tokens)
         total = total + vloss
-        metrics["value_loss"] = vloss.detach()
         metrics.update(vm)
     metrics["num_valid_tokens"] = mask.sum().to(logprobs.dtype)
     return total, {k: v.detach() for k, v in metrics.items()}
+
+
+def value_objective(values: Tensor, old_values: Tensor | None, returns: Tensor | None, loss_mask: Tensor, *,
+                    value_clip: float | None = 0.2, num_tokens: Count = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """The critic's part of `rl_objective` alone: L_v = aggregate(value_loss(V, V_old, R), "token_mean") and its
+    metrics (value_loss and the clip fraction). The trainer differentiates it apart from the policy's part (they
+    share no parameters), so the two graphs are never alive at once."""
+    if old_values is None or returns is None:
+        raise ValueError("the value loss needs old_values and returns with values")
+    mask = as_bool_mask(loss_mask)
+    vl, metrics = value_loss(values, old_values, returns, mask, clip_range=value_clip)
+    vloss = aggregate(vl, mask, "token_mean", num_tokens=num_tokens)
+    metrics["value_loss"] = vloss.detach()
+    return vloss, {k: v.detach() for k, v in metrics.items()}

@@ -34,7 +34,7 @@ from rlvr.core.importance import importance_weights
 from rlvr.core.kl import adaptive_kl_coef, kl_divergence
 from rlvr.core.losses import COVARIANCE_LOSSES, covariance_selection
 from rlvr.core.masked import masked_mean, masked_sum
-from rlvr.core.objective import rl_objective
+from rlvr.core.objective import rl_objective, value_objective
 from rlvr.core.shaping import filter_groups, overlong_penalty
 from rlvr.eval.behaviour import REFLECTION_PHRASES, behaviour_metrics
 from rlvr.models.logprobs import response_logprobs
@@ -559,8 +559,6 @@ class RLStep:
             params = dict(loss_params)
             if mb.cov_selected is not None:
                 params["selected"] = mb.cov_selected
-            values = (self.critic(mb.input_ids, mb.attention_mask, mb.t, packed=self.packed)
-                      if self.critic is not None else None)
             loss, m = rl_objective(
                 lp, loss_mask=mb.loss_mask, advantages=mb.advantages, old_logprobs=mb.old_logprobs,
                 loss=alg.loss.name, loss_params=params, aggregation=alg.aggregation,
@@ -569,12 +567,22 @@ class RLStep:
                 ref_logprobs=mb.ref_logprobs if alg.kl.placement == "loss" else None,
                 kl_coef=self.kl_coef, kl_estimator=alg.kl.estimator,
                 entropy=ent, entropy_coef=alg.entropy_coef,
-                values=values, old_values=mb.values, returns=mb.returns, value_clip=alg.critic.clip_range,
             )
             if not torch.isfinite(loss):
                 finite = False
                 break
             loss.backward()
+            if self.critic is not None:
+                # The critic after the policy's backward pass: their activations are never held at once.
+                values = self.critic(mb.input_ids, mb.attention_mask, mb.t, packed=self.packed)
+                vloss, vm = value_objective(values, mb.values, mb.returns, mb.loss_mask, num_tokens=num_tokens,
+                                            value_clip=alg.critic.clip_range)
+                if not torch.isfinite(vloss):
+                    finite = False
+                    break
+                vloss.backward()
+                loss = loss.detach() + vloss.detach()
+                m.update(vm)
             step_loss = step_loss + loss.detach()
             weight = m.pop("num_valid_tokens")
             if mb.old_logprobs is None:
