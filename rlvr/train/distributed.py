@@ -231,7 +231,8 @@ class Topology:
         from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
         state = {name: get_optimizer_state_dict(module, optimizer) for name, (module, optimizer) in optimizers.items()}
-        dcp.save(state, checkpoint_id=str(path))
+        with _single_process_is_meant():
+            dcp.save(state, checkpoint_id=str(path), no_dist=not self.distributed)
 
     def load_optimizers(self, path: str | Path, optimizers: dict[str, tuple[torch.nn.Module, Any]]) -> None:
         """Inverse of `save_optimizers`, on this run's ranks and sharding (DCP reshards as it reads)."""
@@ -240,7 +241,8 @@ class Topology:
 
         # The optimizer's own state layout (initialised by a zero step if still empty) is what DCP fills in.
         state = {name: get_optimizer_state_dict(module, optimizer) for name, (module, optimizer) in optimizers.items()}
-        dcp.load(state, checkpoint_id=str(path))
+        with _single_process_is_meant():
+            dcp.load(state, checkpoint_id=str(path), no_dist=not self.distributed)
         for name, (module, optimizer) in optimizers.items():
             set_optimizer_state_dict(module, optimizer, optim_state_dict=state[name])
 
@@ -314,3 +316,14 @@ def _to_cpu(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(_to_cpu(v) for v in obj)
     return obj
+
+
+@contextlib.contextmanager
+def _single_process_is_meant():
+    """torch.distributed.checkpoint warns on every single-process save and load that it assumes one process:
+    in rlvr that is the plain case, said once in the docs, not a warning on every checkpoint."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is .*single process")
+        yield
