@@ -159,16 +159,15 @@ def estimator_options(fn: Callable) -> dict[str, Any]:
     return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.default is not p.empty}
 
 
-def _check_options(name: str, fn: Callable, given: dict[str, Any]) -> dict[str, Any]:
-    """`given` checked against what `fn` declares (names and constraints), filled with its defaults."""
-    declared = estimator_options(fn)
+def _check_options(name: str, declared: dict[str, Any], hints: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """`given` checked against the options an estimator declares (names, and constraints in `hints`), filled
+    with its defaults."""
     unknown = sorted(set(given) - set(declared))
     if unknown:
         raise TypeError(
             f"advantage estimator {name!r} does not take {', '.join(unknown)}; "
             f"it takes: {', '.join(declared) or 'no options'}"
         )
-    hints = typing.get_type_hints(inspect.unwrap(fn), include_extras=True)
     for key, value in given.items():
         rules = [rule for meta in getattr(hints.get(key), "__metadata__", ()) for rule in _bounds(meta)]
         if not all(_HOLDS[op](value, bound) for op, bound in rules):
@@ -180,6 +179,9 @@ def _estimator(name: str, needs: tuple[str, ...] = ()) -> Callable:
     """Register `fn` under `name`, wrapped with input validation and torch.no_grad()."""
 
     def decorator(fn: Callable) -> Callable:
+        declared = estimator_options(fn)  # read once, at registration
+        hints = typing.get_type_hints(fn, include_extras=True)
+
         @functools.wraps(fn)
         def wrapped(
             *,
@@ -191,7 +193,7 @@ def _estimator(name: str, needs: tuple[str, ...] = ()) -> Callable:
             token_rewards: Tensor | None = None,
             **options: Any,
         ) -> tuple[Tensor, Tensor]:
-            options = _check_options(name, fn, options)
+            options = _check_options(name, declared, hints, options)
             kwargs = _validate(
                 name,
                 needs,

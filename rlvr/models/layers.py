@@ -83,6 +83,7 @@ def layer_entropies(model: nn.Module, input_ids: Tensor, attention_mask: Tensor,
                     *, chunk: int = 256) -> dict[str, list[float]]:
     """Mean entropy (nats) of every layer's internal policy over the real response tokens of the batch, with
     and without the final norm: {"raw": [L values], "final_norm": [L values]} (index 0 = layer 1)."""
+    from rlvr.core.entropy import entropy_from_logits
     from rlvr.models.logprobs import _decoder, position_ids_from_mask
 
     decoder = _decoder(model)
@@ -105,8 +106,7 @@ def layer_entropies(model: nn.Module, input_ids: Tensor, attention_mask: Tensor,
         for key, rows in (("raw", hidden), ("final_norm", decoder.norm(hidden))):
             total = 0.0
             for start in range(0, rows.shape[0], chunk):
-                logp = torch.log_softmax(head(rows[start : start + chunk]).float(), dim=-1)
-                total += float(-(logp.exp() * logp).sum(-1).sum())
+                total += float(entropy_from_logits(head(rows[start : start + chunk]).float()).sum())
             out[key].append(total / max(rows.shape[0], 1))
     return out
 

@@ -441,10 +441,7 @@ class RLStep:
         # In the layer-policy phase the old log-probs are pi_K's, never the sampler's (which are the full model's).
         layer_phase = self.policy_layer is not None
         if off_policy or alg.is_correction.enabled or kl_in_reward or stale or layer_phase:
-            around = None
-            if self.routing is not None:
-                self.routing.before_old_forward(b)
-                around = self.routing.old_forward(b, acc)
+            around = self.routing.old_forward(b, acc) if self.routing is not None else None
             b.old_logprobs = self._logprobs_no_grad(self.model, b, around=around)
         if self.ref_model is not None and self.kl_coef > 0:
             with reference_mode(self.lora):

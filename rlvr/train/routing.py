@@ -61,18 +61,16 @@ class RoutingReplay:
 
     # --- the old-policy forward --------------------------------------------------------------------------
 
-    def before_old_forward(self, b: TrainBatch) -> None:
-        """r3: the engine's routes must be there; none/r2: start an empty record the old forward fills."""
+    def old_forward(self, b: TrainBatch, acc: MetricSums | None = None):
+        """A factory of contexts, one around each micro-batch of the old-policy forward over `b`. r3: the
+        engine's routes must be on `b`; none/r2: `b.routes` starts empty and the old forward fills it."""
         if self.mode == "r3":
             if b.routes is None:
                 raise RuntimeError("routing_replay=r3 but the rollout carries no routes: the engine did not record them")
-            return
-        n, width = b.input_ids.shape
-        b.routes = torch.full((n, width, self.hooks.num_layers, self.hooks.top_k), NO_ROUTE, dtype=ROUTE_DTYPE,
-                              device=b.input_ids.device)
-
-    def old_forward(self, b: TrainBatch, acc: MetricSums | None = None):
-        """A factory of contexts, one around each micro-batch of the old-policy forward over `b`."""
+        else:
+            n, width = b.input_ids.shape
+            b.routes = torch.full((n, width, self.hooks.num_layers, self.hooks.top_k), NO_ROUTE, dtype=ROUTE_DTYPE,
+                                  device=b.input_ids.device)
 
         @contextlib.contextmanager
         def around(mb: TrainBatch):
@@ -125,11 +123,10 @@ def _add_mismatch(acc: MetricSums, name: str, mismatch, mb: TrainBatch, *, per_l
     valid = _valid(mb)
     if not mismatch.per_layer or not valid.any():
         return
-    layers = torch.stack(mismatch.per_layer).float()  # [L, B, S]
-    acc.add(name, layers.mean(0), valid)
+    acc.add(name, mismatch.positions(), valid)
     if per_layer:
-        for i, layer in enumerate(layers):
-            acc.add(f"{name}/layer_{i}", layer, valid)
+        for i, layer in enumerate(mismatch.per_layer):
+            acc.add(f"{name}/layer_{i}", layer.float(), valid)
 
 
 def _add_correlation_terms(acc: MetricSums, mismatch, mb: TrainBatch) -> None:
