@@ -144,6 +144,17 @@ class OverlongConfig(_Strict):
     """Length of the soft-penalty interval before max_new_tokens."""
 
 
+class DifferentialSmoothingConfig(_Strict):
+    """Differential Smoothing (arXiv 2511.19942; rlvr.core.shaping.differential_smoothing): after the
+    estimator, a correct response's advantage gets -gamma_p * log pi_old(y), a wrong one's +gamma_n *
+    log pi_old(y) (sequence log-probability under the trainer's old policy)."""
+
+    gamma_p: float = Field(ge=0)
+    """The entropy bonus on correct responses (the paper's main term)."""
+    gamma_n: float = Field(0.0, ge=0)
+    """The entropy penalty on wrong responses (0: correct responses only, the paper's key observation)."""
+
+
 class CriticConfig(_Strict):
     """PPO value model: a scalar head on its own copy of the policy backbone.
 
@@ -191,6 +202,8 @@ class AlgorithmConfig(_Strict):
     dynamic_sampling: DynamicSamplingConfig = Field(default_factory=DynamicSamplingConfig)
     overlong: OverlongConfig = Field(default_factory=OverlongConfig)
     critic: CriticConfig = Field(default_factory=CriticConfig)
+    differential_smoothing: DifferentialSmoothingConfig | None = None
+    """Shape the advantages of correct and wrong responses apart (arXiv 2511.19942); None: off."""
     layer_policy: LayerPolicyConfig | None = None
     """Train an internal layer policy first (Bottom-up Policy Optimization); None: the full policy throughout."""
     routing_replay: Literal["none", "r2", "r3"] = "none"

@@ -14,11 +14,12 @@ from rlvr.core.losses import POLICY_LOSSES, policy_loss, sft_loss, value_loss
 from rlvr.core.masked import masked_mean, masked_sum, masked_var, masked_whiten
 from rlvr.core.passk import pass_at_k
 from rlvr.core.registry import Registry
-from rlvr.core.shaping import filter_groups, overlong_penalty
+from rlvr.core.shaping import differential_smoothing, filter_groups, overlong_penalty
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS", "AGGREGATIONS", "KL_ESTIMATORS", "POLICY_LOSSES", "Registry",
-    "adaptive_kl_coef", "aggregate", "batch_counts", "compute_advantages", "entropy_from_logits",
+    "adaptive_kl_coef", "aggregate", "batch_counts", "compute_advantages", "differential_smoothing",
+    "entropy_from_logits",
     "filter_groups", "importance_weights", "kl_divergence", "masked_mean", "masked_sum", "masked_var",
     "masked_whiten", "outcome_to_token_rewards", "overlong_penalty", "pass_at_k", "policy_loss",
     "sft_loss", "value_loss",

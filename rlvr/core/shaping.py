@@ -98,3 +98,50 @@ def group_reward_std(rewards: Tensor, group_ids: Tensor) -> Tensor:
     sq = rewards.new_zeros(counts.shape[0]).index_add_(0, inverse, centred**2)
     var = sq / (counts - 1).clamp(min=1).to(rewards.dtype)
     return var.sqrt()[inverse]
+
+
+def differential_smoothing(advantages: Tensor, loss_mask: Tensor, seq_logprobs: Tensor, correct: Tensor, *,
+                           gamma_p: float, gamma_n: float = 0.0) -> Tensor:
+    """Differential Smoothing (Gai, Zeng, Zhang, Raghunathan 2025, arXiv 2511.19942) as an advantage shaping.
+    [N, T] advantages -> [N, T], every valid token of a sequence shifted by the same sequence-level term:
+
+        A'_i = A_i - gamma_p * log pi_old(y_i)    if y_i is correct
+        A'_i = A_i + gamma_n * log pi_old(y_i)    if y_i is wrong
+
+    with log pi_old(y_i) = sum_t log pi_old(y_i,t | x_i, y_i,<t) (`seq_logprobs`, [N], a constant: no
+    gradient flows through it). Since -log pi(y) > 0, a correct response gains more the less likely it
+    is (its term is an entropy bonus restricted to correct responses: in expectation the shaped gradient
+    of the correct term is gamma_p * grad(H_C + P(C)), with H_C = -sum_{y in C} pi log pi and P(C) = pi(C)),
+    and a wrong response is pushed down more the likelier it is (-gamma_n * grad(H_W + P(W))); both
+    identities are checked by exact enumeration in tests/core/test_shaping.py.
+
+    The paper's key observation is that the diversity fix is needed on the correct responses only
+    (gamma_n = 0, the default here). Departure: the paper states the method as a reward modification; this
+    applies it to the estimator's advantages, after any group normalisation, as the issue specifies, so a
+    group of all-correct responses (zero GRPO advantage) still gets the smoothing term. We could not read the
+    paper's body from this machine (only its abstract): gamma_p, gamma_n have no paper defaults here.
+
+    >>> adv = torch.tensor([[0.5, 0.5], [-0.5, 0.0]])
+    >>> mask = torch.tensor([[True, True], [True, False]])
+    >>> differential_smoothing(adv, mask, torch.tensor([-2.0, -1.0]), torch.tensor([True, False]),
+    ...                        gamma_p=0.1, gamma_n=0.2).tolist()
+    [[0.699999988079071, 0.699999988079071], [-0.699999988079071, 0.0]]
+    """
+    for name, value in (("gamma_p", gamma_p), ("gamma_n", gamma_n)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ValueError(f"{name} must be a float >= 0; got {value!r}")
+    advantages, loss_mask = torch.as_tensor(advantages), torch.as_tensor(loss_mask)
+    if advantages.dim() != 2 or loss_mask.shape != advantages.shape or loss_mask.dtype != torch.bool:
+        raise ValueError(f"advantages [N, T] and a bool loss_mask of the same shape are needed; got "
+                         f"{list(advantages.shape)} and {list(loss_mask.shape)} ({loss_mask.dtype})")
+    n = advantages.shape[0]
+    seq_logprobs, correct = torch.as_tensor(seq_logprobs), torch.as_tensor(correct)
+    if seq_logprobs.shape != (n,) or correct.shape != (n,) or correct.dtype != torch.bool:
+        raise ValueError(f"seq_logprobs [N] float and correct [N] bool are needed for N = {n}; got "
+                         f"{list(seq_logprobs.shape)} and {list(correct.shape)} ({correct.dtype})")
+    check_finite("seq_logprobs", seq_logprobs, hint="check the old-policy log-probs")
+    if bool((seq_logprobs > 0).any()):
+        raise ValueError(f"seq_logprobs are log-probabilities, <= 0; got {seq_logprobs.max().item():.4g}")
+    lp = seq_logprobs.detach().to(advantages.dtype)
+    shift = torch.where(correct, -gamma_p * lp, gamma_n * lp)  # [N]
+    return torch.where(loss_mask, advantages + shift[:, None], torch.zeros_like(advantages))

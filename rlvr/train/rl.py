@@ -35,7 +35,7 @@ from rlvr.core.kl import adaptive_kl_coef, kl_divergence
 from rlvr.core.losses import COVARIANCE_LOSSES, covariance_selection
 from rlvr.core.masked import masked_mean, masked_sum
 from rlvr.core.objective import rl_objective, value_objective
-from rlvr.core.shaping import filter_groups, overlong_penalty
+from rlvr.core.shaping import differential_smoothing, filter_groups, overlong_penalty
 from rlvr.eval.behaviour import REFLECTION_PHRASES, behaviour_metrics
 from rlvr.models.logprobs import response_logprobs
 from rlvr.models.lora import reference_mode
@@ -440,7 +440,8 @@ class RLStep:
         phase = self._start_layer_policy(step)
         # In the layer-policy phase the old log-probs are pi_K's, never the sampler's (which are the full model's).
         layer_phase = self.policy_layer is not None
-        if off_policy or alg.is_correction.enabled or kl_in_reward or stale or layer_phase:
+        smoothing = alg.differential_smoothing
+        if off_policy or alg.is_correction.enabled or kl_in_reward or stale or layer_phase or smoothing:
             around = self.routing.old_forward(b, acc) if self.routing is not None else None
             b.old_logprobs = self._logprobs_no_grad(self.model, b, around=around)
         if self.ref_model is not None and self.kl_coef > 0:
@@ -465,6 +466,12 @@ class RLStep:
             token_rewards=token_rewards,
             **alg.advantage.options(),
         )
+        if smoothing is not None:
+            seq_logprobs = masked_sum(b.old_logprobs, b.loss_mask, dim=-1)
+            shaped = differential_smoothing(b.advantages, b.loss_mask, seq_logprobs, scored.correct.to(device),
+                                            gamma_p=smoothing.gamma_p, gamma_n=smoothing.gamma_n)
+            acc.add("smoothing_shift", shaped - b.advantages, b.loss_mask)
+            b.advantages = shaped
         is_metrics: dict[str, Tensor] = {}
         # pi_K against the full model's sampler is no training-inference mismatch: no IS weights in that phase
         if alg.is_correction.enabled and not layer_phase:

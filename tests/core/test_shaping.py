@@ -1,4 +1,5 @@
-"""DAPO shaping: overlong penalty (hand values at every boundary), dynamic-sampling group filter."""
+"""Shaping: DAPO's overlong penalty (hand values at every boundary) and dynamic-sampling group filter;
+Differential Smoothing (hand values, the exact expected gradient by enumeration, bad input)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import random
 import pytest
 import torch
 
-from rlvr.core.shaping import filter_groups, group_reward_std, overlong_penalty
+from rlvr.core.shaping import differential_smoothing, filter_groups, group_reward_std, overlong_penalty
 
 
 def test_overlong_penalty_hand_values_and_boundaries():
@@ -107,3 +108,93 @@ def test_group_functions_reject_bad_input():
         group_reward_std(torch.zeros(2), torch.zeros(2))
     with pytest.raises(ValueError, match=r"atol must be >= 0"):
         filter_groups(torch.zeros(2), torch.tensor([0, 0]), atol=-1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Differential Smoothing
+
+
+def test_differential_smoothing_hand_values():
+    # correct rows: A - gamma_p * logp; wrong rows: A + gamma_n * logp; the same shift on every valid token
+    adv = torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [-1.0, -1.0, 0.0], [2.0, 0.0, 0.0]])
+    mask = torch.tensor([[True, True, True], [True, True, True], [True, True, False], [True, False, False]])
+    logp = torch.tensor([-3.0, -0.5, -4.0, 0.0])
+    correct = torch.tensor([True, True, False, False])
+    got = differential_smoothing(adv, mask, logp, correct, gamma_p=0.5, gamma_n=0.25)
+    want = torch.tensor([[1.0 + 1.5] * 3, [0.25] * 3, [-1.0 - 1.0, -1.0 - 1.0, 0.0], [2.0, 0.0, 0.0]])
+    assert torch.equal(got, want)
+
+
+def test_differential_smoothing_zero_gammas_is_the_identity_and_padding_stays_zero():
+    g = torch.Generator().manual_seed(0)
+    adv = torch.randn(6, 5, generator=g)
+    mask = torch.rand(6, 5, generator=g) > 0.3
+    adv = torch.where(mask, adv, torch.zeros(()))
+    logp = -torch.rand(6, generator=g) * 10
+    correct = torch.rand(6, generator=g) > 0.5
+    assert torch.equal(differential_smoothing(adv, mask, logp, correct, gamma_p=0.0, gamma_n=0.0), adv)
+    out = differential_smoothing(adv, mask, logp, correct, gamma_p=0.3, gamma_n=0.1)
+    assert bool((out[~mask] == 0).all())
+    # gamma_n = 0 (the default): wrong responses untouched; correct ones only rise
+    only_p = differential_smoothing(adv, mask, logp, correct, gamma_p=0.3)
+    assert torch.equal(only_p[~correct], adv[~correct])
+    assert bool((only_p[correct][mask[correct]] > adv[correct][mask[correct]]).all())
+
+
+def test_differential_smoothing_takes_no_gradient_through_the_log_probs():
+    logp = torch.tensor([-1.0, -2.0], requires_grad=True)
+    out = differential_smoothing(torch.zeros(2, 2), torch.ones(2, 2, dtype=torch.bool), logp,
+                                 torch.tensor([True, False]), gamma_p=1.0, gamma_n=1.0)
+    assert not out.requires_grad
+
+
+def _sequence_policy(theta1, theta2):
+    """All 9 sequences y = (a, b) over a 3-token vocabulary and their log pi(y) under an autoregressive
+    softmax policy: pi(a) = softmax(theta1)[a], pi(b | a) = softmax(theta2[a])[b]."""
+    first, second = torch.log_softmax(theta1, -1), torch.log_softmax(theta2, -1)
+    seqs = [(a, b) for a in range(3) for b in range(3)]
+    return seqs, torch.stack([first[a] + second[a, b] for a, b in seqs])
+
+
+@pytest.mark.parametrize("gamma_p,gamma_n", [(0.3, 0.0), (0.0, 0.2), (0.4, 0.15)])
+def test_differential_smoothing_expected_gradient_is_a_restricted_entropy_gradient(gamma_p, gamma_n):
+    # E_y[shift(y) grad log pi(y)], enumerated exactly over every sequence, equals
+    # grad[gamma_p (H_C + P(C)) - gamma_n (H_W + P(W))] with H_S = -sum_{y in S} pi log pi: the shaping
+    # is an entropy bonus on the correct set C and an entropy penalty on the wrong set W.
+    g = torch.Generator().manual_seed(1)
+    theta1 = torch.randn(3, generator=g, dtype=torch.float64, requires_grad=True)
+    theta2 = torch.randn(3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    seqs, logp = _sequence_policy(theta1, theta2)
+    correct = torch.tensor([a == b for a, b in seqs])  # C: the three "repeat the token" sequences
+    pi = logp.exp()
+    # token-level advantages of two-token responses, all starting at 0 (the shaping term alone)
+    shaped = differential_smoothing(torch.zeros(9, 2, dtype=torch.float64), torch.ones(9, 2, dtype=torch.bool),
+                                    logp.detach(), correct, gamma_p=gamma_p, gamma_n=gamma_n)
+    # the pg surrogate with per-token advantages: sum_t A_t log pi_t = A * log pi(y) (the same A on each token)
+    surrogate = (pi.detach() * shaped[:, 0] * logp).sum()
+    got = torch.autograd.grad(surrogate, (theta1, theta2))
+    seqs, logp = _sequence_policy(theta1, theta2)
+    pi = logp.exp()
+    objective = (gamma_p * (-(pi * logp)[correct].sum() + pi[correct].sum())
+                 - gamma_n * (-(pi * logp)[~correct].sum() + pi[~correct].sum()))
+    want = torch.autograd.grad(objective, (theta1, theta2))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert float(want[0].abs().sum() + want[1].abs().sum()) > 1e-3  # not a trivially zero gradient
+
+
+def test_differential_smoothing_rejects_bad_input():
+    adv, mask = torch.zeros(2, 2), torch.ones(2, 2, dtype=torch.bool)
+    logp, correct = torch.tensor([-1.0, -1.0]), torch.tensor([True, False])
+    with pytest.raises(ValueError, match="gamma_p must be a float >= 0"):
+        differential_smoothing(adv, mask, logp, correct, gamma_p=-0.1)
+    with pytest.raises(ValueError, match="gamma_n must be a float >= 0"):
+        differential_smoothing(adv, mask, logp, correct, gamma_p=0.1, gamma_n=float("nan"))
+    with pytest.raises(ValueError, match="log-probabilities, <= 0"):
+        differential_smoothing(adv, mask, torch.tensor([-1.0, 0.5]), correct, gamma_p=0.1)
+    with pytest.raises(ValueError, match="seq_logprobs"):
+        differential_smoothing(adv, mask, torch.tensor([-1.0, float("nan")]), correct, gamma_p=0.1)
+    with pytest.raises(ValueError, match="correct \\[N\\] bool"):
+        differential_smoothing(adv, mask, logp, torch.tensor([1, 0]), gamma_p=0.1)
+    with pytest.raises(ValueError, match="bool loss_mask"):
+        differential_smoothing(adv, mask.float(), logp, correct, gamma_p=0.1)

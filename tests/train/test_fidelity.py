@@ -196,3 +196,58 @@ def test_held_out_eval_is_paired_and_logs_pass_at_k_and_entropy(tiny_dir, tmp_pa
 
     low, high = wilson_interval(first["eval_accuracy"], len(distinct))
     assert (first["eval_accuracy_ci_low"], first["eval_accuracy_ci_high"]) == pytest.approx((low, high))
+
+
+def test_differential_smoothing_shifts_each_responses_advantage_by_its_old_log_prob(tiny_dir, tmp_path, monkeypatch):
+    """Differential Smoothing (arXiv 2511.19942) in the trainer: the advantages the loss sees are the
+    estimator's plus -gamma_p log pi_old(y) on correct responses and +gamma_n log pi_old(y) on wrong ones."""
+    from rlvr.train import rl
+
+    seen = {}
+    original_adv, original_ds = rl.compute_advantages, rl.differential_smoothing
+
+    def capture_adv(*args, **kwargs):
+        seen["adv"] = original_adv(*args, **kwargs)
+        return seen["adv"]
+
+    def capture_ds(adv, mask, seq_logprobs, correct, **kw):
+        seen.update(seq_logprobs=seq_logprobs.clone(), correct=correct.clone(), mask=mask.clone(), kw=kw)
+        seen["shaped"] = original_ds(adv, mask, seq_logprobs, correct, **kw)
+        return seen["shaped"]
+
+    monkeypatch.setattr(rl, "compute_advantages", capture_adv)
+    monkeypatch.setattr(rl, "differential_smoothing", capture_ds)
+    cfg = tiny_config(tiny_dir, tmp_path, "algorithm.differential_smoothing.gamma_p=0.2",
+                      "algorithm.differential_smoothing.gamma_n=0.1")
+    trainer = build(cfg)
+    score = trainer.score
+
+    def every_third_correct(examples, rollout):  # the untrained tiny model solves nothing: both branches
+        scored = score(examples, rollout)
+        scored.correct = torch.arange(len(scored.correct)) % 3 == 0
+        return scored
+
+    trainer.score = every_third_correct
+    m = trainer.run(PromptStream(trainer.task.examples("train"), cfg.seed), 1)
+    assert seen["kw"] == {"gamma_p": 0.2, "gamma_n": 0.1}
+    correct = trainer.last_scored.correct
+    assert correct.any() and (~correct).any()
+    assert torch.equal(seen["correct"], correct)
+    # pi_old is the trainer's policy before the update; on-policy it matches the sampler's log-probs
+    sampler = trainer.last_scored.rollout
+    b_lp = torch.zeros_like(seen["seq_logprobs"])
+    for i, lps in enumerate(sampler.sampler_logprobs):
+        b_lp[i] = float(sum(lps))
+    torch.testing.assert_close(seen["seq_logprobs"], b_lp, atol=1e-4, rtol=0)
+    adv = seen["adv"][0]
+    shift = torch.where(correct, -0.2 * seen["seq_logprobs"], 0.1 * seen["seq_logprobs"])
+    want = torch.where(seen["mask"], adv + shift[:, None], torch.zeros(()))
+    torch.testing.assert_close(seen["shaped"], want)
+    assert m["smoothing_shift"] == pytest.approx(float(((seen["shaped"] - adv)[seen["mask"]]).mean()), rel=1e-5)
+
+
+def test_differential_smoothing_config_is_checked_before_any_work(tiny_dir, tmp_path):
+    with pytest.raises(Exception, match="gamma_p"):
+        tiny_config(tiny_dir, tmp_path, "algorithm.differential_smoothing.gamma_n=0.1")
+    with pytest.raises(Exception, match="greater than or equal to 0"):
+        tiny_config(tiny_dir, tmp_path, "algorithm.differential_smoothing.gamma_p=-1")

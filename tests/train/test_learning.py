@@ -53,3 +53,10 @@ def test_kl_in_loss_and_entropy_bonus_learn_too(tiny_dir, tmp_path):
     rewards = learning_curve(tiny_dir, tmp_path / "kl", "grpo", "algorithm.kl.coef=0.01", "algorithm.entropy_coef=0.001")
     first, last = sum(rewards[:2]) / 2, sum(rewards[-10:]) / 10
     assert last > first + 0.08, f"reward {first:.3f} -> {last:.3f}"
+
+
+def test_differential_smoothing_learns_too(tiny_dir, tmp_path):
+    rewards = learning_curve(tiny_dir, tmp_path / "ds", "grpo", "algorithm.differential_smoothing.gamma_p=0.05",
+                             "algorithm.differential_smoothing.gamma_n=0.02")
+    first, last = sum(rewards[:2]) / 2, sum(rewards[-10:]) / 10
+    assert last > first + 0.08, f"reward {first:.3f} -> {last:.3f}; curve {[round(r, 2) for r in rewards]}"
