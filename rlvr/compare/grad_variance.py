@@ -50,26 +50,40 @@ def gradient_variance(trainer, examples: list[Any], estimators: list[str] | dict
         scored = trainer.generate_shared(examples, derive_seed(seed, GRAD_VARIANCE, b))
         baseline = trainer.greedy_baseline(scored, b) if "remax" in usable else None
         rollouts.append((scored, baseline))
-    sums = {e: None for e in usable}
-    squares = {e: [] for e in usable}
-    for scored, baseline in rollouts:
-        for e in usable:
-            g = _gradient(trainer, params, scored, baseline, e, options[e], aggregation)
-            sums[e] = g if sums[e] is None else sums[e] + g
-            squares[e].append(float(g.double().pow(2).sum()))
+
+    def gradient(b: int, e: str) -> torch.Tensor:
+        scored, baseline = rollouts[b]
+        return _gradient(trainer, params, scored, baseline, e, options[e], aggregation)
+
+    out = variance_statistics(usable, batches, gradient)
+    trainer.model.zero_grad(set_to_none=True)
+    return out
+
+
+def variance_statistics(estimators: list[str], batches: int, gradient) -> dict[str, dict[str, Any]]:
+    """The statistics of the module docstring from `gradient(b, e)`, estimator e's flattened gradient on
+    rollout batch b (each called twice, so memory stays at a few gradient vectors whatever the model)."""
+    if batches < 2:
+        raise ValueError(f"batches must be >= 2 to estimate a variance, got {batches}")
     out: dict[str, dict[str, Any]] = {}
-    for e in usable:
-        mean = sums[e] / batches
-        mean_sq = float(mean.double().pow(2).sum())
+    for e in estimators:
+        total, squares = None, []
+        for b in range(batches):
+            g = gradient(b, e).double()
+            total = g if total is None else total + g
+            squares.append(float(g.pow(2).sum()))
+        mean = total / batches
+        mean_sq = float(mean.pow(2).sum())
         # ||g_b - mean||^2 = ||g_b||^2 - 2 <g_b, mean> + ||mean||^2; the <g_b, mean> come from pass two.
         dots, cosines = [], []
-        for scored, baseline in rollouts:
-            g = _gradient(trainer, params, scored, baseline, e, options[e], aggregation)
-            dot = float((g.double() * mean.double()).sum())
+        for b in range(batches):
+            g = gradient(b, e).double()
+            dot = float((g * mean).sum())
             dots.append(dot)
-            norm = math.sqrt(max(float(g.double().pow(2).sum()), 0.0))
-            cosines.append(dot / (norm * math.sqrt(mean_sq)) if norm > 0 and mean_sq > 0 else math.nan)
-        terms = [batches / (batches - 1) * (sq - 2 * d + mean_sq) for sq, d in zip(squares[e], dots)]
+            norm = math.sqrt(max(float(g.pow(2).sum()), 0.0))
+            cosine = dot / (norm * math.sqrt(mean_sq)) if norm > 0 and mean_sq > 0 else math.nan
+            cosines.append(min(1.0, max(-1.0, cosine)) if cosine == cosine else cosine)  # rounding can pass 1
+        terms = [batches / (batches - 1) * (sq - 2 * d + mean_sq) for sq, d in zip(squares, dots)]
         trace = mean_interval(terms)
         out[e] = {
             "trace_cov": trace,
@@ -80,7 +94,6 @@ def gradient_variance(trainer, examples: list[Any], estimators: list[str] | dict
             "relative_variance": trace["mean"] / mean_sq if mean_sq > 0 else math.nan,
             "batches": batches,
         }
-    trainer.model.zero_grad(set_to_none=True)
     return out
 
 

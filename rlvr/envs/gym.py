@@ -5,10 +5,15 @@ An episode is laid out like a response: step t of episode i is "token" t, so a b
 on the steps the episode really took. Groups are G episodes from the same start state
 (`env.reset(seed=s)`), so the group estimators compare episodes exactly as they compare an LLM's
 samples of one prompt. The advantages come from `rlvr.core.compute_advantages` (per-step rewards as
-`token_rewards`: each step is credited with its reward-to-go), the loss from `rlvr.core.rl_objective`:
+`token_rewards`: each step is credited with its reward-to-go), the loss from `rlvr.core.rl_objective`
+with the recipe's policy loss, aggregation and update schedule (`GymAlgorithm`, which `rlvr train`
+builds from the recipe):
 
 - `reinforce` (no baseline), `grpo` and `rloo` (the group of episodes from one start), `remax` (the
   greedy episode from the same start as the baseline), `gae` (a value network; PPO).
+- `gym_gradient_variance`: the policy-gradient variance of each estimator on a fixed policy and fixed
+  start states (the measurement of rlvr.compare.grad_variance), `gae` with a value network fitted to
+  that policy.
 
 The policy is a small MLP over the observation (one-hot for the discrete observations of the toy-text
 environments, e.g. FrozenLake); actions are sampled from its softmax with a seeded
@@ -17,13 +22,15 @@ torch generator (one stream per collection), so a seed reproduces a run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from rlvr.core.advantages import compute_advantages
-from rlvr.core.objective import rl_objective
+from rlvr.core.losses import COVARIANCE_LOSSES, covariance_selection
+from rlvr.core.objective import rl_objective, value_objective
 
 
 def make_env(env_id: str, **kwargs):
@@ -132,53 +139,136 @@ def collect(env_id: str, policy: MLPPolicy, starts: list[int], group_size: int, 
     return Episodes(obs, actions, logprobs, rewards, mask, group_ids)
 
 
-def train_gym(env_id: str = "CartPole-v1", *, estimator: str = "grpo", iterations: int = 30, starts: int = 8,
-              group_size: int = 8, lr: float = 1e-2, max_steps: int = 500, seed: int = 0,
-              options: dict | None = None, value_lr: float = 1e-2, env_kwargs: dict | None = None, log=None,
-              on_iteration=None) -> list[float]:
-    """Train an MLP policy with `estimator`'s advantages and the pg loss; returns the mean episode
-    return of each iteration's sampled episodes (before that iteration's update). `options` are the
-    estimator's own (e.g. gae's gamma, lam). `on_iteration(it, metrics)` receives each iteration's
-    metrics (reward_mean/std, episode length, entropy, loss)."""
-    import time
-    torch.manual_seed(seed)
+@dataclass
+class GymAlgorithm:
+    """What the LLM trainer's `algorithm` and `train` sections say, for an MLP policy (rlvr train maps a
+    recipe onto it): the estimator and its options, the policy loss and its options, the aggregation and the
+    update schedule (epochs x mini-batches of whole groups over each iteration's episodes, old log-probs
+    those of the sampling policy), the entropy bonus, and the value network's learning rate and clip."""
+
+    estimator: str = "grpo"
+    options: dict[str, Any] = field(default_factory=dict)
+    loss: str = "pg"
+    loss_params: dict[str, Any] = field(default_factory=dict)
+    aggregation: str = "seq_mean_token_sum_norm"
+    constant: float | None = None
+    """seq_mean_token_sum_norm's constant; None: the episode step limit."""
+    epochs: int = 1
+    mini_batches: int = 1
+    entropy_coef: float = 0.0
+    value_lr: float = 1e-2
+    value_clip: float | None = None
+    """PPO's clip of the value update around the old values; None (the default): unclipped. Returns of
+    classic environments are in the hundreds, and a clip of 0.2 would let the value move 0.2 per update."""
+
+
+@dataclass
+class GymResult:
+    curve: list[float]  # mean episode return of each iteration's sampled episodes, before its update
+    policy: MLPPolicy
+    critic: ValueNet | None
+
+
+def new_policy(env_id: str, env_kwargs: dict | None = None) -> MLPPolicy:
     probe = make_env(env_id, **(env_kwargs or {}))
-    obs_dim, n_actions = observation_dim(probe.observation_space), probe.action_space.n
+    policy = MLPPolicy(observation_dim(probe.observation_space), probe.action_space.n)
     probe.close()
-    policy = MLPPolicy(obs_dim, n_actions)
+    return policy
+
+
+def start_seeds(seed: int, iteration: int, starts: int) -> list[int]:
+    """The start states of one iteration: distinct across iterations and seeds."""
+    return [seed * 100_003 + iteration * starts + k for k in range(starts)]
+
+
+def episode_advantages(algo: GymAlgorithm, ep: Episodes, *, critic: ValueNet | None = None,
+                       greedy_returns: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """`algo.estimator`'s advantages and returns [N, T] for a batch of episodes (rlvr.core.compute_advantages);
+    `greedy_returns` [N]: remax's baseline, the greedy episode's return from each row's start."""
+    values = None
+    if critic is not None:
+        with torch.no_grad():
+            values = torch.where(ep.loss_mask, critic(ep.obs), torch.zeros(()))
+    return compute_advantages(
+        algo.estimator, rewards=ep.returns, loss_mask=ep.loss_mask, group_ids=ep.group_ids, values=values,
+        baseline_rewards=greedy_returns, token_rewards=ep.rewards, **algo.options,
+    )
+
+
+def policy_objective(algo: GymAlgorithm, policy: MLPPolicy, ep: Episodes, adv: Tensor, rows: list[int] | slice,
+                     max_steps: int, cov_seed: int = 0) -> tuple[Tensor, dict[str, Tensor]]:
+    """The policy's loss on the episodes `rows` (one mini-batch; its own denominators) by rl_objective."""
+    obs, actions, mask, a = ep.obs[rows], ep.actions[rows], ep.loss_mask[rows], adv[rows]
+    old = ep.logprobs[rows]
+    logits = policy(obs)
+    logp_all = torch.log_softmax(logits, -1)
+    logp = logp_all.gather(-1, actions[..., None]).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    params = dict(algo.loss_params)
+    if algo.loss in COVARIANCE_LOSSES:  # Clip-Cov / KL-Cov choose their tokens over the whole mini-batch
+        params["selected"] = covariance_selection(
+            algo.loss, logprobs=logp.detach(), old_logprobs=old, advantages=a, loss_mask=mask,
+            generator=torch.Generator().manual_seed(cov_seed), **params)
+    return rl_objective(logp, loss_mask=mask, advantages=a, old_logprobs=old, loss=algo.loss, loss_params=params,
+                        aggregation=algo.aggregation, num_tokens=mask.sum(), num_sequences=mask.any(-1).sum(),
+                        constant=algo.constant or max_steps, entropy=entropy, entropy_coef=algo.entropy_coef)
+
+
+def train_gym(env_id: str = "CartPole-v1", algo: GymAlgorithm | None = None, *, iterations: int = 30,
+              starts: int = 8, group_size: int = 8, lr: float = 1e-2, max_steps: int = 500, seed: int = 0,
+              env_kwargs: dict | None = None, log=None, on_iteration=None) -> GymResult:
+    """Train an MLP policy with `algo` (default: GRPO's advantages, the pg loss, one update per iteration).
+
+    Each iteration samples `group_size` episodes from each of `starts` start states, computes the advantages
+    once, then makes algo.epochs x algo.mini_batches optimizer steps (a fresh partition of whole groups each
+    epoch), the value network (gae) stepping on the same mini-batches. `on_iteration(it, metrics)` receives
+    each iteration's metrics (reward_mean/std, episode length, entropy, loss, clip fractions, value loss)."""
+    import time
+
+    from rlvr.train.batch import minibatch_rows
+    from rlvr.train.seeds import COVARIANCE, MINIBATCH, derive_seed
+
+    algo = algo or GymAlgorithm()
+    torch.manual_seed(seed)
+    policy = new_policy(env_id, env_kwargs)
     opt = torch.optim.Adam(policy.parameters(), lr=lr)
-    critic = ValueNet(obs_dim) if estimator == "gae" else None
-    critic_opt = torch.optim.Adam(critic.parameters(), lr=value_lr) if critic is not None else None
+    critic = ValueNet(policy.net[0].in_features) if algo.estimator == "gae" else None
+    critic_opt = torch.optim.Adam(critic.parameters(), lr=algo.value_lr) if critic is not None else None
     gen = torch.Generator().manual_seed(seed)
     curve = []
     for it in range(iterations):
         t0 = time.perf_counter()
-        start_seeds = [seed * 100_003 + it * starts + k for k in range(starts)]
-        ep = collect(env_id, policy, start_seeds, group_size, max_steps, gen, env_kwargs=env_kwargs)
+        seeds = start_seeds(seed, it, starts)
+        ep = collect(env_id, policy, seeds, group_size, max_steps, gen, env_kwargs=env_kwargs)
         curve.append(float(ep.returns.mean()))
-        baseline = values = None
-        if estimator == "remax":
-            greedy = collect(env_id, policy, start_seeds, 1, max_steps, gen, greedy=True, env_kwargs=env_kwargs)
-            baseline = greedy.returns.repeat_interleave(group_size)
-        if critic is not None:
-            with torch.no_grad():
-                values = torch.where(ep.loss_mask, critic(ep.obs), torch.zeros(()))
-        adv, returns = compute_advantages(
-            estimator, rewards=ep.returns, loss_mask=ep.loss_mask, group_ids=ep.group_ids, values=values,
-            baseline_rewards=baseline, token_rewards=ep.rewards, **(options or {}),
-        )
-        logp = torch.log_softmax(policy(ep.obs), -1).gather(-1, ep.actions[..., None]).squeeze(-1)
-        loss, _ = rl_objective(logp, loss_mask=ep.loss_mask, advantages=adv, loss="pg",
-                               aggregation="seq_mean_token_sum_norm", constant=max_steps)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if critic is not None:
-            v = critic(ep.obs)
-            vl = torch.where(ep.loss_mask, (v - returns) ** 2, torch.zeros(())).sum() / ep.loss_mask.sum()
-            critic_opt.zero_grad()
-            vl.backward()
-            critic_opt.step()
+        greedy = None
+        if algo.estimator == "remax":
+            greedy = collect(env_id, policy, seeds, 1, max_steps, gen, greedy=True, env_kwargs=env_kwargs)
+            greedy = greedy.returns.repeat_interleave(group_size)
+        adv, returns = episode_advantages(algo, ep, critic=critic, greedy_returns=greedy)
+        old_values = critic(ep.obs).detach() if critic is not None else None
+        sums: dict[str, float] = {}
+        updates = 0
+        for epoch in range(algo.epochs):
+            partition = minibatch_rows(ep.group_ids.tolist(), algo.mini_batches, derive_seed(seed, MINIBATCH, it, epoch))
+            for index, rows in enumerate(partition):
+                loss, m = policy_objective(algo, policy, ep, adv, rows, max_steps,
+                                           derive_seed(seed, COVARIANCE, it, epoch, index))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                if critic is not None:
+                    vloss, vm = value_objective(critic(ep.obs[rows]), old_values[rows], returns[rows],
+                                                ep.loss_mask[rows], value_clip=algo.value_clip)
+                    critic_opt.zero_grad()
+                    vloss.backward()
+                    critic_opt.step()
+                    m.update(vm)
+                m.pop("num_valid_tokens", None)
+                m["loss"] = loss.detach()
+                for k, v in m.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                updates += 1
         if log is not None:
             log(f"iteration {it + 1}: mean return {curve[-1]:.1f}")
         if on_iteration is not None:
@@ -186,10 +276,77 @@ def train_gym(env_id: str = "CartPole-v1", *, estimator: str = "grpo", iteration
             with torch.no_grad():
                 p = torch.softmax(policy(ep.obs), -1)
                 ent = -(p * torch.log(p.clamp_min(1e-30))).sum(-1)
-            on_iteration(it + 1, {
+            metrics = {k: v / updates for k, v in sums.items()}
+            metrics.update({
                 "reward_mean": curve[-1], "reward_std": float(ep.returns.std()),
                 "response_len_mean": float(lengths.mean()), "response_len_max": float(lengths.max()),
-                "entropy": float(ent[ep.loss_mask].mean()), "loss": float(loss.detach()),
+                "entropy": float(ent[ep.loss_mask].mean()), "optimizer_steps": float(updates),
                 "step_time_s": time.perf_counter() - t0,
             })
-    return curve
+            on_iteration(it + 1, metrics)
+    return GymResult(curve, policy, critic)
+
+
+def fit_value(env_id: str, policy: MLPPolicy, starts: list[int], group_size: int, max_steps: int, *, seed: int,
+              gamma: float = 1.0, batches: int = 8, steps: int = 300, lr: float = 1e-2,
+              env_kwargs: dict | None = None) -> ValueNet:
+    """A value network fitted to a fixed policy: regression of V(s_t) on the Monte-Carlo return-to-go of
+    `batches` fresh episode batches from `starts` (the learned-critic baseline at its best for this policy)."""
+    gen = torch.Generator().manual_seed(seed)
+    eps = [collect(env_id, policy, starts, group_size, max_steps, gen, env_kwargs=env_kwargs) for _ in range(batches)]
+    obs = torch.cat([e.obs[e.loss_mask] for e in eps])
+    targets = []
+    for e in eps:
+        togo = torch.zeros_like(e.rewards)
+        running = torch.zeros(e.rewards.shape[0])
+        for t in reversed(range(e.rewards.shape[1])):
+            running = torch.where(e.loss_mask[:, t], e.rewards[:, t] + gamma * running, running)
+            togo[:, t] = running
+        targets.append(togo[e.loss_mask])
+    target = torch.cat(targets)
+    torch.manual_seed(seed)
+    critic = ValueNet(obs.shape[-1])
+    opt = torch.optim.Adam(critic.parameters(), lr=lr)
+    for _ in range(steps):
+        loss = (critic(obs) - target).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return critic
+
+
+def gym_gradient_variance(env_id: str, policy: MLPPolicy, estimators: dict[str, dict[str, Any]], *, starts: int,
+                          group_size: int, max_steps: int, batches: int = 8, seed: int = 0,
+                          aggregation: str = "seq_mean_token_sum_norm", critic: ValueNet | None = None,
+                          env_kwargs: dict | None = None) -> dict[str, dict[str, Any]]:
+    """rlvr.compare.grad_variance's measurement for a classic environment: the same policy, the same `starts`
+    start states, `batches` independent episode batches, each estimator's advantages with the `pg` loss and
+    one aggregation, the trace of the covariance of the policy gradient and the cosines to its mean.
+    `gae` uses `critic`, or (None) a value network fitted to this policy on separate episodes (fit_value)."""
+    from rlvr.compare.grad_variance import variance_statistics
+    from rlvr.train.seeds import GRAD_VARIANCE, derive_seed
+
+    seeds = start_seeds(seed, 1_000_000, starts)  # start states no training iteration used
+    if "gae" in estimators and critic is None:
+        critic = fit_value(env_id, policy, seeds, group_size, max_steps, seed=derive_seed(seed, GRAD_VARIANCE, batches),
+                           gamma=float(estimators["gae"].get("gamma", 1.0)), env_kwargs=env_kwargs)
+    episodes = []
+    for b in range(batches):
+        gen = torch.Generator().manual_seed(derive_seed(seed, GRAD_VARIANCE, b))
+        episodes.append(collect(env_id, policy, seeds, group_size, max_steps, gen, env_kwargs=env_kwargs))
+    greedy = None
+    if "remax" in estimators:  # greedy episodes are deterministic: one collection serves every batch
+        greedy = collect(env_id, policy, seeds, 1, max_steps, torch.Generator(), greedy=True, env_kwargs=env_kwargs)
+        greedy = greedy.returns.repeat_interleave(group_size)
+    params = list(policy.parameters())
+
+    def gradient(b: int, e: str) -> Tensor:
+        algo = GymAlgorithm(e, dict(estimators[e]), aggregation=aggregation)
+        ep = episodes[b]
+        adv, _ = episode_advantages(algo, ep, critic=critic if e == "gae" else None,
+                                    greedy_returns=greedy if e == "remax" else None)
+        loss, _ = policy_objective(algo, policy, ep, adv, slice(None), max_steps)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
+
+    return variance_statistics(list(estimators), batches, gradient)
