@@ -13,7 +13,7 @@ PANELS = [
     ("loss", ["sft_loss", "eval_loss"]),
     ("response length (tokens)", ["response_len_mean"]),
     ("entropy (nats/token)", ["entropy"]),
-    ("KL", ["kl"]),
+    ("KL", ["kl", "kl_seq_k1"]),
     ("reflection rate", ["reflection_rate", "think_rate"]),
     ("think length (tokens)", ["think_len_mean"]),
 ]

@@ -516,6 +516,12 @@ class RLStep:
             out["kl"] = float(masked_mean(reward_kl, full_mask))
         elif "kl_loss" in out:
             out["kl"] = out.pop("kl_loss")
+        if b.ref_logprobs is not None:
+            # KL(pi || pi_ref) of whole responses, estimated by k1 summed over each response (unbiased on the
+            # policy that sampled them): one measure of the distance to the reference for every placement
+            policy_lp = b.old_logprobs if b.old_logprobs is not None else b.sampler_logprobs
+            answered = full_mask.any(-1)
+            out["kl_seq_k1"] = float(masked_sum(policy_lp - b.ref_logprobs, full_mask, dim=-1)[answered].mean())
         if alg.kl.adaptive and out["kl"] is not None:
             self.kl_coef = adaptive_kl_coef(self.kl_coef, out["kl"], alg.kl.target, alg.kl.horizon, n)
         out.setdefault("is_weight_mean", 1.0)

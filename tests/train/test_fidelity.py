@@ -251,3 +251,16 @@ def test_differential_smoothing_config_is_checked_before_any_work(tiny_dir, tmp_
         tiny_config(tiny_dir, tmp_path, "algorithm.differential_smoothing.gamma_n=0.1")
     with pytest.raises(Exception, match="greater than or equal to 0"):
         tiny_config(tiny_dir, tmp_path, "algorithm.differential_smoothing.gamma_p=-1")
+
+
+@pytest.mark.parametrize("kl", [["algorithm.kl.estimator=k1", "algorithm.kl.placement=reward"],
+                                ["algorithm.kl.estimator=k3", "algorithm.kl.placement=loss"]], ids=["k1-reward", "k3-loss"])
+def test_kl_seq_k1_measures_the_same_distance_whatever_the_placement(tiny_dir, tmp_path, kl):
+    """kl_seq_k1: sum_t (log pi - log pi_ref) per response, averaged; 0 before the first update, > 0 after."""
+    cfg = tiny_config(tiny_dir, tmp_path, "algorithm.kl.coef=0.1", "optim.lr=3e-2", *kl)
+    trainer = build(cfg)
+    stream = PromptStream(trainer.task.examples("train"), cfg.seed)
+    first = trainer.run(stream, 1)
+    assert first["kl_seq_k1"] == pytest.approx(0.0, abs=1e-4)  # the reference is the initial policy
+    later = [trainer.run(stream, s)["kl_seq_k1"] for s in (2, 3)]
+    assert later[-1] > 1e-3
