@@ -80,31 +80,55 @@ def collect(study: Study) -> dict[str, dict[int, list[dict]]]:
     return out
 
 
+def collect_evaluations(study: Study) -> dict[str, dict[str, dict[int, float]]]:
+    """"<evaluation>:<metric>" -> label -> seed -> the value in that run's eval/<evaluation>/eval.json."""
+    out: dict[str, dict[str, dict[int, float]]] = {}
+    for evaluation in study.evaluations:
+        for metric in evaluation.metrics:
+            name = f"{evaluation.label}:{metric}"
+            out[name] = {}
+            for variant, seed in study.runs():
+                path = study.eval_dir(variant, seed, evaluation) / "eval.json"
+                if path.exists():
+                    value = json.loads(path.read_text())["metrics"].get(metric)
+                    if value is not None:
+                        out[name].setdefault(variant.label, {})[seed] = float(value)
+    return out
+
+
 def summarize_study(study: Study) -> dict[str, Any]:
     runs = collect(study)
     labels = [v.label for v in study.variants]
     base = labels[0]
     summary: dict[str, Any] = {"study": study.name, "seeds": study.seeds, "variants": labels, "final": {},
                                "paired": {}, "curves": {}}
-    for metric in study.metrics:
+    evaluated = collect_evaluations(study)
+    for metric in study.metrics + list(evaluated):
         finals, curves = {}, {}
         per_seed_final: dict[str, dict[int, float]] = {}
+        rate = is_rate(metric.split(":", 1)[-1])
         for label in labels:
-            seeds = runs.get(label, {})
-            series = {s: _series(rows, metric) for s, rows in seeds.items()}
-            series = {s: v for s, v in series.items() if v}
-            if not series:
-                continue
-            per_seed_final[label] = {s: v[max(v)] for s, v in series.items()}
-            finals[label] = {**mean_interval(list(per_seed_final[label].values()), bounded=is_rate(metric)),
-                             "per_seed": {str(s): x for s, x in sorted(per_seed_final[label].items())}}
-            steps = sorted({st for v in series.values() for st in v})
-            curves[label] = [{"step": st, **mean_interval([v[st] for v in series.values() if st in v], is_rate(metric))}
-                             for st in steps]
+            if metric in evaluated:  # a held-out evaluation of the final model: a final value, no curve
+                if evaluated[metric].get(label):
+                    per_seed_final[label] = evaluated[metric][label]
+            else:
+                seeds = runs.get(label, {})
+                series = {s: _series(rows, metric) for s, rows in seeds.items()}
+                series = {s: v for s, v in series.items() if v}
+                if not series:
+                    continue
+                per_seed_final[label] = {s: v[max(v)] for s, v in series.items()}
+                steps = sorted({st for v in series.values() for st in v})
+                curves[label] = [{"step": st, **mean_interval([v[st] for v in series.values() if st in v], rate)}
+                                 for st in steps]
+            if label in per_seed_final:
+                finals[label] = {**mean_interval(list(per_seed_final[label].values()), bounded=rate),
+                                 "per_seed": {str(s): x for s, x in sorted(per_seed_final[label].items())}}
         if not finals:
             continue
         summary["final"][metric] = finals
-        summary["curves"][metric] = curves
+        if curves:
+            summary["curves"][metric] = curves
         if base in per_seed_final:
             paired = {}
             for label in labels[1:]:
@@ -138,7 +162,13 @@ def write_report(study: Study) -> Path:
     lines += [f"Base recipe `{study.base}`" + (f" with `{' '.join(study.overrides)}`" if study.overrides else "")
               + f"; seeds {', '.join(map(str, study.seeds))}; variants:", ""]
     for v in study.variants:
-        lines.append(f"- **{v.label}**: `{' '.join(v.overrides) or '(the base recipe)'}`")
+        how = f"`rlvr {v.command}`" + (f" on `{v.base}`" if v.base else "") + ", " if v.command != "train" or v.base else ""
+        lines.append(f"- **{v.label}**: {how}`{' '.join(v.overrides) or '(the base recipe)'}`")
+    if study.evaluations:
+        lines += ["", "Held-out evaluations of each run's final model (`rlvr eval RUN_DIR ...`, the `<label>:<metric>` "
+                  "columns below):", ""]
+        for e in study.evaluations:
+            lines.append(f"- **{e.label}**: `{' '.join(e.overrides)}` ({', '.join(e.metrics)})")
     metrics = list(summary["final"])
     if not metrics:
         lines += ["", "No run of this study has logged metrics yet (`rlvr compare STUDY.yaml` runs them)."]

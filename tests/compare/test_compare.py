@@ -104,3 +104,40 @@ def test_a_study_file_kept_in_its_own_directory_is_not_overwritten(tmp_path, tin
     assert main(["compare", str(out / "study.yaml")]) == 0
     assert (out / "study.yaml").read_text() == text
     assert main(["compare", "--report", str(out)]) == 0
+
+
+def test_a_study_can_set_expert_iteration_against_rl_and_evaluate_on_another_split(tmp_path, tiny_dir):
+    """Variants of another command on their own base recipe, and held-out evaluations of every final model
+    whose numbers join the report (checked against each run's eval.json)."""
+    import yaml
+
+    ei = tmp_path / "ei.yaml"
+    ei.write_text(yaml.safe_dump({"model": {"name": str(tiny_dir), "device": "cpu"},
+                                  "task": {"name": "symbol", "template": "chat"},
+                                  "expert_iter": {"rounds": 1, "prompts": 4, "k": 4, "max_new_tokens": 4,
+                                                  "keep_truncated": True, "eval_size": 4, "sft": {"lr": 1e-2}}}))
+    rl = ["algorithm.preset=grpo", f"model.name={tiny_dir}", "model.device=cpu", "task.name=symbol",
+          "task.template=chat", "rollout.prompts_per_step=4", "rollout.group_size=4", "rollout.max_new_tokens=4",
+          "optim.lr=1e-2", "train.steps=2", "eval.every=0", "checkpoint.every=0"]
+    path = study_file(tmp_path, tiny_dir, overrides=[], seeds=[0, 1],
+                      variants=[{"label": "grpo", "overrides": rl},
+                                {"label": "ei", "command": "expert-iter", "base": "ei.yaml", "overrides": []}],
+                      evaluate=[{"label": "held-out", "overrides": ["task.name=symbol", "limit=6", "max_new_tokens=4"],
+                                 "metrics": ["pass@1"]}],
+                      metrics=["reward_mean"])
+    assert main(["compare", str(path)]) == 0
+    out = tmp_path / "study"
+    report = json.loads((out / "report.json").read_text())
+    for label in ("grpo", "ei"):
+        values = [json.loads((out / label / f"seed{s}" / "eval" / "held-out" / "eval.json").read_text())["metrics"]["pass@1"]
+                  for s in (0, 1)]
+        assert report["final"]["held-out:pass@1"][label]["mean"] == pytest.approx(sum(values) / 2)
+    assert "ei" in report["paired"]["held-out:pass@1"]
+    assert "held-out:pass@1" in (out / "report.md").read_text()
+    assert "`rlvr expert-iter`" in (out / "report.md").read_text()
+    # the recorded study re-renders the same report
+    assert main(["compare", "--report", str(out)]) == 0
+    assert json.loads((out / "report.json").read_text())["final"] == report["final"]
+    # bad input is refused before any run
+    bad = study_file(tmp_path, tiny_dir, variants=[{"label": "x", "command": "sft"}])
+    assert main(["compare", str(bad)]) == 2
