@@ -37,17 +37,43 @@ def measure_grad_variance(study, batches: int, checkpoint: str | None):
                   for c in sorted(configs.values(), key=lambda c: c.algorithm.advantage.name)}
     if cfg.task.name.startswith("gym:"):
         return _gym_grad_variance(study, cfg, estimators, batches, checkpoint)
+    aggregation = cfg.algorithm.aggregation
+    critic_state, note = _trained_critic(configs, checkpoint)
+    if critic_state is not None:  # build with the critic variant's settings, so that the trainer has a critic
+        cfg = next(c for c in configs.values() if c.algorithm.critic.enabled)
     trainer = build(cfg, model_path=checkpoint)
+    if critic_state is not None:
+        trainer.topo.load_module_state(trainer.critic, critic_state)
     examples = trainer.task.examples("train")[: cfg.rollout.prompts_per_step]
     result = gradient_variance(trainer, examples, estimators, batches=batches, seed=cfg.seed,
-                               aggregation=cfg.algorithm.aggregation)
+                               aggregation=aggregation)
     study.out.mkdir(parents=True, exist_ok=True)
     # one file per policy: the initial model, or a checkpoint (its step directory's name)
     tag = "" if checkpoint is None else "_" + Path(checkpoint).resolve().parent.name.replace("/", "_")
     path = study.out / f"grad_variance{tag}.json"
-    path.write_text(json.dumps({"policy": checkpoint or cfg.model.name, "prompts": len(examples),
-                                "aggregation": cfg.algorithm.aggregation, "estimators": result}, indent=1) + "\n")
+    record = {"policy": checkpoint or cfg.model.name, "prompts": len(examples), "aggregation": aggregation,
+              "estimators": result}
+    if note:
+        record["critic"] = note
+    path.write_text(json.dumps(record, indent=1) + "\n")
     return path
+
+
+def _trained_critic(configs: dict, checkpoint: str | None):
+    """(the critic's weights from `checkpoint`'s trainer state, a note for the report) when a variant uses gae:
+    the learned-critic baseline needs a critic trained alongside the policy measured; without one gae is left
+    out (an untrained value head is no baseline)."""
+    if not any(c.algorithm.advantage.name == "gae" for c in configs.values()):
+        return None, None
+    if checkpoint is None:
+        return None, "gae left out: the initial policy has no trained critic (measure a critic run's checkpoint)"
+    from rlvr.train.checkpoint import load_trainer_state
+
+    step_dir = Path(checkpoint).parent
+    state = load_trainer_state(step_dir) if (step_dir / "trainer.pt").exists() else {}
+    if "critic" not in state:
+        return None, f"gae left out: {step_dir} holds no critic (give the checkpoint of a run with a critic)"
+    return state["critic"], f"gae uses the critic trained with this policy ({step_dir})"
 
 
 def _gym_grad_variance(study, cfg, estimators: dict, batches: int, checkpoint: str | None):

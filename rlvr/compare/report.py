@@ -192,7 +192,8 @@ def write_report(study: Study) -> Path:
     for gv_path in sorted(out.glob("grad_variance*.json")):
         gv = json.loads(gv_path.read_text())
         lines += ["", f"## Gradient variance: {gv['policy']} (same policy, same prompts, paired rollout batches)", "",
-                  f"Policy `{gv['policy']}`, {gv['prompts']} prompts, aggregation `{gv['aggregation']}`.", "",
+                  f"Policy `{gv['policy']}`, {gv['prompts']} prompts, aggregation `{gv['aggregation']}`."
+                  + (f" Critic: {gv['critic']}." if gv.get("critic") else ""), "",
                   "| estimator | total variance tr Cov [95%] | mean gradient norm | tr Cov / norm^2 | "
                   "cosine to the mean gradient [95%] |",
                   "| --- | --- | --- | --- | --- |"]

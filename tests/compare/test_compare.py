@@ -141,3 +141,22 @@ def test_a_study_can_set_expert_iteration_against_rl_and_evaluate_on_another_spl
     # bad input is refused before any run
     bad = study_file(tmp_path, tiny_dir, variants=[{"label": "x", "command": "sft"}])
     assert main(["compare", str(bad)]) == 2
+
+
+def test_grad_variance_measures_the_learned_critic_with_the_critic_trained_alongside(tmp_path, tiny_dir):
+    path = study_file(tmp_path, tiny_dir, seeds=[0], metrics=["reward_mean"],
+                      variants=[{"label": "rloo", "overrides": ["algorithm.preset=rloo"]},
+                                {"label": "critic", "overrides": ["algorithm.preset=reinforce", "algorithm.advantage=gae",
+                                                                  "algorithm.critic.enabled=true"]}])
+    out = tmp_path / "study"
+    assert main(["compare", str(path), "--grad-variance", "--batches", "2"]) == 0
+    start = json.loads((out / "grad_variance.json").read_text())
+    assert set(start["estimators"]) == {"rloo"} and "no trained critic" in start["critic"]
+    assert main(["compare", str(path)]) == 0
+    ckpt = out / "critic" / "seed0" / "checkpoints" / "step_000003" / "model"
+    assert main(["compare", str(path), "--grad-variance", "--batches", "2", "--checkpoint", str(ckpt)]) == 0
+    trained = json.loads((out / "grad_variance_step_000003.json").read_text())
+    assert set(trained["estimators"]) == {"rloo", "gae"} and "critic trained with this policy" in trained["critic"]
+    assert trained["estimators"]["gae"]["trace_cov"]["mean"] > 0
+    assert main(["compare", "--report", str(out)]) == 0
+    assert "Critic: gae uses the critic trained" in (out / "report.md").read_text()
