@@ -75,15 +75,19 @@ class HFEngine(RolloutEngine):
 
         The same model object the engine holds: nothing to copy (generation reads the live parameters
         and keeps no copies). Another module: its weights are copied into the engine's model in place
-        (strict: same names and shapes, cast to the engine's dtype). A state dict: loaded the same way.
+        (strict: same names and shapes, cast to the engine's dtype). A state dict, or (name, tensor) pairs: loaded
+        the same way.
         """
         if isinstance(model_or_state_dict, torch.nn.Module):
             if model_or_state_dict is not self.model:
                 self.model.load_state_dict(model_or_state_dict.state_dict(), strict=True)
         elif isinstance(model_or_state_dict, dict):
             self.model.load_state_dict(model_or_state_dict, strict=True)
+        elif (pairs := _tensor_pairs(model_or_state_dict)) is not None:  # e.g. streamed full FSDP weights
+            self.model.load_state_dict(pairs, strict=True)
         else:
-            raise TypeError(f"update_weights takes a torch.nn.Module or a state dict, not {type(model_or_state_dict).__name__}")
+            raise TypeError(f"update_weights takes a torch.nn.Module, a state dict or (name, tensor) pairs, not "
+                            f"{type(model_or_state_dict).__name__}")
         if version is not None:
             self.policy_version = int(version)
 
@@ -300,3 +304,13 @@ class HFEngine(RolloutEngine):
                 prompt = prompt[-limit:]
             out.append(prompt)
         return out
+
+
+def _tensor_pairs(source: Any) -> dict[str, torch.Tensor] | None:
+    """`source`'s (name, tensor) pairs as a state dict, or None when it is not an iterable of such pairs."""
+    if not hasattr(source, "__iter__"):
+        return None
+    pairs = list(source)
+    ok = all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], torch.Tensor)
+             for p in pairs)
+    return dict(pairs) if ok else None

@@ -150,8 +150,12 @@ class VLLMEngine(RolloutEngine):
         return batch
 
     def update_weights(self, model_or_state_dict: Any, version: int | None = None) -> None:
-        state = model_or_state_dict.state_dict() if hasattr(model_or_state_dict, "state_dict") else model_or_state_dict
-        weights = ((name, tensor.detach()) for name, tensor in state.items())  # streamed: vLLM reloads layer-wise
+        """A model, a state dict, or an iterable of (name, tensor) pairs (the trainer streams an FSDP-sharded
+        policy's full weights that way: rlvr.train.distributed.Topology.full_weights)."""
+        source = model_or_state_dict
+        items = source.state_dict().items() if hasattr(source, "state_dict") else (
+            source.items() if hasattr(source, "items") else source)
+        weights = ((name, tensor.detach()) for name, tensor in items)  # streamed: vLLM reloads layer-wise
         llm = self._engine()
         llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         llm.reset_prefix_cache()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import math
 import os
 import time
 import traceback
@@ -254,6 +255,60 @@ class Topology:
 
         return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
+    def full_weights(self, module: torch.nn.Module, bucket_bytes: int = 256 << 20):
+        """(name, full tensor) for every entry of `module`'s state dict, streamed (for a rollout engine's weight
+        reload). FSDP2's DTensor shards are gathered bucket by bucket: up to `bucket_bytes` of consecutive
+        entries of one dtype, one all-gather of a flat buffer each, so only one bucket of full tensors is alive
+        at a time. Every rank must consume the iterator to the end (the gathers are collectives). Parameters
+        already gathered (inside `full_params`) and unsharded modules give their own tensors. The entries are
+        the state dict's, read from the parameters and persistent buffers (not through `state_dict()`, whose
+        FSDP2 hooks would leave gathered units sharded); entries sharing storage (tied embeddings:
+        `lm_head.weight`) are each listed, as a Hugging Face state dict lists them."""
+        from torch.distributed.tensor import DTensor
+
+        bucket: list[tuple[str, Tensor]] = []
+        size = 0
+        for name, value in _state_entries(module):
+            if not isinstance(value, DTensor):
+                yield name, value.detach()
+                continue
+            if bucket and (value.dtype != bucket[0][1].dtype or size >= bucket_bytes):
+                yield from self._gather_bucket(bucket)
+                bucket, size = [], 0
+            bucket.append((name, value))
+            size += value.numel() * value.element_size()
+        if bucket:
+            yield from self._gather_bucket(bucket)
+
+    def _gather_bucket(self, bucket: list[tuple[str, Tensor]]):
+        """The full tensors of DTensors sharded on dim 0 as torch.chunk splits it (FSDP2), through one padded
+        all-gather of every rank's local shards laid end to end."""
+        import torch.distributed as dist
+
+        w = self.world_size
+        # rows of each tensor on each rank (torch.chunk may give fewer than w pieces: the last ranks hold none)
+        rows = [([len(c) for c in torch.arange(v.shape[0]).chunk(w)] + [0] * w)[:w] for _, v in bucket]
+        inner = [math.prod(v.shape[1:]) for _, v in bucket]  # elements per row
+        lengths = [sum(r[k] * n for r, n in zip(rows, inner)) for k in range(w)]
+        local = [v.to_local() for _, v in bucket]
+        for (name, _), shard, r in zip(bucket, local, rows):
+            if shard.shape[0] != r[self.rank]:
+                raise RuntimeError(f"{name}: this rank holds {shard.shape[0]} rows, not the {r[self.rank]} of a dim-0 "
+                                   "chunk; the weight gather assumes FSDP2's even dim-0 sharding")
+        flat = torch.cat([s.reshape(-1) for s in local]) if local else torch.zeros(0)
+        padded = flat.new_zeros(max(lengths))
+        padded[: flat.numel()] = flat
+        gathered = [torch.empty_like(padded) for _ in range(w)]
+        dist.all_gather(gathered, padded)
+        offsets = [0] * w
+        for (name, value), r, n in zip(bucket, rows, inner):
+            pieces = []
+            for k in range(w):
+                count = r[k] * n
+                pieces.append(gathered[k][offsets[k] : offsets[k] + count].view(r[k], *value.shape[1:]))
+                offsets[k] += count
+            yield name, torch.cat(pieces)
+
     def load_module_state(self, module: torch.nn.Module, state: dict) -> None:
         if not self.fsdp_units([module]):
             module.load_state_dict(state)
@@ -306,6 +361,16 @@ class Topology:
 
     def _comm_device(self) -> torch.device:
         return torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
+
+
+def _state_entries(module: torch.nn.Module):
+    """(name, tensor) of every state-dict entry of `module`: its parameters, shared ones under each of their
+    names, then its persistent buffers."""
+    yield from module.named_parameters(remove_duplicate=False)
+    for prefix, sub in module.named_modules(remove_duplicate=False):
+        for name, buffer in sub.named_buffers(recurse=False):
+            if buffer is not None and name not in sub._non_persistent_buffers_set:
+                yield (f"{prefix}.{name}" if prefix else name), buffer
 
 
 def _to_cpu(obj: Any) -> Any:

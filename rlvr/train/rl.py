@@ -171,8 +171,12 @@ class RLStep:
         return ids[:half], ids[half:]
 
     def push_weights(self) -> None:
-        """engine.update_weights(model, version), then the sync check (DESIGN.md section 6)."""
-        self.engine.update_weights(self.model, self.policy_version)
+        """engine.update_weights(model, version), then the sync check (DESIGN.md section 6). An engine with its own
+        copy of an FSDP-sharded policy gets the full weights streamed, gathered bucket by bucket."""
+        source = self.model
+        if self.model in self.sharded and getattr(self.engine, "model", None) is not self.model:
+            source = self.topo.full_weights(self.model)
+        self.engine.update_weights(source, self.policy_version)
         prompt, response = self._probe
         engine_lp = torch.tensor(self.engine.logprobs(prompt, response), dtype=torch.float32)
         device = next(self.model.parameters()).device

@@ -149,10 +149,6 @@ def build(cfg: RunConfig, model_path: str | None = None, log=print, topology: To
     critic = (make_value_model(model, checkpoint_activations=cfg.algorithm.critic.checkpoint_activations)
               if cfg.algorithm.critic.enabled else None)
     task = build_task(cfg.task)
-    if topology.distributed and cfg.train.fsdp:
-        for module in (model, critic, ref_model if ref_model is not model else None):
-            if module is not None:
-                topology.shard_module(module)
     engine_model = model
     rollout_dtype = resolve_rollout_dtype(cfg.rollout.dtype, dtype, device)
     if rollout_dtype != dtype:
@@ -166,7 +162,12 @@ def build(cfg: RunConfig, model_path: str | None = None, log=print, topology: To
             cfg.algorithm.is_correction.enabled = True  # sampler and trainer differ: correct for it
         log(f"rollout dtype: {str(rollout_dtype).removeprefix('torch.')} (trainer: {cfg.model.dtype}); "
             f"IS correction {'on' if cfg.algorithm.is_correction.enabled else 'off'}")
+    # The engine before the sharding: one with its own copy of the weights (vllm) starts from the full ones.
     engine = get_engine(cfg.rollout.engine, engine_model, tokenizer, **cfg.rollout.engine_kwargs)
+    if topology.distributed and cfg.train.fsdp:
+        for module in (model, critic, ref_model if ref_model is not model else None):
+            if module is not None:
+                topology.shard_module(module)
     return RLStep(cfg, model, tokenizer, task, engine, ref_model=ref_model, critic=critic, log=log, topology=topology,
                   lora=peft_model)
 

@@ -203,8 +203,10 @@ def test_update_weights_and_training_mode(prompts):
     assert after != before and engine.model is model
     assert after == [hf_greedy(other, p, 10) for p in prompts]
     assert batch.policy_version == engine.policy_version == 3
-    with pytest.raises(TypeError, match="torch.nn.Module or a state dict"):
+    with pytest.raises(TypeError, match="torch.nn.Module, a state dict or"):
         engine.update_weights([1, 2])
+    engine.update_weights(list(other.state_dict().items()), version=4)  # (name, tensor) pairs
+    assert engine.policy_version == 4
 
 
 def test_update_weights_from_another_module_copies_in_place(prompts):

@@ -164,3 +164,18 @@ def test_two_ranks_with_vllm_give_the_update_of_one(vllm_tiny_dir, tmp_path):
                  env=_env(VLLM_CPU_KVCACHE_SPACE="1"), timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
     assert_same_run(tmp_path / "one", tmp_path / "two", "vllm 1 vs 2 ranks")
+
+
+def test_two_fsdp_ranks_with_vllm_give_the_update_of_one(vllm_tiny_dir, tmp_path):
+    """FSDP2-sharded policy, each rank's vLLM engine reloaded from the full weights gathered bucket by bucket
+    (rlvr.train.distributed.Topology.full_weights); before, the push handed vLLM DTensor shards and failed."""
+    from tests.train.test_distributed import _env, assert_same_run, launch
+
+    one = launch(vllm_tiny_dir, tmp_path / "one", 1, "rollout.engine=vllm", "train.steps=2",
+                 env=_env(VLLM_CPU_KVCACHE_SPACE="1"))
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = launch(vllm_tiny_dir, tmp_path / "two", 2, "rollout.engine=vllm", "train.steps=2", "train.fsdp=true",
+                 env=_env(VLLM_CPU_KVCACHE_SPACE="1"), timeout=600)
+    errors = [line for line in two.stderr.splitlines() if "rlvr train" in line or "Error" in line]
+    assert two.returncode == 0, "\n".join(errors)[-3000:]
+    assert_same_run(tmp_path / "one", tmp_path / "two", "vllm fsdp 1 vs 2 ranks")

@@ -161,3 +161,15 @@ def test_two_ranks_replay_the_routes_of_their_own_rows(tiny_moe_dir, tmp_path, m
     _ok(launch(tiny_moe_dir, two, 2, *case))
     assert_same_run(one, two, f"moe-{mode}")
     assert any(r["routing_mismatch"] > 0 for r in metrics(one))
+
+
+def test_full_weights_gathers_fsdp_shards_bucket_by_bucket():
+    """The weights an engine with its own copy (vllm) receives from an FSDP2-sharded policy: the full state dict,
+    tied entries included, for any bucket size and for dims that do not split evenly."""
+    from pathlib import Path
+
+    worker = Path(__file__).with_name("full_weights_worker.py")
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(worker)], capture_output=True, text=True, env=_env(), timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "rank 0: full weights OK" in out.stdout and "rank 1: full weights OK" in out.stdout
