@@ -148,6 +148,24 @@ def test_the_embedded_model_greedy_equals_the_hf_engine():
     assert a.response_ids == b.response_ids
 
 
+@pytest.mark.parametrize("filters", [dict(temperature=1.0), dict(temperature=0.7, top_p=0.9)], ids=["T=1", "T=0.7,top_p"])
+def test_the_embedded_model_samples_with_the_trainers_logprobs(filters):
+    """Sampled-token log-probs of vLLM against the trainer's on the embedded SmolLM2-135M (float32)."""
+    from rlvr.models import load_model
+
+    model, tokenizer = load_model("smollm2-135m-instruct")
+    engine = get_engine("vllm", model, tokenizer)
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+               for q in ("What is 7 + 8?", "Write a short sentence about the sea.")]
+    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    batch = engine.generate(ids, SamplingParams(n=4, max_new_tokens=24, seed=11, **filters))
+    trainer = _trainer_logprobs(model, batch, **filters)
+    diffs = [abs(p - q) for s, t in zip(batch.sampler_logprobs, trainer) for p, q in zip(s, t)]
+    assert len(diffs) > 40
+    print(f"embedded {filters}: {len(diffs)} tokens, max |diff| {max(diffs):.2e}, mean {sum(diffs) / len(diffs):.2e}")
+    assert max(diffs) <= 1e-4, (max(diffs), sum(diffs) / len(diffs))
+
+
 def _train_rows(run_dir):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [r for r in rows if "reward_mean" in r]
