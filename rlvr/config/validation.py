@@ -26,9 +26,6 @@ def check_combinations(cfg: RunConfig) -> None:
 
     if cfg.rollout.engine not in ENGINES:
         problems.append(unknown_name_message("rollout engine", cfg.rollout.engine, ENGINES))
-    if cfg.rollout.engine == "vllm" and cfg.model.lora is not None:
-        problems.append("rollout.engine=vllm with model.lora is not supported yet (the engine would need the merged "
-                        "weights at every push); use rollout.engine=hf with LoRA")
     if cfg.rollout.engine == "vllm":
         import importlib.util
 

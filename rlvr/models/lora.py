@@ -70,3 +70,34 @@ def save_adapter(peft_model, tokenizer, path: str | Path) -> Path:
 def merged_model(peft_model) -> nn.Module:
     """A plain Hugging Face model with the adapters folded into its weights (the trained model is untouched)."""
     return copy.deepcopy(peft_model).merge_and_unload()
+
+
+def has_lora(model: nn.Module) -> bool:
+    """Whether `model` holds injected LoRA layers (a PeftModel, or the base model a PeftModel wraps)."""
+    return any(".lora_A." in name for name, _ in model.named_parameters())
+
+
+def merged_weights(model: nn.Module):
+    """(name, tensor) of the merged model's state dict, under the plain Hugging Face names, streamed: each
+    adapted weight is W + the active adapters' delta (peft's get_delta_weight: scale * B A), computed one
+    layer at a time; the model itself is left as it is (no merge and unmerge, which would round the base
+    weights). `model`: a PeftModel or its base model. The names and values equal
+    merged_model(peft_model).state_dict()'s (tests/train/test_lora.py)."""
+    from peft.tuners.lora import LoraLayer
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layers = {name: m for name, m in base.named_modules() if isinstance(m, LoraLayer)}
+    for name, tensor in base.state_dict().items():
+        if ".lora_" in name:  # the adapter matrices themselves (lora_A, lora_B, lora_embedding_*, lora_magnitude...)
+            continue
+        if ".base_layer." not in name:
+            yield name, tensor.detach()
+            continue
+        owner, _, leaf = name.partition(".base_layer.")
+        layer = layers[owner]
+        value = tensor.detach()
+        if leaf == "weight" and not layer.merged:
+            for adapter in layer.active_adapters:
+                if adapter in layer.lora_A:
+                    value = value + layer.get_delta_weight(adapter).detach().to(value.dtype)
+        yield f"{owner}.{leaf}", value

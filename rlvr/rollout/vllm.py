@@ -151,10 +151,16 @@ class VLLMEngine(RolloutEngine):
 
     def update_weights(self, model_or_state_dict: Any, version: int | None = None) -> None:
         """A model, a state dict, or an iterable of (name, tensor) pairs (the trainer streams an FSDP-sharded
-        policy's full weights that way: rlvr.train.distributed.Topology.full_weights)."""
+        policy's full weights that way: rlvr.train.distributed.Topology.full_weights). A model with LoRA
+        adapters sends its merged weights (rlvr.models.lora.merged_weights), computed layer by layer."""
         source = model_or_state_dict
-        items = source.state_dict().items() if hasattr(source, "state_dict") else (
-            source.items() if hasattr(source, "items") else source)
+        if hasattr(source, "state_dict"):
+            from rlvr.models.lora import has_lora, merged_weights
+
+            # a LoRA policy: the merged weights under the plain names, what the engine's own model holds
+            items = merged_weights(source) if has_lora(source) else source.state_dict().items()
+        else:
+            items = source.items() if hasattr(source, "items") else source
         weights = ((name, tensor.detach()) for name, tensor in items)  # streamed: vLLM reloads layer-wise
         llm = self._engine()
         llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})

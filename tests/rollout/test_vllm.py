@@ -197,3 +197,46 @@ def test_two_fsdp_ranks_with_vllm_give_the_update_of_one(vllm_tiny_dir, tmp_path
     errors = [line for line in two.stderr.splitlines() if "rlvr train" in line or "Error" in line]
     assert two.returncode == 0, "\n".join(errors)[-3000:]
     assert_same_run(tmp_path / "one", tmp_path / "two", "vllm fsdp 1 vs 2 ranks")
+
+
+def test_lora_with_vllm_pushes_the_merged_weights(vllm_tiny_dir, tmp_path):
+    """A LoRA policy with the vllm engine: a push sends the merged weights (rlvr.models.lora.merged_weights), so
+    the engine samples from the adapted policy; the adapters are set far from 0 so that the base weights alone
+    would be far off (negative control)."""
+    pytest.importorskip("peft")
+    from rlvr.models import load_model
+    from rlvr.models.lora import apply_lora
+
+    model, tokenizer = load_model(str(vllm_tiny_dir))
+    engine = get_engine("vllm", model, tokenizer)
+    peft_model = apply_lora(model, rank=4, alpha=8)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+    adapted = peft_model.get_base_model()
+    ids = _ids(tokenizer)
+    stale = engine.generate(ids, SamplingParams(n=2, max_new_tokens=8, seed=5))
+    engine.update_weights(adapted, version=1)
+    batch = engine.generate(ids, SamplingParams(n=2, max_new_tokens=8, seed=5))
+    trainer = _trainer_logprobs(adapted, batch)
+    diff = max(abs(p - q) for s, t in zip(batch.sampler_logprobs, trainer) for p, q in zip(s, t))
+    assert diff <= 1e-4, diff
+    before = _trainer_logprobs(adapted, stale)  # what the engine sampled before the push, under the adapted policy
+    gap = max(abs(p - q) for s, t in zip(stale.sampler_logprobs, before) for p, q in zip(s, t))
+    assert gap > 1e-2, gap
+
+
+def test_a_lora_run_with_vllm_keeps_the_sync_check(vllm_tiny_dir, tmp_path):
+    pytest.importorskip("peft")
+    from rlvr.config import resolve
+    from rlvr.train.runner import train
+
+    cfg = resolve({}, [f"model.name={vllm_tiny_dir}", "model.device=cpu", "task.name=symbol", "task.template=chat",
+                       "rollout.engine=vllm", "rollout.prompts_per_step=4", "rollout.group_size=4",
+                       "rollout.max_new_tokens=4", "model.lora.rank=8", "model.lora.alpha=16", "optim.lr=3e-2",
+                       "train.steps=3", "eval.every=0", "checkpoint.every=0", f"run_dir={tmp_path / 'run'}"])
+    rows = _train_rows(train(cfg, progress=False))
+    assert [r["policy_version"] for r in rows] == [1.0, 2.0, 3.0]
+    assert max(r["weight_sync_max_diff"] for r in rows) < 1e-4

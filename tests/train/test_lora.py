@@ -95,3 +95,24 @@ def test_checkpoint_holds_the_adapter_resume_and_export(tiny_dir, tmp_path):
     torch.testing.assert_close(a, b, rtol=0, atol=2e-5)
     assert not any("lora" in n for n, _ in merged.named_parameters())
 
+
+
+def test_merged_weights_stream_what_the_merged_model_holds(tiny_dir, tmp_path):
+    """What an engine with its own copy (vllm) receives at each push of a LoRA policy: the merged model's state
+    dict under the plain names, computed without touching the trained model."""
+    from rlvr.models.lora import has_lora, merged_model, merged_weights
+
+    trainer = build(tiny_config(tiny_dir, tmp_path, *LORA, "optim.lr=1e-2"))
+    stream = PromptStream(trainer.task.examples("train"), 0)
+    trainer.run(stream, 1)  # B moves off 0: the deltas are not zero
+    before = {n: p.detach().clone() for n, p in trainer.lora.named_parameters()}
+    got = dict(merged_weights(trainer.lora))
+    want = merged_model(trainer.lora).state_dict()
+    assert set(got) == set(want) and "lm_head.weight" in got
+    for name, value in want.items():
+        torch.testing.assert_close(got[name], value, rtol=0, atol=1e-6, msg=name)
+    base = dict(trainer.lora.get_base_model().named_parameters())
+    adapted = [n for n in got if n.replace(".weight", ".base_layer.weight") in base]
+    assert adapted and all(not torch.equal(got[n], base[n.replace(".weight", ".base_layer.weight")]) for n in adapted)
+    assert all(torch.equal(p, before[n]) for n, p in trainer.lora.named_parameters())  # untouched
+    assert has_lora(trainer.model) and not has_lora(merged_model(trainer.lora))
