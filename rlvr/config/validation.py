@@ -83,9 +83,6 @@ def check_combinations(cfg: RunConfig) -> None:
         problems.append(
             f"algorithm.loss.clip_cov_lb ({alg.loss.clip_cov_lb}) must be below clip_cov_ub ({alg.loss.clip_cov_ub})"
         )
-    if cfg.train.fsdp and cfg.model.lora is not None:
-        problems.append("train.fsdp=true with model.lora is not supported yet; LoRA runs replicate the model "
-                        "(set train.fsdp=false)")
     if problems:
         raise ValueError("; ".join(problems))
 

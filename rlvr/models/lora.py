@@ -60,11 +60,18 @@ def reference_mode(peft_model):
     return peft_model.disable_adapter()
 
 
-def save_adapter(peft_model, tokenizer, path: str | Path) -> Path:
-    """Write the adapter (and the tokenizer) to `path` atomically; an existing `path` is replaced."""
+def save_adapter(peft_model, tokenizer, path: str | Path, state_dict: dict | None = None) -> Path:
+    """Write the adapter (and the tokenizer) to `path` atomically; an existing `path` is replaced.
+    `state_dict`: the adapter's full tensors, under the PeftModel's names, when the model's own are shards
+    (FSDP2: gathered by rlvr.train.distributed.Topology.full_weights)."""
     from rlvr.models.loading import save_pretrained_atomic
 
-    return save_pretrained_atomic(peft_model, tokenizer, path)
+    return save_pretrained_atomic(peft_model, tokenizer, path, state_dict=state_dict)
+
+
+def is_adapter_weight(name: str) -> bool:
+    """A state-dict entry of the adapters (what an adapter checkpoint holds)."""
+    return ".lora_" in name
 
 
 def merged_model(peft_model) -> nn.Module:

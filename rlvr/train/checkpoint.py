@@ -69,7 +69,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model, tokenizer, trainer_st
     if hasattr(model, "peft_config"):  # LoRA: the adapter only (rlvr export merges it into the base)
         from rlvr.models.lora import save_adapter
 
-        save_adapter(model, tokenizer, tmp / "model")
+        save_adapter(model, tokenizer, tmp / "model", state_dict=model_state)
     else:
         save_model(model, tokenizer, tmp / "model", state_dict=model_state)
     torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / "trainer.pt")

@@ -255,7 +255,7 @@ class Topology:
 
         return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
-    def full_weights(self, module: torch.nn.Module, bucket_bytes: int = 256 << 20):
+    def full_weights(self, module: torch.nn.Module, bucket_bytes: int = 256 << 20, keep=None):
         """(name, full tensor) for every entry of `module`'s state dict, streamed (for a rollout engine's weight
         reload). FSDP2's DTensor shards are gathered bucket by bucket: up to `bucket_bytes` of consecutive
         entries of one dtype, one all-gather of a flat buffer each, so only one bucket of full tensors is alive
@@ -263,12 +263,15 @@ class Topology:
         already gathered (inside `full_params`) and unsharded modules give their own tensors. The entries are
         the state dict's, read from the parameters and persistent buffers (not through `state_dict()`, whose
         FSDP2 hooks would leave gathered units sharded); entries sharing storage (tied embeddings:
-        `lm_head.weight`) are each listed, as a Hugging Face state dict lists them."""
+        `lm_head.weight`) are each listed, as a Hugging Face state dict lists them. `keep(name)`: only the
+        entries it accepts (e.g. a LoRA policy's adapter matrices)."""
         from torch.distributed.tensor import DTensor
 
         bucket: list[tuple[str, Tensor]] = []
         size = 0
         for name, value in _state_entries(module):
+            if keep is not None and not keep(name):
+                continue
             if not isinstance(value, DTensor):
                 yield name, value.detach()
                 continue

@@ -361,8 +361,16 @@ def _train(cfg: RunConfig, topo: Topology, *, resume: bool, overwrite: bool, con
 
         def checkpoint(step: int) -> None:
             state = trainer_state(trainer, stream)  # a collective with FSDP (the critic's weights are gathered)
-            weights = topo.module_state(trainer.model) if trainer.model in trainer.sharded else None  # idem
-            if weights is not None and getattr(trainer.model.config, "tie_word_embeddings", False):
+            weights = None
+            if trainer.model in trainer.sharded and trainer.lora is not None:
+                from rlvr.models.lora import is_adapter_weight
+
+                # the adapter only, gathered from its shards (a collective), under the PeftModel's names
+                weights = dict(topo.full_weights(trainer.lora, keep=is_adapter_weight))
+                weights = {k: v.cpu() for k, v in weights.items()}
+            elif trainer.model in trainer.sharded:
+                weights = topo.module_state(trainer.model)  # idem
+            if weights is not None and trainer.lora is None and getattr(trainer.model.config, "tie_word_embeddings", False):
                 weights.pop("lm_head.weight", None)  # tied to the input embeddings: written once, as HF does
             staging = staging_dir(run_dir, step)
             if main:
