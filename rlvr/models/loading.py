@@ -228,3 +228,15 @@ def _compat_for_older_readers(path: Path) -> None:
         if tok_config.get("tokenizer_class") == "TokenizersBackend":
             tok_config["tokenizer_class"] = "PreTrainedTokenizerFast"
             tok_file.write_text(json.dumps(tok_config, indent=2, sort_keys=True) + "\n")
+
+
+def state_entries(module):
+    """(name, tensor) of every state-dict entry of `module`, read from the module itself: its parameters
+    (shared ones under each of their names, as a Hugging Face state dict lists a tied `lm_head.weight`), then
+    its persistent buffers. Unlike `state_dict()` this runs no hooks: FSDP2's would hand back shards (and
+    reshard the units a step has gathered)."""
+    yield from module.named_parameters(remove_duplicate=False)
+    for prefix, sub in module.named_modules(remove_duplicate=False):
+        for name, buffer in sub.named_buffers(recurse=False):
+            if buffer is not None and name not in sub._non_persistent_buffers_set:
+                yield (f"{prefix}.{name}" if prefix else name), buffer

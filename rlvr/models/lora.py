@@ -92,9 +92,11 @@ def merged_weights(model: nn.Module):
     merged_model(peft_model).state_dict()'s (tests/train/test_lora.py)."""
     from peft.tuners.lora import LoraLayer
 
+    from rlvr.models.loading import state_entries
+
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     layers = {name: m for name, m in base.named_modules() if isinstance(m, LoraLayer)}
-    for name, tensor in base.state_dict().items():
+    for name, tensor in state_entries(base):  # (no state_dict hooks: an FSDP2 policy gathered for a step stays so)
         if ".lora_" in name:  # the adapter matrices themselves (lora_A, lora_B, lora_embedding_*, lora_magnitude...)
             continue
         if ".base_layer." not in name:

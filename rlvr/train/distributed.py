@@ -267,9 +267,11 @@ class Topology:
         entries it accepts (e.g. a LoRA policy's adapter matrices)."""
         from torch.distributed.tensor import DTensor
 
+        from rlvr.models.loading import state_entries
+
         bucket: list[tuple[str, Tensor]] = []
         size = 0
-        for name, value in _state_entries(module):
+        for name, value in state_entries(module):
             if keep is not None and not keep(name):
                 continue
             if not isinstance(value, DTensor):
@@ -364,16 +366,6 @@ class Topology:
 
     def _comm_device(self) -> torch.device:
         return torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
-
-
-def _state_entries(module: torch.nn.Module):
-    """(name, tensor) of every state-dict entry of `module`: its parameters, shared ones under each of their
-    names, then its persistent buffers."""
-    yield from module.named_parameters(remove_duplicate=False)
-    for prefix, sub in module.named_modules(remove_duplicate=False):
-        for name, buffer in sub.named_buffers(recurse=False):
-            if buffer is not None and name not in sub._non_persistent_buffers_set:
-                yield (f"{prefix}.{name}" if prefix else name), buffer
 
 
 def _to_cpu(obj: Any) -> Any:

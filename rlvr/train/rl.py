@@ -174,8 +174,8 @@ class RLStep:
         """engine.update_weights(model, version), then the sync check (DESIGN.md section 6). An engine with its own
         copy of an FSDP-sharded policy gets the full weights streamed, gathered bucket by bucket."""
         source = self.model
-        if self.model in self.sharded and getattr(self.engine, "model", None) is not self.model:
-            source = self.topo.full_weights(self.model)
+        if self.model in self.sharded and getattr(self.engine, "model", None) is not self.model and self.lora is None:
+            source = self.topo.full_weights(self.model)  # (a LoRA policy: the engine merges the gathered weights)
         self.engine.update_weights(source, self.policy_version)
         prompt, response = self._probe
         engine_lp = torch.tensor(self.engine.logprobs(prompt, response), dtype=torch.float32)

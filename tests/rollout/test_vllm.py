@@ -240,3 +240,18 @@ def test_a_lora_run_with_vllm_keeps_the_sync_check(vllm_tiny_dir, tmp_path):
     rows = _train_rows(train(cfg, progress=False))
     assert [r["policy_version"] for r in rows] == [1.0, 2.0, 3.0]
     assert max(r["weight_sync_max_diff"] for r in rows) < 1e-4
+
+
+def test_lora_on_two_fsdp_ranks_with_vllm_gives_the_update_of_one(vllm_tiny_dir, tmp_path):
+    """LoRA + FSDP2 + vllm: each rank's engine gets the merged weights of the gathered policy at every push."""
+    pytest.importorskip("peft")
+    from tests.train.test_distributed import _env, assert_same_run, launch
+
+    case = ["rollout.engine=vllm", "train.steps=2", "model.lora.rank=8", "model.lora.alpha=16", "optim.lr=3e-2"]
+    one = launch(vllm_tiny_dir, tmp_path / "one", 1, *case, env=_env(VLLM_CPU_KVCACHE_SPACE="1"))
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = launch(vllm_tiny_dir, tmp_path / "two", 2, *case, "train.fsdp=true", env=_env(VLLM_CPU_KVCACHE_SPACE="1"),
+                 timeout=600)
+    errors = [line for line in two.stderr.splitlines() if "rlvr train" in line or "Error" in line]
+    assert two.returncode == 0, "\n".join(errors)[-3000:]
+    assert_same_run(tmp_path / "one", tmp_path / "two", "lora fsdp vllm 1 vs 2 ranks")
