@@ -142,7 +142,10 @@ def summarize_study(study: Study) -> dict[str, Any]:
 
 
 def _fmt(x: float) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+    """3 decimals; 3 significant digits below 0.01, so that a small variance does not print as 0.000."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{x:.3g}" if x != 0 and abs(x) < 0.01 else f"{x:.3f}"
 
 
 def _interval(d: dict) -> str:

@@ -370,7 +370,13 @@ def grpo(*, rewards, loss_mask, group_ids, token_rewards, eps: Positive = 1e-6, 
     if token_rewards is None:
         # Centre first, then divide: bit-for-bit the reference's (r - mean) / (std + eps).
         return _broadcast(centred / (std[inverse] + eps), loss_mask)
-    return _credit(rewards, token_rewards, loss_mask, mean[inverse], std[inverse] + eps)
+    adv, _ = _credit(rewards, token_rewards, loss_mask, mean[inverse], std[inverse] + eps)
+    # With per-token rewards the reward-to-go differs from the return, so a group of equal returns (std 0)
+    # would get (G_t - mean) / eps: zero it, as the outcome case is, since the group ranks nothing.
+    high = scores.new_full((counts.shape[0],), float("-inf")).scatter_reduce(0, inverse, scores, reduce="amax")
+    low = scores.new_full((counts.shape[0],), float("inf")).scatter_reduce(0, inverse, scores, reduce="amin")
+    adv = torch.where((high == low)[inverse][:, None], torch.zeros((), dtype=adv.dtype, device=adv.device), adv)
+    return adv, adv
 
 
 @_estimator("dr_grpo", needs=("group_ids",))

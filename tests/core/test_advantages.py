@@ -563,3 +563,18 @@ def test_reinforce_pp_steps_over_interior_masked_tokens():
         token_rewards=torch.tensor([[1.0, 50.0, 2.0]], dtype=F64), gamma=0.5, whiten=False,
     )
     assert torch.equal(ret, torch.tensor([[2.0, 0.0, 2.0]], dtype=F64))
+
+
+def test_grpo_with_token_rewards_gives_a_group_of_equal_returns_zero_advantage():
+    """The docstring's invariant also with per-token rewards: returns all equal -> A = 0. Before, the
+    reward-to-go minus the group mean was divided by std + eps = 1e-6 (an episode that always fails, every
+    step rewarded -1, got advantages of ~1e6; found by the CartPole / Acrobot baseline study)."""
+    mask = torch.ones(4, 3, dtype=torch.bool)
+    token_rewards = torch.tensor([[-1.0, -1.0, -1.0]] * 2 + [[-1.0, -1.0, 0.0], [-1.0, -1.0, -1.0]])
+    rewards = token_rewards.sum(-1)
+    adv, _ = compute_advantages("grpo", rewards=rewards, loss_mask=mask, group_ids=torch.tensor([0, 0, 1, 1]),
+                                token_rewards=token_rewards)
+    assert torch.equal(adv[:2], torch.zeros(2, 3))  # group 0: both returns -3
+    # group 1 (returns -2 and -3: mean -2.5, std 0.7071): the reward-to-go minus the mean, over the std
+    to_go = torch.tensor([[-2.0, -1.0, 0.0], [-3.0, -2.0, -1.0]])
+    torch.testing.assert_close(adv[2:], (to_go + 2.5) / (0.5**0.5 + 1e-6))
