@@ -165,7 +165,7 @@ def write_report(study: Study) -> Path:
     lines += [f"Base recipe `{study.base}`" + (f" with `{' '.join(study.overrides)}`" if study.overrides else "")
               + f"; seeds {', '.join(map(str, study.seeds))}; variants:", ""]
     for v in study.variants:
-        how = f"`rlvr {v.command}`" + (f" on `{v.base}`" if v.base else "") + ", " if v.command != "train" or v.base else ""
+        how = f"`rlvr {v.command}`" + (f" on `{Path(v.base).name}`" if v.base else "") + ", " if v.command != "train" or v.base else ""
         lines.append(f"- **{v.label}**: {how}`{' '.join(v.overrides) or '(the base recipe)'}`")
     if study.evaluations:
         lines += ["", "Held-out evaluations of each run's final model (`rlvr eval RUN_DIR ...`, the `<label>:<metric>` "
