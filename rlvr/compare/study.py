@@ -307,9 +307,13 @@ def study_from_dir(out: str | Path) -> Study:
     if not record.exists():
         raise StudyError(f"{record} not found: is {out} a study directory of `rlvr compare`?")
     data = yaml.safe_load(record.read_text())
-    return Study(name=data["name"], base=data["base"], seeds=list(data["seeds"]), overrides=list(data["overrides"]),
-                 variants=[Variant(v["label"], list(v["overrides"]), v.get("command", "train"), v.get("base"))
+    # The record may be the study file itself (kept in its own directory), with its optional keys left out.
+    return Study(name=str(data.get("name") or out.name), base=str(data.get("base", "default")),
+                 seeds=list(data.get("seeds", [0])), overrides=[str(o) for o in data.get("overrides") or []],
+                 variants=[Variant(str(v["label"]), [str(o) for o in v.get("overrides") or []], v.get("command", "train"),
+                                   _recipe_path(v["base"], record) if v.get("base") else None)
                            for v in data["variants"]],
-                 metrics=list(data["metrics"]), out=out,
-                 evaluations=[Evaluation(e["label"], list(e["overrides"]), list(e["metrics"]))
+                 metrics=[str(m) for m in data.get("metrics") or DEFAULT_METRICS], out=out,
+                 evaluations=[Evaluation(str(e["label"]), [str(o) for o in e.get("overrides") or []],
+                                         [str(m) for m in e.get("metrics") or ["pass@1"]])
                               for e in data.get("evaluate") or []])

@@ -160,3 +160,20 @@ def test_grad_variance_measures_the_learned_critic_with_the_critic_trained_along
     assert trained["estimators"]["gae"]["trace_cov"]["mean"] > 0
     assert main(["compare", "--report", str(out)]) == 0
     assert "Critic: gae uses the critic trained" in (out / "report.md").read_text()
+
+
+def test_report_re_renders_a_study_file_without_its_optional_keys(tmp_path):
+    """--report on a directory whose study.yaml is the hand-written study file, which may leave out overrides,
+    seeds and metrics (it failed with "error: overrides" before)."""
+    import yaml
+
+    from rlvr.compare.study import study_from_dir
+
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "study.yaml").write_text(yaml.safe_dump({"name": "s", "variants": [
+        {"label": "a", "overrides": []}, {"label": "b", "command": "expert-iter", "base": "ei.yaml"}]}))
+    study = study_from_dir(out)
+    assert study.overrides == [] and study.seeds == [0] and study.base == "default"
+    assert study.variants[1].base == str((out / "ei.yaml").resolve())
+    assert main(["compare", "--report", str(out)]) == 0
