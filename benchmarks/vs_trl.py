@@ -54,18 +54,33 @@ from pathlib import Path
 from typing import ClassVar
 
 MODEL = "smollm2-135m-instruct"
-PROMPTS, SAMPLES, MAX_NEW, TEMPERATURE, LR = 4, 4, 64, 1.0, 1e-6  # the work; MAX_NEW: --max-new-tokens
-TASK_KWARGS = {"digits": 1, "n_terms": 2, "operators": "+"}
+TEMPERATURE, LR = 1.0, 1e-6
 PEAK_GFLOPS = 165.0
+GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"  # ../shared/data/gsm8k of the checkout
+# workload -> (task, task kwargs, prompts per step, samples per prompt, max new tokens); flags override the last three
+WORKLOADS = {
+    "addition": ("arithmetic", {"digits": 1, "n_terms": 2, "operators": "+"}, 4, 4, 64),
+    "gsm8k": ("gsm8k", {"path": str(GSM8K)}, 8, 8, 256),
+}
 
 
-def rlvr_config(steps: int, seed: int, model: str = MODEL, max_new: int = MAX_NEW):
+def work(args) -> dict:
+    """The workload of `args` (--workload, with --prompts / --samples / --max-new-tokens overriding its sizes)."""
+    task, kwargs, prompts, samples, max_new = WORKLOADS[getattr(args, "workload", None) or "addition"]
+    given = {k: getattr(args, k, None) for k in ("prompts", "samples", "max_new_tokens")}
+    return {"task": task, "task_kwargs": kwargs, "prompts": given["prompts"] or prompts,
+            "samples": given["samples"] or samples, "max_new_tokens": given["max_new_tokens"] or max_new,
+            "rollout_dtype": getattr(args, "rollout_dtype", None) or "float32"}
+
+
+def rlvr_config(steps: int, seed: int, model: str, w: dict):
     from rlvr.config import resolve
 
     return resolve({}, [
         f"model.name={model}", "model.dtype=float32", "model.device=cpu", f"seed={seed}",
-        "task.name=arithmetic", f"task.kwargs={json.dumps(TASK_KWARGS)}", "task.template=chat",
-        f"rollout.prompts_per_step={PROMPTS}", f"rollout.group_size={SAMPLES}", f"rollout.max_new_tokens={max_new}",
+        f"task.name={w['task']}", f"task.kwargs={json.dumps(w['task_kwargs'])}", "task.template=chat",
+        f"rollout.prompts_per_step={w['prompts']}", f"rollout.group_size={w['samples']}",
+        f"rollout.max_new_tokens={w['max_new_tokens']}", f"rollout.dtype={w['rollout_dtype']}",
         f"rollout.temperature={TEMPERATURE}", "rollout.top_p=1.0", "rollout.top_k=0",
         "algorithm.preset=grpo", "algorithm.kl.coef=0.0", f"optim.lr={LR}", "optim.scheduler=constant",
         "optim.max_grad_norm=1.0", f"train.steps={steps}", "train.epochs=1", "train.mini_batches=1",
@@ -73,17 +88,17 @@ def rlvr_config(steps: int, seed: int, model: str = MODEL, max_new: int = MAX_NE
     ])
 
 
-def planned_prompts(tokenizer, steps: int, seed: int):
-    """Per step, the PROMPTS examples of rlvr's PromptStream with `seed`, their chat texts and token ids."""
+def planned_prompts(tokenizer, steps: int, seed: int, w: dict):
+    """Per step, the examples of rlvr's PromptStream with `seed`, their chat texts and token ids."""
     from rlvr.tasks import get_task
     from rlvr.train.data import PromptStream
 
-    task = get_task("arithmetic", template="chat", **TASK_KWARGS)
+    task = get_task(w["task"], template="chat", **w["task_kwargs"])
     stream = PromptStream(task.examples("train"), seed)
     plan = []
     for _ in range(steps):
         batch = []
-        for ex in stream.take(PROMPTS):
+        for ex in stream.take(w["prompts"]):
             text = task.prompt(ex, tokenizer)
             batch.append((ex, text, tokenizer(text, add_special_tokens=False)["input_ids"]))
         plan.append(batch)
@@ -121,9 +136,10 @@ def run_rlvr(args) -> dict:
     from rlvr.train.data import PromptStream
     from rlvr.train.runner import build
 
-    cfg = rlvr_config(args.steps, args.seed, args.model, args.max_new_tokens)
+    w = work(args)
+    cfg = rlvr_config(args.steps, args.seed, args.model, w)
     trainer = build(cfg, log=lambda *a, **k: None)
-    _, plan = planned_prompts(trainer.tokenizer, args.steps, args.seed)
+    _, plan = planned_prompts(trainer.tokenizer, args.steps, args.seed, w)
     stream = PromptStream(trainer.task.examples("train"), cfg.seed)
     params = sum(p.numel() for p in trainer.model.parameters())
     rss_loaded = _rss_mib()
@@ -143,7 +159,7 @@ def run_rlvr(args) -> dict:
         cpu0 = time.process_time()
         m = trainer.run(stream, step)
         r = trainer.last_scored.rollout
-        assert [p for p in r.prompt_ids[::SAMPLES]] == [ids for _, _, ids in plan[step - 1]], "prompt plan drifted"
+        assert [p for p in r.prompt_ids[::w["samples"]]] == [ids for _, _, ids in plan[step - 1]], "prompt plan drifted"
         gen = sum(r.response_lengths)
         prompt = sum(len(p) for p in r.prompt_ids)
         steps.append({
@@ -154,7 +170,7 @@ def run_rlvr(args) -> dict:
             "reward_mean": m["reward_mean"], "response_len_mean": m["response_len_mean"],
         })
     return {"side": "rlvr", "params": params, "rss_loaded_mib": rss_loaded, "peak_rss_mib": _peak_rss_mib(),
-            "threads": torch.get_num_threads(), "steps": steps, "prompt_ids_match": True}
+            "threads": torch.get_num_threads(), "steps": steps, "prompt_ids_match": True, "work": w}
 
 
 # --- the TRL side ----------------------------------------------------------------------------------
@@ -171,7 +187,8 @@ def run_trl(args) -> dict:
 
     model_dir = str(pull(args.model, progress=False)) if args.model == MODEL else args.model
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    task, plan = planned_prompts(tokenizer, args.steps, args.seed)
+    w = work(args)
+    task, plan = planned_prompts(tokenizer, args.steps, args.seed, w)
     examples = [ex for batch in plan for ex, _, _ in batch]
     expected = {text: ids for batch in plan for _, text, ids in batch}
     data = Dataset.from_dict({"prompt": [t for b in plan for _, t, _ in b], "example": list(range(len(examples)))})
@@ -186,9 +203,10 @@ def run_trl(args) -> dict:
     out_dir = tempfile.TemporaryDirectory(prefix="vs_trl_")  # save_strategy="no": stays empty
     config = GRPOConfig(
         output_dir=out_dir.name, seed=args.seed, max_steps=args.steps,
-        per_device_train_batch_size=PROMPTS * SAMPLES, gradient_accumulation_steps=1, num_generations=SAMPLES,
+        per_device_train_batch_size=w["prompts"] * w["samples"], gradient_accumulation_steps=1,
+        num_generations=w["samples"],
         steps_per_generation=1, num_iterations=1, shuffle_dataset=False,
-        max_completion_length=args.max_new_tokens, temperature=TEMPERATURE, top_p=1.0, top_k=0,
+        max_completion_length=w["max_new_tokens"], temperature=TEMPERATURE, top_p=1.0, top_k=0,
         beta=0.0, epsilon=0.2, loss_type="grpo", scale_rewards="group",
         learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
         bf16=False, fp16=False, use_cpu=True, model_init_kwargs={"dtype": torch.float32},
@@ -247,7 +265,7 @@ def run_trl(args) -> dict:
         raise RuntimeError(f"TRL ran {len(steps)} steps, expected {args.steps}")
     return {"side": "trl", "params": params, "rss_loaded_mib": rss_loaded, "peak_rss_mib": _peak_rss_mib(),
             "threads": torch.get_num_threads(), "steps": steps, "prompt_ids_match": TimedGRPO.mismatches == 0,
-            "gradient_checkpointing": args.trl_gradient_checkpointing, "optim": str(config.optim)}
+            "gradient_checkpointing": args.trl_gradient_checkpointing, "optim": str(config.optim), "work": w}
 
 
 # --- profile of the rlvr side ----------------------------------------------------------------------
@@ -266,7 +284,7 @@ def profile_rlvr(args) -> dict:
     from rlvr.train.data import PromptStream
     from rlvr.train.runner import build
 
-    cfg = rlvr_config(args.steps + 1, args.seed, args.model, args.max_new_tokens)
+    cfg = rlvr_config(args.steps + 1, args.seed, args.model, work(args))
     trainer = build(cfg, log=lambda *a, **k: None)
     stream = PromptStream(trainer.task.examples("train"), cfg.seed)
     trainer.run(stream, 1)
@@ -337,6 +355,72 @@ def profile_rlvr(args) -> dict:
 # --- the parent ------------------------------------------------------------------------------------
 
 
+SWEEPS = {"tokens": ("max_new_tokens", [64, 128, 256, 512]), "group": ("samples", [4, 8, 16])}
+
+
+def sweep(args) -> dict:
+    """Both sides at each value of one size of the work (the others fixed), one pair of runs each, one after
+    the other in this run (alternating which side goes first): median step time and peak RSS per value, how
+    each grows from the smallest value, and a PNG."""
+    import copy
+
+    field, values = SWEEPS[args.sweep]
+    values = args.sweep_values or values
+    rows, load_before = [], os.getloadavg()
+    for i, value in enumerate(values):
+        a = copy.copy(args)
+        setattr(a, field, value)
+        runs = []
+        for side in ["rlvr", "trl"] if i % 2 == 0 else ["trl", "rlvr"]:
+            print(f"{field}={value}: {side} ({args.steps} steps) ...", flush=True)
+            runs.append(spawn(side, a))
+            print(f"  step times: {[round(st['step_s'], 2) for st in runs[-1]['steps']]}", flush=True)
+        summary = summarise(runs, args.gflops)
+        rows.append({"value": value, "work": work(a), "summary": summary, "runs": runs})
+    first = rows[0]["summary"]
+    print(f"\n{field} sweep ({args.workload}; {work(args)}); {args.threads} threads each; load before {load_before}, "
+          f"after {os.getloadavg()}")
+    print(f"{field:>15s}{'rlvr step':>11s}{'TRL step':>10s}{'ratio':>7s}{'rlvr RSS':>10s}{'TRL RSS':>9s}{'ratio':>7s}"
+          f"{'rlvr growth':>13s}{'TRL growth':>12s}")
+    for row in rows:
+        s = row["summary"]
+        row["growth"] = {side: s[side]["median_step_s"] / first[side]["median_step_s"] for side in ("rlvr", "trl")}
+        row["memory_growth"] = {side: s[side]["peak_rss_mib"] / first[side]["peak_rss_mib"] for side in ("rlvr", "trl")}
+        print(f"{row['value']:>15d}{s['rlvr']['median_step_s']:>10.2f}s{s['trl']['median_step_s']:>9.2f}s"
+              f"{s['ratio_step_time']:>7.2f}{s['rlvr']['peak_rss_mib']:>8.0f}Mi{s['trl']['peak_rss_mib']:>7.0f}Mi"
+              f"{s['ratio_peak_rss']:>7.2f}{row['growth']['rlvr']:>12.2f}x{row['growth']['trl']:>11.2f}x")
+    report = {"args": vars(args), "field": field, "rows": rows}
+    if args.png:
+        plot_sweep(rows, field, args.png)
+        print(f"figure: {args.png}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return report
+
+
+def plot_sweep(rows: list[dict], field: str, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [r["value"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for side, label in (("rlvr", "rlvr"), ("trl", "TRL")):
+        left.plot(xs, [r["summary"][side]["median_step_s"] for r in rows], marker="o", label=label)
+        right.plot(xs, [r["summary"][side]["peak_rss_mib"] / 1024 for r in rows], marker="o", label=label)
+    for ax, title in ((left, "median GRPO step (s)"), (right, "peak RSS (GiB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.set_xlabel(field.replace("_", " ").replace("samples", "group size"))
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    left.set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def spawn(side: str, args) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
@@ -344,7 +428,10 @@ def spawn(side: str, args) -> dict:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, __file__, "--side", side, "--out", str(out), "--steps", str(args.steps),
                "--threads", str(args.threads), "--seed", str(args.seed), "--model", args.model,
-               "--max-new-tokens", str(args.max_new_tokens)]
+               "--workload", args.workload]
+        for flag in ("prompts", "samples", "max_new_tokens", "rollout_dtype"):
+            if getattr(args, flag, None):
+                cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
         if args.trl_gradient_checkpointing:
             cmd.append("--trl-gradient-checkpointing")
         t0 = time.perf_counter()
@@ -408,7 +495,17 @@ def main(argv: list[str] | None = None) -> dict | None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=8, help="steps per run, the first of which is warm-up (>= 6)")
     ap.add_argument("--model", default=MODEL, help="the embedded name, or a local HF directory (tests: a tiny model)")
-    ap.add_argument("--max-new-tokens", type=int, default=MAX_NEW)
+    ap.add_argument("--workload", choices=sorted(WORKLOADS), default="addition",
+                    help="addition: 4 prompts x 4 samples x 64 tokens; gsm8k: GSM8K training questions, 8 x 8 x 256")
+    ap.add_argument("--prompts", type=int, help="prompts per step (default: the workload's)")
+    ap.add_argument("--samples", type=int, help="samples per prompt, the group size (default: the workload's)")
+    ap.add_argument("--max-new-tokens", type=int, help="(default: the workload's)")
+    ap.add_argument("--rollout-dtype", choices=["float32", "bfloat16", "auto"], default="float32",
+                    help="rlvr's rollout copy (TRL generates with the float32 model: float32 is the same work)")
+    ap.add_argument("--sweep", choices=["tokens", "group"],
+                    help="tokens: --max-new-tokens 64 128 256 512; group: --samples 4 8 16; one pair of runs each")
+    ap.add_argument("--sweep-values", type=int, nargs="+", help="the values to sweep (default: above)")
+    ap.add_argument("--png", help="with --sweep: write the cost figure here")
     ap.add_argument("--rounds", type=int, default=1, help="runs of each side, alternating which goes first")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -436,6 +533,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         except ImportError:
             ap.error('TRL is not installed: pip install "trl>=0.20" accelerate datasets psutil (extra bench-trl)')
 
+    if args.sweep:
+        return sweep(args)
     load_before = os.getloadavg()
     runs = []
     sides = ["rlvr", "trl"] if args.only == "both" else [args.only]

@@ -72,3 +72,31 @@ def test_summary_ratios_and_peak_memory(vs_trl, both_sides):
         assert s[side]["median_ratio_to_floor"] == pytest.approx(timed["step_s"] / floor, rel=1e-12)
     assert s["ratio_step_time"] == pytest.approx(s["rlvr"]["median_step_s"] / s["trl"]["median_step_s"], rel=1e-12)
     assert s["ratio_peak_rss"] == pytest.approx(s["rlvr"]["peak_rss_mib"] / s["trl"]["peak_rss_mib"], rel=1e-12)
+
+
+def test_gsm8k_workload_same_prompts_on_both_sides(vs_trl, tmp_path):
+    """The GSM8K-shaped workload reads the training questions beside the checkout; both sides see the same
+    prompt token ids (the child's own check) and the sizes given on the command line."""
+    from rlvr.models import make_tiny_model_dir
+
+    if not vs_trl.GSM8K.is_dir():
+        pytest.skip(f"no GSM8K copy at {vs_trl.GSM8K}")
+    model_dir = make_tiny_model_dir(tmp_path / "model")
+    args = argparse.Namespace(steps=2, seed=0, threads=1, model=str(model_dir), workload="gsm8k", prompts=2,
+                              samples=2, max_new_tokens=4, rollout_dtype=None, trl_gradient_checkpointing=False)
+    assert vs_trl.work(args) == {"task": "gsm8k", "task_kwargs": {"path": str(vs_trl.GSM8K)}, "prompts": 2,
+                                 "samples": 2, "max_new_tokens": 4, "rollout_dtype": "float32"}
+    defaults = vs_trl.work(argparse.Namespace(workload="gsm8k"))
+    assert (defaults["prompts"], defaults["samples"], defaults["max_new_tokens"]) == (8, 8, 256)
+    rlvr, trl = vs_trl.run_rlvr(args), vs_trl.run_trl(args)
+    assert rlvr["prompt_ids_match"] and trl["prompt_ids_match"]
+    for r, t in zip(rlvr["steps"], trl["steps"], strict=True):
+        assert r["prompt_tokens"] == t["prompt_tokens"] > 2 * 40  # GSM8K questions are long
+        assert 4 <= r["gen_tokens"] <= 2 * 2 * 4 and 4 <= t["gen_tokens"] <= 2 * 2 * 4
+
+
+def test_sweep_figure_is_written(vs_trl, tmp_path):
+    rows = [{"value": v, "summary": {side: {"median_step_s": v * k, "peak_rss_mib": 1000 + v} for side, k in
+                                     (("rlvr", 0.1), ("trl", 0.3))}} for v in (64, 128)]
+    vs_trl.plot_sweep(rows, "max_new_tokens", str(tmp_path / "sweep.png"))
+    assert (tmp_path / "sweep.png").stat().st_size > 1000
