@@ -20,8 +20,12 @@ decoding until the longest is done; each prompt is prefilled once per sample) ag
 (one prefill per prompt, finished rows dropped); TRL's padded training forward against rlvr's packed
 one (each distinct prompt and the common system prefix run once, responses without padding: the same
 loss and gradients up to float rounding, tests/train/test_microbatch.py); both use a fused AdamW;
-gradient checkpointing, on by default in TRL, is turned off here (it trades time for memory, and
-neither side needs it at this size; `--trl-gradient-checkpointing` measures TRL's default instead).
+gradient checkpointing, on by default in TRL, is off on both sides unless `--checkpoint-activations`
+turns it on on both (TRL's gradient_checkpointing, rlvr's train.checkpoint_activations: each decoder
+layer recomputed in the backward pass); `--micro-batch-size M` cuts the batch into forward/backward
+passes of M sequences on both sides (rlvr's train.micro_batch_size; TRL's per-device batch M with
+gradient accumulation and steps_per_generation of batch / M, so that one generation still feeds one
+optimizer step). The GSM8K-shaped workload (256 tokens) does not fit in 24 GiB without one of them.
 
 Method. Each side runs in its own fresh subprocess with 2 torch threads (OMP/MKL too), loads the
 model, runs `--steps` steps and reports per-step wall times (rlvr: RLStep.run's step_time_s; TRL: a
@@ -68,9 +72,16 @@ def work(args) -> dict:
     """The workload of `args` (--workload, with --prompts / --samples / --max-new-tokens overriding its sizes)."""
     task, kwargs, prompts, samples, max_new = WORKLOADS[getattr(args, "workload", None) or "addition"]
     given = {k: getattr(args, k, None) for k in ("prompts", "samples", "max_new_tokens")}
-    return {"task": task, "task_kwargs": kwargs, "prompts": given["prompts"] or prompts,
-            "samples": given["samples"] or samples, "max_new_tokens": given["max_new_tokens"] or max_new,
-            "rollout_dtype": getattr(args, "rollout_dtype", None) or "float32"}
+    w = {"task": task, "task_kwargs": kwargs, "prompts": given["prompts"] or prompts,
+         "samples": given["samples"] or samples, "max_new_tokens": given["max_new_tokens"] or max_new,
+         "rollout_dtype": getattr(args, "rollout_dtype", None) or "float32",
+         "checkpoint_activations": bool(getattr(args, "checkpoint_activations", False)),
+         "micro_batch_size": getattr(args, "micro_batch_size", None)}
+    batch = w["prompts"] * w["samples"]
+    if w["micro_batch_size"] and (batch % w["micro_batch_size"] or w["micro_batch_size"] % w["samples"]):
+        raise SystemExit(f"--micro-batch-size must divide the batch of {batch} and be a multiple of the group size "
+                         f"{w['samples']} (TRL's accumulation needs whole groups)")
+    return w
 
 
 def rlvr_config(steps: int, seed: int, model: str, w: dict):
@@ -84,7 +95,8 @@ def rlvr_config(steps: int, seed: int, model: str, w: dict):
         f"rollout.temperature={TEMPERATURE}", "rollout.top_p=1.0", "rollout.top_k=0",
         "algorithm.preset=grpo", "algorithm.kl.coef=0.0", f"optim.lr={LR}", "optim.scheduler=constant",
         "optim.max_grad_norm=1.0", f"train.steps={steps}", "train.epochs=1", "train.mini_batches=1",
-        "eval.every=0", "checkpoint.every=0",
+        "eval.every=0", "checkpoint.every=0", f"train.checkpoint_activations={w['checkpoint_activations']}",
+        f"train.micro_batch_size={w['micro_batch_size'] or 'null'}",
     ])
 
 
@@ -200,17 +212,19 @@ def run_trl(args) -> dict:
         rewards_seen.append(out)
         return out
 
+    batch = w["prompts"] * w["samples"]
+    micro = w["micro_batch_size"] or batch
+    accumulate = batch // micro  # one generation of the whole batch, one optimizer step over it
     out_dir = tempfile.TemporaryDirectory(prefix="vs_trl_")  # save_strategy="no": stays empty
     config = GRPOConfig(
         output_dir=out_dir.name, seed=args.seed, max_steps=args.steps,
-        per_device_train_batch_size=w["prompts"] * w["samples"], gradient_accumulation_steps=1,
-        num_generations=w["samples"],
-        steps_per_generation=1, num_iterations=1, shuffle_dataset=False,
+        per_device_train_batch_size=micro, gradient_accumulation_steps=accumulate,
+        num_generations=w["samples"], steps_per_generation=accumulate, num_iterations=1, shuffle_dataset=False,
         max_completion_length=w["max_new_tokens"], temperature=TEMPERATURE, top_p=1.0, top_k=0,
         beta=0.0, epsilon=0.2, loss_type="grpo", scale_rewards="group",
         learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
         bf16=False, fp16=False, use_cpu=True, model_init_kwargs={"dtype": torch.float32},
-        gradient_checkpointing=args.trl_gradient_checkpointing,
+        gradient_checkpointing=w["checkpoint_activations"],
         logging_steps=1, report_to="none", save_strategy="no", disable_tqdm=True, log_completions=False,
         dataloader_num_workers=0,
     )
@@ -265,7 +279,7 @@ def run_trl(args) -> dict:
         raise RuntimeError(f"TRL ran {len(steps)} steps, expected {args.steps}")
     return {"side": "trl", "params": params, "rss_loaded_mib": rss_loaded, "peak_rss_mib": _peak_rss_mib(),
             "threads": torch.get_num_threads(), "steps": steps, "prompt_ids_match": TimedGRPO.mismatches == 0,
-            "gradient_checkpointing": args.trl_gradient_checkpointing, "optim": str(config.optim), "work": w}
+            "optim": str(config.optim), "work": w}
 
 
 # --- profile of the rlvr side ----------------------------------------------------------------------
@@ -432,8 +446,10 @@ def spawn(side: str, args) -> dict:
         for flag in ("prompts", "samples", "max_new_tokens", "rollout_dtype"):
             if getattr(args, flag, None):
                 cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-        if args.trl_gradient_checkpointing:
-            cmd.append("--trl-gradient-checkpointing")
+        if args.micro_batch_size:
+            cmd += ["--micro-batch-size", str(args.micro_batch_size)]
+        if args.checkpoint_activations:
+            cmd.append("--checkpoint-activations")
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True)
         if proc.returncode != 0 or not out.exists():
@@ -510,7 +526,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--gflops", type=float, default=PEAK_GFLOPS, help="float32 matmul peak for the floor")
-    ap.add_argument("--trl-gradient-checkpointing", action="store_true", help="TRL's default; off: same work as rlvr")
+    ap.add_argument("--checkpoint-activations", action="store_true",
+                    help="recompute each layer in the backward pass on both sides (TRL's default gradient checkpointing)")
+    ap.add_argument("--micro-batch-size", type=int, help="sequences per forward/backward on both sides")
     ap.add_argument("--only", choices=["both", "rlvr", "trl"], default="both")
     ap.add_argument("--profile", action="store_true", help="time the phases of rlvr steps and profile one")
     ap.add_argument("--json", help="write all results here")

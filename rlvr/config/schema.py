@@ -338,6 +338,11 @@ class TrainConfig(_Strict):
     packed: bool = True
     """Log-prob forward passes run each distinct prompt once and the responses without padding
     (Llama-family models; others use the padded forward). Same values up to float rounding."""
+    checkpoint_activations: bool = False
+    """Recompute each decoder layer of the policy in the backward pass of the update instead of keeping its
+    activations (activation / gradient checkpointing): the update's activation memory drops to the layer
+    inputs plus one layer's, for about one more forward pass. Same gradients up to float rounding. The
+    critic has its own switch (algorithm.critic.checkpoint_activations)."""
 
 
 class EvalConfig(_Strict):

@@ -78,6 +78,7 @@ def response_logprobs(
     top_p: float = 1.0,
     layer: int | None = None,
     final_norm: bool = False,
+    checkpoint_layers: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Log-probs [N, T] (float32) of the response tokens, and optionally the entropies [N, T].
 
@@ -106,6 +107,9 @@ def response_logprobs(
     layer: the internal policy of decoder layer `layer` (1-indexed) instead of the model's own, z_t = W h^l
       (through the final norm if `final_norm`; rlvr.models.layers): the backbone stops after that layer,
       so no layer above it is computed or receives gradient. Uses the padded forward.
+    checkpoint_layers: with gradient enabled, recompute each decoder layer in the backward pass instead of
+      keeping its activations (the packed forward; the padded one follows the model's own
+      `gradient_checkpointing_enable()` setting).
     """
     _check_batch(input_ids, attention_mask)
     num_rows, length = input_ids.shape
@@ -140,7 +144,7 @@ def response_logprobs(
     if packed and problem is not None:
         raise ValueError(f"packed=True but the packed forward cannot run this batch: {problem}")
     if problem is None:
-        rows = predicting_hidden_packed(model, input_ids, attention_mask, T)  # [M, H]
+        rows = predicting_hidden_packed(model, input_ids, attention_mask, T, checkpoint_layers=checkpoint_layers)  # [M, H]
     else:
         if layer is not None:
             from rlvr.models.layers import layer_hidden_states

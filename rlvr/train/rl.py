@@ -568,6 +568,7 @@ class RLStep:
             with routed:
                 lp, ent = response_logprobs(
                     self.model, mb.input_ids, mb.attention_mask, mb.t, return_entropy=True, packed=self.packed,
+                    checkpoint_layers=cfg.train.checkpoint_activations,
                     **self._filter(),
                 )
             params = dict(loss_params)

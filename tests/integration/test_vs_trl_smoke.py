@@ -33,7 +33,7 @@ def both_sides(vs_trl, tmp_path_factory):
 
     model_dir = make_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model")
     args = argparse.Namespace(steps=2, seed=3, threads=1, model=str(model_dir), max_new_tokens=6,
-                              trl_gradient_checkpointing=False)
+                              checkpoint_activations=False)
     return args, [vs_trl.run_rlvr(args), vs_trl.run_trl(args)]
 
 
@@ -83,9 +83,10 @@ def test_gsm8k_workload_same_prompts_on_both_sides(vs_trl, tmp_path):
         pytest.skip(f"no GSM8K copy at {vs_trl.GSM8K}")
     model_dir = make_tiny_model_dir(tmp_path / "model")
     args = argparse.Namespace(steps=2, seed=0, threads=1, model=str(model_dir), workload="gsm8k", prompts=2,
-                              samples=2, max_new_tokens=4, rollout_dtype=None, trl_gradient_checkpointing=False)
+                              samples=2, max_new_tokens=4, rollout_dtype=None, checkpoint_activations=False)
     assert vs_trl.work(args) == {"task": "gsm8k", "task_kwargs": {"path": str(vs_trl.GSM8K)}, "prompts": 2,
-                                 "samples": 2, "max_new_tokens": 4, "rollout_dtype": "float32"}
+                                 "samples": 2, "max_new_tokens": 4, "rollout_dtype": "float32",
+                                 "checkpoint_activations": False, "micro_batch_size": None}
     defaults = vs_trl.work(argparse.Namespace(workload="gsm8k"))
     assert (defaults["prompts"], defaults["samples"], defaults["max_new_tokens"]) == (8, 8, 256)
     rlvr, trl = vs_trl.run_rlvr(args), vs_trl.run_trl(args)
@@ -100,3 +101,20 @@ def test_sweep_figure_is_written(vs_trl, tmp_path):
                                      (("rlvr", 0.1), ("trl", 0.3))}} for v in (64, 128)]
     vs_trl.plot_sweep(rows, "max_new_tokens", str(tmp_path / "sweep.png"))
     assert (tmp_path / "sweep.png").stat().st_size > 1000
+
+
+def test_micro_batches_and_checkpointing_on_both_sides(vs_trl, tmp_path):
+    """--micro-batch-size and --checkpoint-activations: both sides still make one generation and one optimizer
+    step per step, on the same prompts."""
+    from rlvr.models import make_tiny_model_dir
+
+    model_dir = make_tiny_model_dir(tmp_path / "model")
+    args = argparse.Namespace(steps=2, seed=1, threads=1, model=str(model_dir), max_new_tokens=5,
+                              checkpoint_activations=True, micro_batch_size=8)
+    rlvr, trl = vs_trl.run_rlvr(args), vs_trl.run_trl(args)
+    assert rlvr["prompt_ids_match"] and trl["prompt_ids_match"]
+    assert len(rlvr["steps"]) == len(trl["steps"]) == 2
+    for r, t in zip(rlvr["steps"], trl["steps"], strict=True):
+        assert r["prompt_tokens"] == t["prompt_tokens"] > 0  # the whole batch of 16 each step on both sides
+    with pytest.raises(SystemExit, match="multiple of the group size"):
+        vs_trl.work(argparse.Namespace(micro_batch_size=2))

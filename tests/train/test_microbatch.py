@@ -105,3 +105,33 @@ def test_packed_forward_does_not_change_the_gradient(tiny_dir, tmp_path, overrid
     for gw, gs in zip(padded, packed):
         for a, b in zip(gw, gs):
             assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), (a - b).abs().max()
+
+
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
+@pytest.mark.parametrize("preset", ["grpo", "ppo"])
+def test_policy_activation_checkpointing_does_not_change_the_gradient(tiny_dir, tmp_path, preset):
+    """train.checkpoint_activations recomputes each layer in the backward pass: the same gradients."""
+    kept = _first_update_grads(tiny_dir, tmp_path / "kept", f"algorithm.preset={preset}")
+    recomputed = _first_update_grads(tiny_dir, tmp_path / "recomputed", f"algorithm.preset={preset}",
+                                     "train.checkpoint_activations=true")
+    assert len(kept) == len(recomputed) >= 1 and len(kept[0]) == len(recomputed[0]) > 0
+    for a, b in zip(kept[0], recomputed[0]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_policy_activation_checkpointing_recomputes_the_layers(tiny_dir):
+    """Can fail: with checkpoint_layers the packed forward's decoder layers run again in the backward pass."""
+    from rlvr.models import load_model
+    from rlvr.models.logprobs import response_logprobs
+
+    model, _ = load_model(str(tiny_dir))
+    calls = []
+    # (q_proj, not the MLP: the recomputation stops once it has rebuilt the last saved tensor, inside the MLP)
+    model.model.layers[0].self_attn.q_proj.register_forward_hook(lambda *a: calls.append(torch.is_grad_enabled()))
+    ids = torch.randint(0, model.config.vocab_size, (2, 9))
+    mask = torch.ones_like(ids)
+    for flag, expected in ((False, 1), (True, 2)):
+        calls.clear()
+        lp, _ = response_logprobs(model, ids, mask, 4, packed=True, checkpoint_layers=flag)
+        lp.sum().backward()
+        assert len(calls) == expected, (flag, calls)
