@@ -16,6 +16,17 @@ competing for the cores; `--wait-idle S` waits (up to S seconds) for an idle mac
     python benchmarks/generate.py --batch-sizes 64 --repeats 5 --json out.json
     python benchmarks/generate.py --profile engine --batch-sizes 16 --new-tokens 32
     python benchmarks/generate.py --batch-sizes 64 --n 8 --eos   # RL-shaped: 8 prompts x 8 samples
+    python benchmarks/generate.py --batch-sizes 64 --new-tokens 128 --floor   # the engine against its floor
+
+The floor (`--floor`, forced length only): in the same run, the matrix products the engine's decode steps
+must make, timed alone on the model's own weights for the same shapes: per decode step and layer the
+q/k/v/o projections and the MLP's three products on [B, H] rows, the two attention products over the
+cache ([B, kv, G, D] x [B, kv, D, L] and back, L growing one column per step from the longest prompt),
+and the output projection [B, H] x [H, V]; each layer with its own weights and its own cache tensors, so
+the weights stream from memory as in the engine (nothing stays hot in cache across layers). It leaves
+out everything else (norms, rotary, softmax, sampling, Python), so no implementation of this forward can
+go below it. Reported: the engine's decode time against the decode floor (the fraction of the floor
+reached), and the same with and without the attention products.
 """
 
 from __future__ import annotations
@@ -93,6 +104,48 @@ def run_generate(model, tokenizer, prompts, new_tokens: int, seed: int, eos: boo
     return {"wall_s": wall, "cpu_s": cpu, "tokens": tokens}
 
 
+@torch.inference_mode()
+def matmul_floor(model, batch: int, prompt_len: int, new_tokens: int, repeats: int = 1) -> dict:
+    """Seconds of the decode steps' matrix products alone (see the module docstring), median of `repeats`:
+    {"decode_s": all of them, "linear_s": projections, MLPs and output projection only}."""
+    import torch.nn.functional as F
+
+    cfg = model.config
+    layers = model.model.layers
+    hidden, heads, kv = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads
+    d = getattr(cfg, "head_dim", None) or hidden // heads
+    length = prompt_len + new_tokens
+    weights = [(a.q_proj.weight, a.k_proj.weight, a.v_proj.weight, a.o_proj.weight, m.gate_proj.weight,
+                m.up_proj.weight, m.down_proj.weight) for a, m in ((lay.self_attn, lay.mlp) for lay in layers)]
+    head = model.lm_head.weight
+    dtype = head.dtype
+    x = torch.randn(batch, hidden, dtype=dtype)
+    xi = torch.randn(batch, weights[0][6].shape[1], dtype=dtype)
+    q = torch.randn(batch, kv, heads // kv, d, dtype=dtype)
+    caches = [(torch.randn(batch, kv, length, d, dtype=dtype), torch.randn(batch, kv, length, d, dtype=dtype))
+              for _ in layers]
+    steps = new_tokens - 1  # the first token comes from the prefill's logits
+
+    def run(attention: bool) -> float:
+        start = time.perf_counter()
+        for t in range(steps):
+            cols = prompt_len + t + 1
+            for (wq, wk, wv, wo, wg, wu, wd), (kc, vc) in zip(weights, caches):
+                F.linear(x, wq), F.linear(x, wk), F.linear(x, wv)
+                if attention:
+                    scores = torch.matmul(q, kc[:, :, :cols].transpose(-1, -2))
+                    torch.matmul(scores, vc[:, :, :cols])
+                F.linear(x, wo), F.linear(x, wg), F.linear(x, wu), F.linear(xi, wd)
+            F.linear(x, head)
+        return time.perf_counter() - start
+
+    run(True)  # warm-up
+    out = {"decode_s": statistics.median(run(True) for _ in range(repeats)),
+           "linear_s": statistics.median(run(False) for _ in range(repeats))}
+    out["steps"] = steps
+    return out
+
+
 def _as_list(x) -> list:
     return [] if x is None else [x] if isinstance(x, int) else list(x)
 
@@ -147,6 +200,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--engines", nargs="+", default=["hf"], choices=["hf", "vllm"],
                     help="rollout engines timed side by side with model.generate (vllm: run from .venv-vllm)")
     ap.add_argument("--profile", choices=["engine", "generate"], help="profile one run of this instead of timing")
+    ap.add_argument("--floor", action="store_true",
+                    help="also time the decode steps' matrix products alone (forced length) and report the fraction reached")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
 
@@ -207,6 +262,18 @@ def main(argv: list[str] | None = None) -> dict:
             summary["median_ratio"] = statistics.median(
                 e["tok_s"] / g["tok_s"] for e, g in zip(runs["engine"], runs["generate"])
             )
+        if args.floor and not args.eos and runs.get("engine"):
+            engine_decode = statistics.median(x["decode_s"] for x in runs["engine"])
+            floor = matmul_floor(model, batch_size, max(map(len, prompts)), args.new_tokens, repeats=args.repeats)
+            summary["floor_decode_s"] = floor["decode_s"]
+            summary["floor_linear_s"] = floor["linear_s"]
+            summary["engine_decode_s"] = engine_decode
+            summary["fraction_of_floor"] = floor["decode_s"] / engine_decode
+            summary["fraction_of_linear_floor"] = floor["linear_s"] / engine_decode
+            print(f"batch {batch_size}: engine decode {engine_decode:.2f} s for {floor['steps']} steps; matrix products "
+                  f"alone {floor['decode_s']:.2f} s ({floor['linear_s']:.2f} s without attention): the engine reaches "
+                  f"{summary['fraction_of_floor']:.0%} of the floor ({summary['fraction_of_linear_floor']:.0%} of the "
+                  f"linear-only floor)", flush=True)
         results["runs"][batch_size] = {"summary": summary, "repeats": runs}
         print(f"batch {batch_size}: " + ", ".join(f"{k} {v:.2f}" for k, v in summary.items()), flush=True)
     results["load_after"] = os.getloadavg()

@@ -330,9 +330,16 @@ class TrainConfig(_Strict):
     max_bad_steps: int = Field(3, ge=1)
     """Consecutive steps with a non-finite loss or gradient that stop the run."""
     fsdp: bool = False
-    """Under torchrun: shard the policy, the reference model and the critic with FSDP2 (fully_shard):
-    parameters, gradients and optimizer state live sharded between the phases of a step, which gather
-    the full parameters. False: every rank holds a full copy (plain data parallelism)."""
+    """Under torchrun: shard the policy, the reference model and the critic with FSDP2 (fully_shard), one
+    unit per decoder layer: parameters, gradients and optimizer state live sharded, 1/N per rank.
+    False: every rank holds a full copy (plain data parallelism)."""
+    fsdp_reshard: Literal["layer", "step"] = "layer"
+    """With train.fsdp, when the full parameters exist. "layer" (ZeRO-3): each decoder layer's are gathered
+    for its forward and again for its backward, then freed, and its gradients reduce-scattered at once,
+    so the log-prob passes and the update hold one layer's full weights and gradients at a time (besides
+    the embeddings and output projection); generation and evaluation gather the whole model. "step": the
+    whole model is gathered for the whole step, gradients summed before the optimizer step (peak memory:
+    one full copy of weights and gradients; fewer, larger collectives)."""
     collective_timeout_s: float = Field(600.0, gt=0)
     """Under torchrun: a collective that waits longer than this (a rank died or hangs) fails the run."""
     packed: bool = True

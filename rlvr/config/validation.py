@@ -48,6 +48,9 @@ def check_combinations(cfg: RunConfig) -> None:
             f"algorithm.critic.enabled=true but the advantage estimator {estimator!r} does not use values; "
             "use algorithm.advantage=gae or disable the critic"
         )
+    if cfg.train.fsdp and cfg.train.fsdp_reshard == "layer" and alg.layer_policy is not None:
+        problems.append("algorithm.layer_policy stops the forward pass inside the model, which per-layer FSDP "
+                        "sharding cannot follow; set train.fsdp_reshard=step (or train.fsdp=false)")
     if alg.routing_replay == "r3" and cfg.rollout.engine != "hf":
         problems.append(f"algorithm.routing_replay=r3 replays the experts the rollout engine chose, which only the "
                         f"hf engine records; got rollout.engine={cfg.rollout.engine} (use r2, or rollout.engine=hf)")

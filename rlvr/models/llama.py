@@ -94,6 +94,14 @@ def qkv(layer: nn.Module, h: Tensor, cos: Tensor, sin: Tensor, num_heads: int, n
     return rotate(q, cos, sin), rotate(k, cos, sin), v
 
 
+def through_unit(module, fn, *args, **kwargs):
+    """fn(*args, **kwargs), between `module`'s FSDP2 forward hooks when it is a unit sharded per layer
+    (rlvr.train.distributed.Topology.shard_module, reshard="layer": its parameters are gathered for fn and
+    again for fn's backward, and its gradients reduced then); a plain call otherwise."""
+    apply = getattr(module, "rlvr_apply", None)
+    return fn(*args, **kwargs) if apply is None else apply(fn, *args, **kwargs)
+
+
 def packed_path_problem(model: nn.Module, attention_mask: Tensor, num_response_tokens: int) -> str | None:
     """Why `predicting_hidden_packed` cannot run this batch; None when it can."""
     problem = fast_path_problem(model, attention_mask.shape[1])
@@ -220,8 +228,13 @@ def predicting_hidden_packed(model: nn.Module, input_ids: Tensor, attention_mask
 
     x = base.embed_tokens(tokens)  # [M, H], M = S + M_p + M_r
     recompute = checkpoint_layers and torch.is_grad_enabled()
+
+    def run_layer(x: Tensor, layer: nn.Module) -> Tensor:
+        return checkpoint(decoder_layer, x, layer, use_reentrant=False) if recompute else decoder_layer(x, layer)
+
     for layer in layers:
-        x = checkpoint(decoder_layer, x, layer, use_reentrant=False) if recompute else decoder_layer(x, layer)
+        # (a per-layer FSDP2 unit: gathered for this layer alone; the recomputation runs inside the unit)
+        x = through_unit(layer, run_layer, x, layer)
     x = base.norm(x)
 
     # Row n's predicting states: its prompt's last token, then its run response tokens.

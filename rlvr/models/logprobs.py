@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from rlvr.core.filtering import filtering_active, keep_mask
-from rlvr.models.llama import packed_path_problem, predicting_hidden_packed
+from rlvr.models.llama import packed_path_problem, predicting_hidden_packed, through_unit
 
 # Default chunk: about 2**24 float32 logits (64 MiB) per chunk, 341 tokens for SmolLM2's 49152-token
 # vocabulary, and never fewer than 64 tokens. Measured on the 2-core CPU (benchmarks/NOTES.md): the
@@ -111,6 +111,16 @@ def response_logprobs(
       keeping its activations (the packed forward; the padded one follows the model's own
       `gradient_checkpointing_enable()` setting).
     """
+    # An FSDP2 root sharded per layer: its own parameters (embeddings, norm, output projection) gathered for
+    # the whole call and its backward (rlvr.models.llama.through_unit).
+    return through_unit(model, _response_logprobs, model, input_ids, attention_mask, num_response_tokens,
+                        temperature=temperature, chunk_size=chunk_size, return_entropy=return_entropy, packed=packed,
+                        top_k=top_k, top_p=top_p, layer=layer, final_norm=final_norm,
+                        checkpoint_layers=checkpoint_layers)
+
+
+def _response_logprobs(model, input_ids, attention_mask, num_response_tokens, *, temperature, chunk_size,
+                       return_entropy, packed, top_k, top_p, layer, final_norm, checkpoint_layers):
     _check_batch(input_ids, attention_mask)
     num_rows, length = input_ids.shape
     T = int(num_response_tokens)

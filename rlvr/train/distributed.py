@@ -25,7 +25,8 @@ import math
 import os
 import time
 import traceback
-from dataclasses import dataclass
+import types
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ class Topology:
     local_rank: int = 0
     backend: str | None = None
     """None for a single process; "gloo" or "nccl" once the process group is joined."""
+    _gathered: set = field(default_factory=set, repr=False, compare=False)
+    """ids of the FSDP units `full_params` holds gathered now (it nests: an inner call leaves them alone)."""
 
     @property
     def is_main(self) -> bool:
@@ -144,32 +147,61 @@ class Topology:
 
     # --- FSDP2 ---------------------------------------------------------------------------------------
 
-    def shard_module(self, module: torch.nn.Module) -> torch.nn.Module:
+    def shard_module(self, module: torch.nn.Module, reshard: str = "layer") -> torch.nn.Module:
         """Shard `module` with FSDP2 (`fully_shard`): each decoder layer one unit, the rest the root's.
 
-        Parameters, gradients and optimizer state then live sharded (dim 0, one chunk per rank) between
-        uses; rlvr's own forward passes run inside `full_params`, which gathers the full parameters for a
-        phase of the step (see `RLStep`). A no-op with one process.
+        Parameters, gradients and optimizer state live sharded (dim 0, one chunk per rank). When the full
+        parameters exist (train.fsdp_reshard):
+        - "layer" (ZeRO-3): a decoder layer's parameters are all-gathered just before its forward and freed
+          right after it, gathered again for its backward, and its gradients are reduce-scattered (summed
+          over ranks) into the shards as soon as they exist; the root unit (embeddings, final norm, output
+          projection) stays gathered from its first forward to the end of the backward. A step then holds
+          one layer's full weights and gradients at a time besides the root. rlvr's own forward passes
+          reach the units through their `rlvr_apply` method (`through_unit`), Hugging Face forwards
+          through the modules' own hooks; the ranks must run the same sequence of forwards and backwards
+          (the trainer pads each rank's micro-batches to the same count).
+        - "step": the full parameters are gathered for a whole step (`full_params`) and the gradients summed
+          into the shards before the optimizer step (`sum_gradients_into_shards_`): peak memory is one full
+          copy of the weights and gradients, fewer and larger collectives.
+        Generation with the hf engine and evaluation always run inside `full_params`. A no-op with one process.
         """
+        if reshard not in ("layer", "step"):
+            raise ValueError(f"reshard must be 'layer' or 'step', got {reshard!r}")
         if not self.distributed:
             return module
         from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
+        layered = reshard == "layer"
         mesh = init_device_mesh(self._comm_device().type, (self.world_size,))
         decoder = module.get_decoder() if hasattr(module, "get_decoder") else None
         for layer in getattr(decoder, "layers", []):
-            fully_shard(layer, mesh=mesh)
-        fully_shard(module, mesh=mesh)
-        # rlvr gathers and scatters explicitly (full_params, sum_gradients_into_shards_): FSDP's own hooks,
-        # which fire when a module's forward is called (the critic, HF forwards), must neither reshard nor
-        # reduce behind its back.
+            fully_shard(layer, mesh=mesh, reshard_after_forward=layered)
+        fully_shard(module, mesh=mesh, reshard_after_forward=False)
         for unit in self.fsdp_units([module]):
-            unit.set_reshard_after_forward(False)
-            unit.set_requires_gradient_sync(False)
+            unit._rlvr_layered = layered
+            unit._rlvr_reshard_after_forward = layered and unit is not module
+            if layered:
+                # The ranks' gradients are summed, not averaged: each rank's loss already carries the global
+                # batch's denominators (a plain sum, which gloo has too; it has no pre-multiplied sum).
+                unit.set_gradient_divide_factor(1.0)
+                unit.set_force_sum_reduction_for_comms(True)
+                unit.rlvr_apply = types.MethodType(_apply, unit)
+                register_fsdp_forward_method(unit, "rlvr_apply")
+                continue
+            # "step": rlvr gathers and scatters explicitly (full_params, sum_gradients_into_shards_); FSDP's own
+            # hooks, which fire when a module's forward is called (the critic, HF forwards), must neither
+            # reshard nor reduce behind its back.
+            unit.set_reshard_after_forward(False, recurse=False)
+            unit.set_requires_gradient_sync(False, recurse=False)
             if hasattr(unit, "set_reshard_after_backward"):
-                unit.set_reshard_after_backward(False)
+                unit.set_reshard_after_backward(False, recurse=False)
         return module
+
+    @staticmethod
+    def streams(module: torch.nn.Module | None) -> bool:
+        """Whether `module` is sharded per layer (shard_module(reshard="layer")): FSDP2 reduces its gradients."""
+        return module is not None and bool(getattr(module, "_rlvr_layered", False))
 
     @staticmethod
     def fsdp_units(modules) -> list:
@@ -188,16 +220,26 @@ class Topology:
 
     @contextlib.contextmanager
     def full_params(self, modules):
-        """Within: the full parameters of the FSDP-sharded `modules` (nothing to do without FSDP)."""
-        units = self.fsdp_units(modules) if self.distributed else []
+        """Within: the full parameters of the FSDP-sharded `modules` (nothing to do without FSDP), also
+        across the forwards of per-layer sharded units, which keep them until the end (a rank may then run
+        forwards alone: evaluation on rank 0). Nests: units an outer call gathered are left to it."""
+        units = [u for u in (self.fsdp_units(modules) if self.distributed else []) if id(u) not in self._gathered]
         if not units:
             yield
             return
-        self.unshard(modules)
+        for unit in units:
+            unit.unshard()
+            if unit._rlvr_layered:
+                unit.set_reshard_after_forward(False, recurse=False)
+        self._gathered.update(id(u) for u in units)
         try:
             yield
         finally:
-            self.reshard(modules)
+            self._gathered.difference_update(id(u) for u in units)
+            for unit in units:
+                if unit._rlvr_layered:
+                    unit.set_reshard_after_forward(unit._rlvr_reshard_after_forward, recurse=False)
+                unit.reshard()
 
     def sum_gradients_into_shards_(self, module: torch.nn.Module) -> None:
         """For an FSDP module whose full parameters are gathered (`full_params`) and hold this rank's
@@ -376,6 +418,12 @@ def _to_cpu(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(_to_cpu(v) for v in obj)
     return obj
+
+
+def _apply(self, fn, *args, **kwargs):
+    """An FSDP unit's `rlvr_apply(fn, *args)`: fn(*args) between the unit's pre- and post-forward hooks
+    (registered with register_fsdp_forward_method), so its parameters are gathered for fn and its backward."""
+    return fn(*args, **kwargs)
 
 
 @contextlib.contextmanager

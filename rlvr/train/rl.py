@@ -142,6 +142,9 @@ class RLStep:
         self.sharded = [m for m in (model, critic) if self.topo.fsdp_units([m])]
         if ref_model is not None and ref_model is not model and self.topo.fsdp_units([ref_model]):
             self.sharded.append(ref_model)
+        self.streamed = any(self.topo.streams(m) for m in self.sharded)
+        """FSDP2 per layer (train.fsdp_reshard=layer): every forward and backward is a collective, so the ranks
+        run as many micro-batches each (`_aligned`), and FSDP2 itself sums the gradients into the shards."""
         with self.topo.full_params(self.sharded):
             self.push_weights()
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -321,7 +324,10 @@ class RLStep:
         mine = [examples[i] for i in share]
         group = self.cfg.rollout.group_size if n is None else n
         params = self.sampling_params(seed, n=n, greedy=greedy, stream_offset=share.start * group)
-        batch = self.engine.generate(self.prompt_ids(mine), params)
+        # An engine that runs the policy object itself (hf) reads its parameters directly: the whole model gathered.
+        gathered = [self.model] if getattr(self.engine, "model", None) is self.model and self.model in self.sharded else []
+        with self.topo.full_params(gathered):
+            batch = self.engine.generate(self.prompt_ids(mine), params)
         scored = self.score(mine, batch)
         if not self.topo.distributed:
             return scored
@@ -333,7 +339,8 @@ class RLStep:
     # --- the update -------------------------------------------------------------------------------
 
     def run(self, stream, step: int) -> dict[str, float]:
-        with self.topo.full_params(self.sharded):
+        # train.fsdp_reshard=step: the whole model gathered for the whole step; per layer: by the units themselves
+        with self.topo.full_params([] if self.streamed else self.sharded):
             return self._run(stream, step)
 
     def _run(self, stream, step: int) -> dict[str, float]:
@@ -563,14 +570,20 @@ class RLStep:
         if self.critic is not None:
             step_parts["value_loss"] = 0.0
         local = [r for r in rows if r in self.own]
-        for mb in (b.micro_batches(local, cfg.train.micro_batch_size) if local else []):
-            routed = self.routing.update_forward(mb, acc) if self.routing is not None else contextlib.nullcontext()
+        for mb, real in self._aligned(b, b.micro_batches(local, cfg.train.micro_batch_size) if local else []):
+            routed = (self.routing.update_forward(mb, acc) if self.routing is not None and real
+                      else contextlib.nullcontext())
             with routed:
                 lp, ent = response_logprobs(
                     self.model, mb.input_ids, mb.attention_mask, mb.t, return_entropy=True, packed=self.packed,
                     checkpoint_layers=cfg.train.checkpoint_activations,
                     **self._filter(),
                 )
+            if not real or not finite:
+                # Per-layer FSDP: a filler micro-batch (or one after a non-finite loss) still runs its forward and a
+                # zero backward, the collectives every rank must make; it adds nothing to the gradient.
+                self._zero_backward(lp, mb)
+                continue
             params = dict(loss_params)
             if mb.cov_selected is not None:
                 params["selected"] = mb.cov_selected
@@ -585,6 +598,9 @@ class RLStep:
             )
             if not torch.isfinite(loss):
                 finite = False
+                if self.streamed:
+                    self._zero_backward(lp, mb)
+                    continue
                 break
             loss.backward()
             if self.critic is not None:
@@ -594,6 +610,9 @@ class RLStep:
                                             value_clip=alg.critic.clip_range)
                 if not torch.isfinite(vloss):
                     finite = False
+                    if self.streamed:
+                        (values.sum() * 0.0).backward()
+                        continue
                     break
                 vloss.backward()
                 loss = loss.detach() + vloss.detach()
@@ -611,12 +630,14 @@ class RLStep:
                 acc.add_weighted(k, val, weight)
         b.cov_selected = None
         grad_norm = None
-        sharded_trained = [m for m in (self.model, self.critic) if m is not None and m in self.sharded]
+        # (modules sharded per layer are left to FSDP2: it summed their gradients into the shards in the backward)
+        sharded_trained = [m for m in (self.model, self.critic) if m is not None and m in self.sharded
+                           and not self.topo.streams(m)]
         if self.topo.distributed:
             # Every rank must agree to step (or to skip); then the gradients of all ranks are summed.
             finite = self.topo.all_reduce_max(0.0 if finite else 1.0) == 0.0
             if finite:
-                trained = [m for m in (self.model, self.critic) if m is not None]
+                trained = [m for m in (self.model, self.critic) if m is not None and not self.topo.streams(m)]
                 for module in trained:
                     if module in self.sharded:
                         self.topo.sum_gradients_into_shards_(module)  # leaves it resharded
@@ -682,6 +703,22 @@ class RLStep:
         rows = range(b.loss_mask.shape[0]) if rows is None else rows
         return [r for r in rows if self.own is None or r in self.own] if self.topo.distributed else list(rows)
 
+    def _aligned(self, b: TrainBatch, mbs: list[TrainBatch]) -> list[tuple[TrainBatch, bool]]:
+        """(micro-batch, real) pairs: this rank's micro-batches, and under per-layer FSDP as many fillers (one row
+        of the batch, its result unused) as make every rank run the same number of forwards and backwards."""
+        pairs = [(mb, True) for mb in mbs]
+        if self.streamed:
+            most = int(self.topo.all_reduce_max(float(len(mbs))))
+            if len(mbs) < most:
+                pairs += [(b.micro_batches([0], 1)[0], False)] * (most - len(mbs))
+        return pairs
+
+    def _zero_backward(self, lp: Tensor, mb: TrainBatch) -> None:
+        """A backward pass that adds nothing (per-layer FSDP's collectives of a micro-batch that must not count)."""
+        (lp.sum() * 0.0).backward()
+        if self.critic is not None:
+            (self.critic(mb.input_ids, mb.attention_mask, mb.t, packed=self.packed).sum() * 0.0).backward()
+
     @torch.no_grad()
     def _logprobs_no_grad(self, model, b: TrainBatch, rows=None, everywhere: bool = False, around=None) -> Tensor:
         """Log-probs [N, T] of `rows` (default all) of the batch; each rank computes its own rows and the
@@ -689,19 +726,22 @@ class RLStep:
         around(mb): a context around each micro-batch's forward (routing replay's record or replay)."""
         out = torch.zeros_like(b.sampler_logprobs)
         mine = list(range(b.loss_mask.shape[0])) if everywhere else self._my_rows(b, rows)
-        for mb in (b.micro_batches(mine, self.cfg.train.micro_batch_size) if mine else []):
-            with around(mb) if around is not None else contextlib.nullcontext():
+        for mb, real in self._aligned(b, b.micro_batches(mine, self.cfg.train.micro_batch_size) if mine else []):
+            with around(mb) if around is not None and real else contextlib.nullcontext():
                 lp, _ = response_logprobs(model, mb.input_ids, mb.attention_mask, mb.t, packed=self.packed,
                                           **self._filter())
-            out[mb.rows, : mb.t] = lp
+            if real:
+                out[mb.rows, : mb.t] = lp
         return out if everywhere else self.topo.all_reduce_sum_(out)
 
     @torch.no_grad()
     def _values_no_grad(self, b: TrainBatch) -> Tensor:
         out = torch.zeros_like(b.sampler_logprobs)
         mine = self._my_rows(b)
-        for mb in (b.micro_batches(mine, self.cfg.train.micro_batch_size) if mine else []):
-            out[mb.rows, : mb.t] = self.critic(mb.input_ids, mb.attention_mask, mb.t, packed=self.packed)
+        for mb, real in self._aligned(b, b.micro_batches(mine, self.cfg.train.micro_batch_size) if mine else []):
+            values = self.critic(mb.input_ids, mb.attention_mask, mb.t, packed=self.packed)
+            if real:
+                out[mb.rows, : mb.t] = values
         self.topo.all_reduce_sum_(out)
         return torch.where(b.loss_mask, out, torch.zeros_like(out))
 

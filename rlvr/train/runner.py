@@ -167,7 +167,7 @@ def build(cfg: RunConfig, model_path: str | None = None, log=print, topology: To
     if topology.distributed and cfg.train.fsdp:
         for module in (model, critic, ref_model if ref_model is not model else None):
             if module is not None:
-                topology.shard_module(module)
+                topology.shard_module(module, reshard=cfg.train.fsdp_reshard)
     return RLStep(cfg, model, tokenizer, task, engine, ref_model=ref_model, critic=critic, log=log, topology=topology,
                   lora=peft_model)
 
