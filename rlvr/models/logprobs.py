@@ -79,6 +79,7 @@ def response_logprobs(
     layer: int | None = None,
     final_norm: bool = False,
     checkpoint_layers: bool = False,
+    entropy_grad: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
     """Log-probs [N, T] (float32) of the response tokens, and optionally the entropies [N, T].
 
@@ -110,17 +111,20 @@ def response_logprobs(
     checkpoint_layers: with gradient enabled, recompute each decoder layer in the backward pass instead of
       keeping its activations (the packed forward; the padded one follows the model's own
       `gradient_checkpointing_enable()` setting).
+    entropy_grad: False returns the entropies without a graph (a metric only): with one, the entropy-only
+      part of each checkpointed logits chunk keeps its recomputed [chunk, vocab] tensors alive after a
+      backward pass through the log-probs alone, as long as the entropies are referenced.
     """
     # An FSDP2 root sharded per layer: its own parameters (embeddings, norm, output projection) gathered for
     # the whole call and its backward (rlvr.models.llama.through_unit).
     return through_unit(model, _response_logprobs, model, input_ids, attention_mask, num_response_tokens,
                         temperature=temperature, chunk_size=chunk_size, return_entropy=return_entropy, packed=packed,
                         top_k=top_k, top_p=top_p, layer=layer, final_norm=final_norm,
-                        checkpoint_layers=checkpoint_layers)
+                        checkpoint_layers=checkpoint_layers, entropy_grad=entropy_grad)
 
 
 def _response_logprobs(model, input_ids, attention_mask, num_response_tokens, *, temperature, chunk_size,
-                       return_entropy, packed, top_k, top_p, layer, final_norm, checkpoint_layers):
+                       return_entropy, packed, top_k, top_p, layer, final_norm, checkpoint_layers, entropy_grad):
     _check_batch(input_ids, attention_mask)
     num_rows, length = input_ids.shape
     T = int(num_response_tokens)
@@ -179,7 +183,8 @@ def _response_logprobs(model, input_ids, attention_mask, num_response_tokens, *,
     lp_parts, ent_parts = [], []
     for start in range(0, rows.shape[0], chunk_size):
         stop = start + chunk_size
-        args = (head, rows[start:stop], row_targets[start:stop], temperature, return_entropy, top_k, top_p)
+        args = (head, rows[start:stop], row_targets[start:stop], temperature, return_entropy, top_k, top_p,
+                entropy_grad)
         if use_checkpoint:
             lp, ent = checkpoint(_chunk_logprobs, *args, use_reentrant=False)
         else:
@@ -194,13 +199,13 @@ def _response_logprobs(model, input_ids, attention_mask, num_response_tokens, *,
 
 def _chunk_logprobs(
     head: nn.Module, rows: Tensor, targets: Tensor, temperature: float, with_entropy: bool,
-    top_k: int = 0, top_p: float = 1.0,
+    top_k: int = 0, top_p: float = 1.0, entropy_grad: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
     z = head(rows).float()  # [C, V]
     if temperature != 1.0:
         z = z / temperature
     if filtering_active(z.shape[-1], top_k, top_p):
-        return _filtered_chunk(z, targets, with_entropy, top_k, top_p)
+        return _filtered_chunk(z, targets, with_entropy, top_k, top_p, entropy_grad)
     # One pass per step over the [C, V] logits: shift by the (detached) max, exponentiate once, and take
     # both the log-prob and the entropy from the same normaliser:
     #   log p_t = z_t - lse,   H = -sum_v p_v log p_v = lse - sum_v p_v z_v   (z shifted, so lse in [0, log V]).
@@ -212,12 +217,14 @@ def _chunk_logprobs(
     logprobs = shifted.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
     entropy = None
     if with_entropy:
-        probs = exp / total.unsqueeze(-1)
-        entropy = lse - (probs * shifted).sum(dim=-1)
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            probs = exp / total.unsqueeze(-1)
+            entropy = lse - (probs * shifted).sum(dim=-1)
     return logprobs, entropy
 
 
-def _filtered_chunk(z: Tensor, targets: Tensor, with_entropy: bool, top_k: int, top_p: float):
+def _filtered_chunk(z: Tensor, targets: Tensor, with_entropy: bool, top_k: int, top_p: float,
+                    entropy_grad: bool = True):
     """Log-prob and entropy under the top-k / top-p processed distribution (see `response_logprobs`).
 
     Removed tokens are excluded with a `where` on their exponentials rather than a -inf fill, so no
@@ -232,8 +239,9 @@ def _filtered_chunk(z: Tensor, targets: Tensor, with_entropy: bool, top_k: int, 
     logprobs = shifted.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
     entropy = None
     if with_entropy:
-        probs = exp / total.unsqueeze(-1)  # exactly 0 on removed tokens, where `shifted` is finite
-        entropy = lse - (probs * shifted).sum(dim=-1)
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            probs = exp / total.unsqueeze(-1)  # exactly 0 on removed tokens, where `shifted` is finite
+            entropy = lse - (probs * shifted).sum(dim=-1)
     return logprobs, entropy
 
 

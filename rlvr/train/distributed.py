@@ -165,38 +165,11 @@ class Topology:
           copy of the weights and gradients, fewer and larger collectives.
         Generation with the hf engine and evaluation always run inside `full_params`. A no-op with one process.
         """
-        if reshard not in ("layer", "step"):
-            raise ValueError(f"reshard must be 'layer' or 'step', got {reshard!r}")
         if not self.distributed:
             return module
         from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
-        layered = reshard == "layer"
-        mesh = init_device_mesh(self._comm_device().type, (self.world_size,))
-        decoder = module.get_decoder() if hasattr(module, "get_decoder") else None
-        for layer in getattr(decoder, "layers", []):
-            fully_shard(layer, mesh=mesh, reshard_after_forward=layered)
-        fully_shard(module, mesh=mesh, reshard_after_forward=False)
-        for unit in self.fsdp_units([module]):
-            unit._rlvr_layered = layered
-            unit._rlvr_reshard_after_forward = layered and unit is not module
-            if layered:
-                # The ranks' gradients are summed, not averaged: each rank's loss already carries the global
-                # batch's denominators (a plain sum, which gloo has too; it has no pre-multiplied sum).
-                unit.set_gradient_divide_factor(1.0)
-                unit.set_force_sum_reduction_for_comms(True)
-                unit.rlvr_apply = types.MethodType(_apply, unit)
-                register_fsdp_forward_method(unit, "rlvr_apply")
-                continue
-            # "step": rlvr gathers and scatters explicitly (full_params, sum_gradients_into_shards_); FSDP's own
-            # hooks, which fire when a module's forward is called (the critic, HF forwards), must neither
-            # reshard nor reduce behind its back.
-            unit.set_reshard_after_forward(False, recurse=False)
-            unit.set_requires_gradient_sync(False, recurse=False)
-            if hasattr(unit, "set_reshard_after_backward"):
-                unit.set_reshard_after_backward(False, recurse=False)
-        return module
+        return fully_shard_model(module, init_device_mesh(self._comm_device().type, (self.world_size,)), reshard=reshard)
 
     @staticmethod
     def streams(module: torch.nn.Module | None) -> bool:
@@ -229,7 +202,7 @@ class Topology:
             return
         for unit in units:
             unit.unshard()
-            if unit._rlvr_layered:
+            if getattr(unit, "_rlvr_layered", False):
                 unit.set_reshard_after_forward(False, recurse=False)
         self._gathered.update(id(u) for u in units)
         try:
@@ -237,7 +210,7 @@ class Topology:
         finally:
             self._gathered.difference_update(id(u) for u in units)
             for unit in units:
-                if unit._rlvr_layered:
+                if getattr(unit, "_rlvr_layered", False):
                     unit.set_reshard_after_forward(unit._rlvr_reshard_after_forward, recurse=False)
                 unit.reshard()
 
@@ -418,6 +391,40 @@ def _to_cpu(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(_to_cpu(v) for v in obj)
     return obj
+
+
+def fully_shard_model(module: torch.nn.Module, mesh, *, reshard: str = "layer", mp_policy=None) -> torch.nn.Module:
+    """`Topology.shard_module` on a given device mesh (also of one rank: benchmarks/gpu_figures.py), with an
+    optional FSDP2 MixedPrecisionPolicy (e.g. bfloat16 parameters, float32 gradient reduction)."""
+    if reshard not in ("layer", "step"):
+        raise ValueError(f"reshard must be 'layer' or 'step', got {reshard!r}")
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+
+    precision = {"mp_policy": mp_policy if mp_policy is not None else MixedPrecisionPolicy()}
+    layered = reshard == "layer"
+    decoder = module.get_decoder() if hasattr(module, "get_decoder") else None
+    for layer in getattr(decoder, "layers", []):
+        fully_shard(layer, mesh=mesh, reshard_after_forward=layered, **precision)
+    fully_shard(module, mesh=mesh, reshard_after_forward=False, **precision)
+    for unit in Topology.fsdp_units([module]):
+        unit._rlvr_layered = layered
+        unit._rlvr_reshard_after_forward = layered and unit is not module
+        if layered:
+            # The ranks' gradients are summed, not averaged: each rank's loss already carries the global
+            # batch's denominators (a plain sum, which gloo has too; it has no pre-multiplied sum).
+            unit.set_gradient_divide_factor(1.0)
+            unit.set_force_sum_reduction_for_comms(True)
+            unit.rlvr_apply = types.MethodType(_apply, unit)
+            register_fsdp_forward_method(unit, "rlvr_apply")
+            continue
+        # "step": rlvr gathers and scatters explicitly (full_params, sum_gradients_into_shards_); FSDP's own
+        # hooks, which fire when a module's forward is called (the critic, HF forwards), must neither
+        # reshard nor reduce behind its back.
+        unit.set_reshard_after_forward(False, recurse=False)
+        unit.set_requires_gradient_sync(False, recurse=False)
+        if hasattr(unit, "set_reshard_after_backward"):
+            unit.set_reshard_after_backward(False, recurse=False)
+    return module
 
 
 def _apply(self, fn, *args, **kwargs):

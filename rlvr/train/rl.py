@@ -576,7 +576,7 @@ class RLStep:
             with routed:
                 lp, ent = response_logprobs(
                     self.model, mb.input_ids, mb.attention_mask, mb.t, return_entropy=True, packed=self.packed,
-                    checkpoint_layers=cfg.train.checkpoint_activations,
+                    checkpoint_layers=cfg.train.checkpoint_activations, entropy_grad=alg.entropy_coef != 0,
                     **self._filter(),
                 )
             if not real or not finite:

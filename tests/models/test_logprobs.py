@@ -258,3 +258,21 @@ def test_frozen_backbone_trained_head_gets_the_same_gradient(tiny, always_checkp
     (ref_grad,) = torch.autograd.grad(ref.sum(), frozen.lm_head.weight)
     torch.testing.assert_close(grad, ref_grad, atol=ATOL, rtol=1e-4)
     assert grad.abs().max() > 1e-3
+
+
+def test_entropy_without_gradient_keeps_no_graph(tiny_dir):
+    """entropy_grad=False (the trainer without an entropy bonus): the entropies are a metric, computed without
+    a graph. Guards a memory bug: with a graph, the entropy-only nodes of every checkpointed logits chunk kept
+    their recomputed [chunk, vocab] tensors after the log-probs' backward (7 GiB on a GSM8K-shaped batch)."""
+    from rlvr.models import load_model
+    from rlvr.models.logprobs import response_logprobs
+
+    model, _ = load_model(str(tiny_dir))
+    ids = torch.randint(0, model.config.vocab_size, (2, 9))
+    mask = torch.ones_like(ids)
+    lp, ent = response_logprobs(model, ids, mask, 4, return_entropy=True, entropy_grad=False)
+    assert lp.requires_grad and not ent.requires_grad
+    lp_g, ent_g = response_logprobs(model, ids, mask, 4, return_entropy=True)
+    assert ent_g.requires_grad  # the default: an entropy bonus needs its gradient
+    torch.testing.assert_close(ent, ent_g.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(lp, lp_g, rtol=0, atol=0)
