@@ -179,7 +179,10 @@ class RLStep:
         source = self.model
         if self.model in self.sharded and getattr(self.engine, "model", None) is not self.model and self.lora is None:
             source = self.topo.full_weights(self.model)  # (a LoRA policy: the engine merges the gathered weights)
-        self.engine.update_weights(source, self.policy_version)
+        # A LoRA policy's merge reads the base weights whole: gathered for it under per-layer FSDP.
+        merging = [self.model] if self.lora is not None and self.model in self.sharded else []
+        with self.topo.full_params(merging):
+            self.engine.update_weights(source, self.policy_version)
         prompt, response = self._probe
         engine_lp = torch.tensor(self.engine.logprobs(prompt, response), dtype=torch.float32)
         device = next(self.model.parameters()).device
