@@ -202,7 +202,7 @@ class Topology:
             return
         for unit in units:
             unit.unshard()
-            if getattr(unit, "_rlvr_layered", False):
+            if self.streams(unit):
                 unit.set_reshard_after_forward(False, recurse=False)
         self._gathered.update(id(u) for u in units)
         try:
@@ -210,7 +210,7 @@ class Topology:
         finally:
             self._gathered.difference_update(id(u) for u in units)
             for unit in units:
-                if getattr(unit, "_rlvr_layered", False):
+                if self.streams(unit):
                     unit.set_reshard_after_forward(unit._rlvr_reshard_after_forward, recurse=False)
                 unit.reshard()
 
