@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ class Scored:
 
 PER_TOKEN = (
     "loss_mask", "sampler_logprobs", "old_logprobs", "ref_logprobs", "values", "advantages", "returns", "is_weights",
-    "cov_selected",
+    "cov_selected", "is_mask",
 )
 
 
@@ -45,6 +46,9 @@ class TrainBatch:
     advantages: Tensor | None = None
     returns: Tensor | None = None
     is_weights: Tensor | None = None
+    is_mask: Tensor | None = None
+    """Set when the IS weights are computed per micro-batch from its own forward (an on-policy update): the
+    tokens they and the mismatch metrics are taken over (the loss mask before DAPO's overlong filter)."""
     cov_selected: Tensor | None = None
     """Clip-Cov / KL-Cov's tokens, chosen over the whole mini-batch (rlvr.core.losses.covariance_selection)."""
     routes: Tensor | None = None
@@ -99,11 +103,12 @@ class TrainBatch:
 
 
 class MetricSums:
-    """Accumulates token-weighted and scalar metrics over micro-batches and optimizer steps."""
+    """Accumulates token-weighted and scalar metrics, and maxima, over micro-batches and optimizer steps."""
 
     def __init__(self):
         self.sums: dict[str, float] = {}
         self.weights: dict[str, float] = {}
+        self.maxima: dict[str, float] = {}
 
     def add(self, name: str, values: Tensor, mask: Tensor) -> None:
         w = float(mask.sum())
@@ -118,8 +123,14 @@ class MetricSums:
     def add_scalar(self, name: str, value) -> None:
         self.add_weighted(name, value, 1.0)
 
+    def add_max(self, name: str, value) -> None:
+        self.maxima[name] = max(self.maxima.get(name, -math.inf), float(value))
+
     def means(self) -> dict[str, float]:
-        return {k: self.sums[k] / self.weights[k] for k in self.sums if self.weights[k]}
+        """The weighted means, and the maxima under their own names."""
+        out = {k: self.sums[k] / self.weights[k] for k in self.sums if self.weights[k]}
+        out.update(self.maxima)
+        return out
 
 
 def minibatch_rows(prompt_index: list[int], num_minibatches: int, seed: int) -> list[list[int]]:

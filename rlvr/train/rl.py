@@ -10,8 +10,9 @@ function of tensors; this file does the forward passes, the backward pass and th
   into mini-batches each epoch; every random stream's seed comes from `rlvr.train.seeds.derive_seed`.
 How it departs from a textbook loop:
 - The old-policy log-probs are not recomputed when the update is exactly on-policy (one epoch, one
-  mini-batch, no IS correction): the first forward pass of the update gives the same numbers, so the
-  ratio is taken against its detached value.
+  mini-batch, no KL in the reward): the first forward pass of the update gives the same numbers, so the
+  ratio is taken against its detached value, and an IS correction's weights pi_old / pi_sampler too (each
+  micro-batch's from its own forward, before its backward; their metrics summed over micro-batches).
 - Loss denominators (token count, sequence count) are those of the whole mini-batch, so splitting it into
   micro-batches (or ranks) leaves the gradient unchanged.
 """
@@ -108,6 +109,9 @@ class RLStep:
         self.bad_steps_in_row = 0
         self.nonfinite_steps = 0
         """Optimizer steps skipped for a non-finite loss or gradient."""
+        self.defer_is_weights = True
+        """On an exactly on-policy update, take the IS weights from each micro-batch's own forward instead of a
+        separate pi_old pass (the same numbers; False runs that pass, which the tests compare against)."""
         self.no_signal_steps = 0
         """Steps with nothing to train on: dynamic sampling kept no group whose rewards differ."""
         self.no_signal_in_row = 0
@@ -455,7 +459,12 @@ class RLStep:
         # In the layer-policy phase the old log-probs are pi_K's, never the sampler's (which are the full model's).
         layer_phase = self.policy_layer is not None
         smoothing = alg.differential_smoothing
-        if off_policy or alg.is_correction.enabled or kl_in_reward or stale or layer_phase or smoothing:
+        # On an exactly on-policy update the IS weights pi_old / pi_sampler need no pass of their own either:
+        # each micro-batch takes them from its own forward (detached) before its backward (_optimizer_step).
+        recompute = off_policy or kl_in_reward or stale or layer_phase or smoothing
+        deferred_is = (alg.is_correction.enabled and not recompute and self.routing is None
+                       and self.defer_is_weights)
+        if recompute or (alg.is_correction.enabled and not deferred_is):
             around = self.routing.old_forward(b, acc) if self.routing is not None else None
             b.old_logprobs = self._logprobs_no_grad(self.model, b, around=around)
         if self.ref_model is not None and self.kl_coef > 0:
@@ -488,12 +497,14 @@ class RLStep:
             b.advantages = shaped
         is_metrics: dict[str, Tensor] = {}
         # pi_K against the full model's sampler is no training-inference mismatch: no IS weights in that phase
-        if alg.is_correction.enabled and not layer_phase:
+        if alg.is_correction.enabled and not layer_phase and not deferred_is:
             c = alg.is_correction
             b.is_weights, is_metrics = importance_weights(
                 b.old_logprobs, b.sampler_logprobs, b.loss_mask, level=c.level, mode=c.mode, cap=c.cap
             )
         full_mask = b.loss_mask
+        if deferred_is:
+            b.is_mask = full_mask
         if alg.mask_truncated:
             # DAPO's overlong filtering: truncated responses leave the loss (and its denominators) but
             # kept their place in their group's baseline above.
@@ -507,6 +518,11 @@ class RLStep:
             for index, rows in enumerate(minibatch_rows(scored.rollout.prompt_index, cfg.train.mini_batches, seed)):
                 self._optimizer_step(b, rows, acc, derive_seed(cfg.seed, COVARIANCE, step, epoch, index))
         out = self._merge_metrics(acc).means()
+        moments = out.pop("_is_ratio", None), out.pop("_is_ratio_sq", None)
+        if None not in moments and not layer_phase:
+            # population std of the raw ratio over every token, from its first two moments (float64 sums)
+            is_metrics["is_ratio_std"] = torch.tensor(max(moments[1] - moments[0] ** 2, 0.0) ** 0.5)
+        b.is_mask = None
         if self.routing is not None:
             out = self.routing.finish(out)
         out["kept_groups"] = float(len(set(scored.rollout.prompt_index)))
@@ -590,6 +606,8 @@ class RLStep:
             params = dict(loss_params)
             if mb.cov_selected is not None:
                 params["selected"] = mb.cov_selected
+            if mb.is_mask is not None:
+                mb.is_weights = self._is_weights_of(lp.detach(), mb, acc)
             loss, m = rl_objective(
                 lp, loss_mask=mb.loss_mask, advantages=mb.advantages, old_logprobs=mb.old_logprobs,
                 loss=alg.loss.name, loss_params=params, aggregation=alg.aggregation,
@@ -623,9 +641,14 @@ class RLStep:
             step_loss = step_loss + loss.detach()
             weight = m.pop("num_valid_tokens")
             if mb.old_logprobs is None:
-                gap = (lp.detach() - mb.sampler_logprobs).abs()
-                acc.add("logprob_mismatch", gap, mb.loss_mask)
-                self._mismatch.append(gap[mb.loss_mask].float().cpu())
+                # this forward's log-probs are pi_old's: the mismatch over the tokens the IS metrics count
+                seen = mb.is_mask if mb.is_mask is not None else mb.loss_mask
+                diff = lp.detach() - mb.sampler_logprobs
+                acc.add("logprob_mismatch", diff.abs(), seen)
+                self._mismatch.append(diff.abs()[seen].float().cpu())
+                ratio = torch.exp(diff.double())[seen]
+                acc.add_weighted("_is_ratio", ratio.mean() if ratio.numel() else 0.0, ratio.numel())
+                acc.add_weighted("_is_ratio_sq", ratio.square().mean() if ratio.numel() else 0.0, ratio.numel())
             for k in ("policy_loss", "value_loss"):  # partial sums of the mini-batch's loss
                 if k in m:
                     step_parts[k] = step_parts.get(k, 0.0) + float(m.pop(k))
@@ -687,6 +710,22 @@ class RLStep:
             self.critic_scheduler.step()
         if sharded_trained:
             self.topo.unshard(sharded_trained)  # the updated shards, gathered again for the rest of the step
+
+    def _is_weights_of(self, old_logprobs: Tensor, mb: TrainBatch, acc: MetricSums) -> Tensor:
+        """The IS weights of a micro-batch whose own forward gives pi_old (an on-policy update), with their
+        metrics added to `acc` weighted by its valid tokens (the maximum as a maximum), as the batch-wide
+        computation in `update` would give them."""
+        c = self.cfg.algorithm.is_correction
+        weights, metrics = importance_weights(old_logprobs, mb.sampler_logprobs, mb.is_mask, level=c.level,
+                                              mode=c.mode, cap=c.cap)
+        valid = float(mb.is_mask.sum())
+        for k, v in metrics.items():
+            if k == "is_weight_max":
+                if valid:
+                    acc.add_max(k, v)
+            elif k != "logprob_mismatch":  # added with the other mismatch figures after the backward
+                acc.add_weighted(k, v, valid)
+        return weights
 
     @torch.no_grad()
     def _covariance_selection(self, b: TrainBatch, rows: list[int], loss_params: dict, seed: int) -> Tensor:
@@ -753,10 +792,12 @@ class RLStep:
         if not self.topo.distributed:
             return acc
         merged = MetricSums()
-        for sums, weights in self.topo.all_gather_objects((acc.sums, acc.weights)):
+        for sums, weights, maxima in self.topo.all_gather_objects((acc.sums, acc.weights, acc.maxima)):
             for k, v in sums.items():
                 merged.sums[k] = merged.sums.get(k, 0.0) + v
                 merged.weights[k] = merged.weights.get(k, 0.0) + weights[k]
+            for k, v in maxima.items():
+                merged.add_max(k, v)
         return merged
 
     def greedy_baseline(self, scored: Scored, step: int) -> Tensor:

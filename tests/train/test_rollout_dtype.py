@@ -52,3 +52,36 @@ def test_auto_picks_bfloat16_only_where_it_is_native(monkeypatch):
 def test_a_shared_model_has_nothing_to_compare(tiny_dir, tmp_path):
     trainer = build(tiny_config(tiny_dir, tmp_path / "run"))
     assert trainer.engine.model is trainer.model and trainer.engine.weight_sync_error(trainer.model) is None
+
+
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
+@pytest.mark.parametrize("overrides", [
+    ["algorithm.is_correction.cap=1.0", "train.micro_batch_size=3"],
+    ["algorithm.is_correction.level=sequence", "algorithm.is_correction.mode=mask", "algorithm.is_correction.cap=1.0",
+     "algorithm.preset=dapo", "train.mini_batches=1", "algorithm.overlong.enabled=false", "train.micro_batch_size=5"],
+], ids=["token-truncate", "dapo-sequence-mask"])
+def test_on_policy_is_weights_come_from_the_updates_own_forward(tiny_dir, tmp_path, overrides):
+    """One pass fewer, the same update: the weights pi_old / pi_sampler of an on-policy step taken from each
+    micro-batch's forward give the gradient and the metrics of a separate pi_old pass over the whole batch."""
+    def one_update(defer: bool):
+        cfg = tiny_config(tiny_dir, tmp_path / f"defer-{defer}", "rollout.dtype=bfloat16", "rollout.max_new_tokens=6",
+                          "optim.max_grad_norm=null", *overrides)
+        trainer = build(cfg)
+        trainer.defer_is_weights = defer
+        passes, grads = [], []
+        no_grad = trainer._logprobs_no_grad
+        trainer._logprobs_no_grad = lambda *a, **k: passes.append(1) or no_grad(*a, **k)
+        trainer.optimizer.step = lambda: grads.append([p.grad.clone() for p in trainer.model.parameters()
+                                                       if p.grad is not None])
+        m = trainer.run(PromptStream(trainer.task.examples("train"), cfg.seed), 1)
+        return m, len(passes), grads[0]
+
+    (deferred, deferred_passes, g_deferred), (separate, separate_passes, g_separate) = one_update(True), one_update(False)
+    assert (deferred_passes, separate_passes) == (0, 1)
+    for a, b in zip(g_deferred, g_separate, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    changed = "is_truncated_frac" if "is_truncated_frac" in separate else "is_masked_frac"
+    assert 0 < separate[changed] < 1  # the weights are not all one: a gradient that ignored them would differ
+    for k in ("is_weight_mean", "is_weight_max", changed, "logprob_mismatch", "is_ratio_std", "logprob_mismatch_max",
+              "logprob_mismatch_p50", "logprob_mismatch_p99", "loss"):
+        assert deferred[k] == pytest.approx(separate[k], rel=1e-5, abs=1e-7), k
