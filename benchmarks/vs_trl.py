@@ -320,7 +320,7 @@ def profile_rlvr(args) -> dict:
         return "forward (log-probs)" if torch.is_grad_enabled() else "old log-probs (no grad)"
 
     rl_module.response_logprobs = timed(grad_or_not, rl_module.response_logprobs)
-    for name in ("compute_advantages", "policy_loss", "aggregate"):
+    for name in ("compute_advantages", "rl_objective"):
         setattr(rl_module, name, timed("advantages + loss math", getattr(rl_module, name)))
     torch.Tensor.backward = timed("backward", torch.Tensor.backward)
     torch.nn.utils.clip_grad_norm_ = timed("grad-norm clip", torch.nn.utils.clip_grad_norm_)

@@ -16,7 +16,11 @@ forward, and why:
   - each prompt is prefilled once and its KV copied to its n samples, and a prefix common to all the
     prompts of a batch (system message, few-shot examples) is prefilled once for all of them;
   - the rotary cos/sin table is computed once per call, and lm_head runs on the last position only;
-  - finished rows can be dropped (`select`), shrinking every later matrix product.
+  - finished rows can be dropped (`select`), shrinking every later matrix product;
+  - in a decode step (float32 on the CPU) each projection of the few rows x [B, in] is computed as
+    (W x^T)^T instead of x W^T: the same products, but the BLAS runs the weight-major shape much faster
+    at small B (benchmarks/NOTES.md: e.g. the lm_head at B = 64 from 33 to 69 GFLOP/s on a 2-core EPYC),
+    and the MLP then stays in that layout from its input to its output.
 Left padding: every row writes its new token at the same cache column; a row's padding columns get
 -inf in an additive mask, and positions count from the row's first real token (as HF's position_ids
 from the attention mask do), so a sequence's result does not depend on the other prompts' lengths.
@@ -31,17 +35,34 @@ import inspect
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from rlvr.models.llama import MIN_SHARED_PREFIX, common_prefix_len, qkv, rotary_table
 
 PREFILL_TOKENS = 8192  # prompt tokens (padding included) per prefill forward
 
 
-class LlamaDecoder:
-    """Static-cache decoding with the model's own modules (see the module docstring)."""
+def rows_linear(module: nn.Module, x: Tensor) -> Tensor:
+    """module(x) for a plain nn.Linear as (W x^T)^T, a [B, out] view of a [out, B] product (any other module,
+    e.g. a LoRA wrapper or a sharded weight: module(x))."""
+    if type(module) is not nn.Linear or type(module.weight.data) is not torch.Tensor:
+        return module(x)
+    out = torch.mm(module.weight, x.t()).t()
+    return out if module.bias is None else out + module.bias
 
-    def __init__(self, model):
+
+def _plain_linear(module: nn.Module, x: Tensor) -> Tensor:
+    return module(x)
+
+
+class LlamaDecoder:
+    """Static-cache decoding with the model's own modules (see the module docstring).
+
+    weight_major: compute a decode step's projections as (W x^T)^T (`rows_linear`); None: on a float32 CPU
+    model only, where it was measured to pay.
+    """
+
+    def __init__(self, model, *, weight_major: bool | None = None):
         self.model = model
         base = model.model
         self.embed, self.layers, self.norm = base.embed_tokens, list(base.layers), base.norm
@@ -54,6 +75,11 @@ class LlamaDecoder:
         self.scaling = attn.scaling
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
+        if weight_major is None:
+            weight_major = self.device.type == "cpu" and self.dtype == torch.float32
+        self.linear = rows_linear if weight_major else _plain_linear
+        mlp = self.layers[0].mlp
+        self.split_mlp = all(hasattr(mlp, a) for a in ("gate_proj", "up_proj", "down_proj", "act_fn"))
 
     def _qkv(self, layer, h: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return qkv(layer, h, cos, sin, self.num_heads, self.num_kv)
@@ -166,14 +192,21 @@ class LlamaDecoder:
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return self.lm_head(self.norm(x[:, -1]))[row_prompt]  # left padding: the last column is real
 
+    def _mlp(self, mlp: nn.Module, x: Tensor) -> Tensor:
+        if not self.split_mlp:
+            return mlp(x)
+        lin = self.linear
+        return lin(mlp.down_proj, mlp.act_fn(lin(mlp.gate_proj, x)) * lin(mlp.up_proj, x))
+
     @torch.inference_mode()
     def step(self, tokens: Tensor) -> Tensor:
         b, c = tokens.shape[0], self.col
         x = self.embed(tokens)  # [B, H]
         cos, sin = self.cos[self.positions], self.sin[self.positions]  # [B, D]
         mask = self.mask[:, None, None, : c + 1]  # [B, 1, 1, c+1]
+        lin = self.linear
         for i, layer in enumerate(self.layers):
-            q, k, v = self._qkv(layer, layer.input_layernorm(x), cos, sin)
+            q, k, v = qkv(layer, layer.input_layernorm(x), cos, sin, self.num_heads, self.num_kv, lin)
             kc, vc = self.k_cache[i], self.v_cache[i]
             kc[:, :, c] = k
             vc[:, :, c] = v
@@ -181,11 +214,11 @@ class LlamaDecoder:
             scores = torch.matmul(q, kc[:, :, : c + 1].transpose(-1, -2)).mul_(self.scaling).add_(mask)
             probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(vc.dtype)
             a = torch.matmul(probs, vc[:, :, : c + 1])  # [B, kv, G, D]
-            x = x + layer.self_attn.o_proj(a.view(b, -1))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
+            x = x + lin(layer.self_attn.o_proj, a.view(b, -1))
+            x = x + self._mlp(layer.mlp, layer.post_attention_layernorm(x))
         self.col += 1
         self.positions += 1
-        return self.lm_head(self.norm(x)).float()
+        return lin(self.lm_head, self.norm(x)).float().contiguous()
 
     def select(self, rows: Tensor) -> bool:
         self.k_cache = [self._keep(k, rows) for k in self.k_cache]

@@ -42,10 +42,12 @@ class HFEngine(RolloutEngine):
             and the KV cache only grows), 256 on GPU.
         decoder: "auto" (fast when the architecture allows it), "fast" (error if it cannot) or "generic".
         compact_fraction: drop finished rows once this fraction of the batch has finished (0 < f <= 1).
+        weight_major: the fast decoder's decode-step products as (W x^T)^T (rlvr.rollout.decoders.rows_linear);
+            None: on a float32 CPU model.
     """
 
     def __init__(self, model, tokenizer, *, max_batch_size: int | None = None, decoder: str = "auto",
-                 compact_fraction: float = 0.25):
+                 compact_fraction: float = 0.25, weight_major: bool | None = None):
         if decoder not in DECODERS:
             raise ValueError(f"unknown decoder {decoder!r}; known: {', '.join(DECODERS)}")
         if max_batch_size is not None and (not isinstance(max_batch_size, int) or max_batch_size < 1):
@@ -55,6 +57,7 @@ class HFEngine(RolloutEngine):
         self.model, self.tokenizer = model, tokenizer
         self.decoder = decoder
         self.compact_fraction = compact_fraction
+        self.weight_major = weight_major
         self._max_batch_size = max_batch_size
         self.record_routes = False
         """Mixture-of-experts models: record the experts every sampled token is routed to (RolloutBatch.routes,
@@ -239,7 +242,7 @@ class HFEngine(RolloutEngine):
             return GenericDecoder(self.model)
         problem = fast_path_problem(self.model, total_len)
         if problem is None:
-            return LlamaDecoder(self.model)
+            return LlamaDecoder(self.model, weight_major=self.weight_major)
         if self.decoder == "fast":
             raise ValueError(f"decoder='fast' cannot run this model: {problem}; use decoder='auto' or 'generic'")
         return GenericDecoder(self.model)

@@ -57,3 +57,33 @@ def test_fast_path_refusals(tiny_sharp):
     sliding = Qwen2ForCausalLM(Qwen2Config(**{**COMMON, "use_sliding_window": True, "sliding_window": 8,
                                                "max_window_layers": 0}))
     assert fast_path_problem(sliding, 100) == "the model has sliding-window layers"
+
+
+@pytest.mark.parametrize("model", [lambda: build(Qwen2ForCausalLM, Qwen2Config(**COMMON)),
+                                   lambda: build(Qwen3ForCausalLM, Qwen3Config(head_dim=16, **COMMON))],
+                         ids=["qwen2", "qwen3"])
+def test_weight_major_decode_steps_compute_the_same_logits(model):
+    """(W x^T)^T for a decode step's projections (biases included) is the plain x W^T to float rounding, and
+    a module that is not a plain nn.Linear is called as itself."""
+    from rlvr.rollout.decoders import LlamaDecoder, rows_linear
+
+    model = model()
+    prompts, rows = [[5, 9, 11, 3], [7, 8]], [0, 0, 1]
+    steps = []
+    for weight_major in (True, False):
+        dec = LlamaDecoder(model, weight_major=weight_major)
+        logits = [dec.prefill(prompts, rows, 4)]
+        for token in ([4, 6, 10], [12, 13, 14], [20, 21, 22]):
+            logits.append(dec.step(torch.tensor(token)))
+        steps.append(torch.stack(logits))
+    assert steps[0][1:].abs().max() > 1  # the steps' logits are not all near zero
+    torch.testing.assert_close(steps[0], steps[1], rtol=1e-5, atol=1e-5)
+
+    class Scaled(torch.nn.Linear):  # a subclass may change forward: it is not computed as a plain product
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    lin, x = Scaled(6, 4), torch.randn(3, 6)
+    torch.testing.assert_close(rows_linear(lin, x), lin(x))
+    plain = torch.nn.Linear(6, 4)
+    torch.testing.assert_close(rows_linear(plain, x), plain(x))
