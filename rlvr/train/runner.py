@@ -162,6 +162,10 @@ def build(cfg: RunConfig, model_path: str | None = None, log=print, topology: To
             cfg.algorithm.is_correction.enabled = True  # sampler and trainer differ: correct for it
         log(f"rollout dtype: {str(rollout_dtype).removeprefix('torch.')} (trainer: {cfg.model.dtype}); "
             f"IS correction {'on' if cfg.algorithm.is_correction.enabled else 'off'}")
+    elif cfg.rollout.dtype == "auto":
+        # auto where bfloat16 is not native: nothing to copy and nothing to correct; the log says what was chosen
+        log(f"rollout dtype: {str(rollout_dtype).removeprefix('torch.')} (rollout.dtype=auto: no native bfloat16 "
+            f"matrix products on {device.type}; the engine shares the trainer's weights)")
     # The engine before the sharding: one with its own copy of the weights (vllm) starts from the full ones.
     engine = get_engine(cfg.rollout.engine, engine_model, tokenizer, **cfg.rollout.engine_kwargs)
     if topology.distributed and cfg.train.fsdp:

@@ -49,6 +49,15 @@ def test_auto_picks_bfloat16_only_where_it_is_native(monkeypatch):
     assert resolve_rollout_dtype("bfloat16", torch.float32, cpu) == torch.bfloat16
 
 
+def test_auto_without_native_bfloat16_costs_nothing_and_says_so(tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "native_bf16", lambda device: False)  # an AVX2-only CPU
+    logged: list[str] = []
+    trainer = build(tiny_config(tiny_dir, tmp_path / "run", "rollout.dtype=auto"), log=logged.append)
+    assert trainer.engine.model is trainer.model  # no copy of the weights, nothing to refresh
+    assert not trainer.cfg.algorithm.is_correction.enabled
+    assert any(line.startswith("rollout dtype: float32 (rollout.dtype=auto: no native bfloat16") for line in logged)
+
+
 def test_a_shared_model_has_nothing_to_compare(tiny_dir, tmp_path):
     trainer = build(tiny_config(tiny_dir, tmp_path / "run"))
     assert trainer.engine.model is trainer.model and trainer.engine.weight_sync_error(trainer.model) is None
