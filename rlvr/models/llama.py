@@ -80,16 +80,20 @@ def rotary_table(model: nn.Module, length: int) -> tuple[Tensor, Tensor]:
     return cos[0], sin[0]
 
 
+def apply_module(module: nn.Module, x: Tensor) -> Tensor:
+    """module(x): the plain way to apply a projection (`qkv`'s default `linear`)."""
+    return module(x)
+
+
 def qkv(layer: nn.Module, h: Tensor, cos: Tensor, sin: Tensor, num_heads: int, num_kv: int,
-        linear=None) -> tuple[Tensor, Tensor, Tensor]:
+        linear=apply_module) -> tuple[Tensor, Tensor, Tensor]:
     """q [.., heads, D], k and v [.., kv_heads, D] for hidden states h [.., H], rotary applied
     (cos, sin broadcast against [.., D]). linear(module, x): how a projection is applied (default module(x))."""
     attn = layer.self_attn
     lead, d = h.shape[:-1], attn.head_dim
-    apply = linear or (lambda module, x: module(x))
-    q = apply(attn.q_proj, h).view(*lead, num_heads, d)
-    k = apply(attn.k_proj, h).view(*lead, num_kv, d)
-    v = apply(attn.v_proj, h).view(*lead, num_kv, d)
+    q = linear(attn.q_proj, h).view(*lead, num_heads, d)
+    k = linear(attn.k_proj, h).view(*lead, num_kv, d)
+    v = linear(attn.v_proj, h).view(*lead, num_kv, d)
     if hasattr(attn, "q_norm"):  # qwen3: RMSNorm over each head before rotary
         q, k = attn.q_norm(q), attn.k_norm(k)
     cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)  # broadcast over heads

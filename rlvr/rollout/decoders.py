@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rlvr.models.llama import MIN_SHARED_PREFIX, common_prefix_len, qkv, rotary_table
+from rlvr.models.llama import MIN_SHARED_PREFIX, apply_module, common_prefix_len, qkv, rotary_table
 
 PREFILL_TOKENS = 8192  # prompt tokens (padding included) per prefill forward
 
@@ -49,10 +49,6 @@ def rows_linear(module: nn.Module, x: Tensor) -> Tensor:
         return module(x)
     out = torch.mm(module.weight, x.t()).t()
     return out if module.bias is None else out + module.bias
-
-
-def _plain_linear(module: nn.Module, x: Tensor) -> Tensor:
-    return module(x)
 
 
 class LlamaDecoder:
@@ -77,7 +73,7 @@ class LlamaDecoder:
         self.device, self.dtype = p.device, p.dtype
         if weight_major is None:
             weight_major = self.device.type == "cpu" and self.dtype == torch.float32
-        self.linear = rows_linear if weight_major else _plain_linear
+        self.linear = rows_linear if weight_major else apply_module
         mlp = self.layers[0].mlp
         self.split_mlp = all(hasattr(mlp, a) for a in ("gate_proj", "up_proj", "down_proj", "act_fn"))
 
