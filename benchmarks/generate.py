@@ -17,6 +17,10 @@ competing for the cores; `--wait-idle S` waits (up to S seconds) for an idle mac
     python benchmarks/generate.py --profile engine --batch-sizes 16 --new-tokens 32
     python benchmarks/generate.py --batch-sizes 64 --n 8 --eos   # RL-shaped: 8 prompts x 8 samples
     python benchmarks/generate.py --batch-sizes 64 --new-tokens 128 --floor   # the engine against its floor
+    python benchmarks/generate.py --dtypes float32 bfloat16 --only engine   # a bfloat16 rollout copy beside it
+
+`--dtypes`: the first engine also runs on a copy of the weights in each further dtype (as `rollout.dtype` makes
+one; `engine_bfloat16` and so on), timed in the same alternation; `--floor` then also times the floor in it.
 
 The floor (`--floor`, forced length only): in the same run, the matrix products the engine's decode steps
 must make, timed alone on the model's own weights for the same shapes: per decode step and layer the
@@ -213,6 +217,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--profile", choices=["engine", "generate"], help="profile one run of this instead of timing")
     ap.add_argument("--floor", action="store_true",
                     help="also time the decode steps' matrix products alone (forced length) and report the fraction reached")
+    ap.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "bfloat16", "float16"],
+                    help="the model's dtype first, then rollout copies in other dtypes timed beside it (engine_<dtype>)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
 
@@ -220,10 +226,15 @@ def main(argv: list[str] | None = None) -> dict:
     from rlvr.models import load_model
     from rlvr.rollout import get_engine
 
-    model, tokenizer = load_model(args.model)
+    model, tokenizer = load_model(args.model, dtype=getattr(torch, args.dtypes[0]))
     engines = {name: get_engine(name, model, tokenizer, **(json.loads(args.engine_kwargs) if name == "hf" else {}))
                for name in args.engines}
     engine = engines[args.engines[0]]
+    copies = {}  # rollout copies in other dtypes, as rlvr.train.runner.build makes them
+    for dt in args.dtypes[1:]:
+        copies[dt] = copy.deepcopy(model).to(getattr(torch, dt)).eval().requires_grad_(False)
+        kwargs = json.loads(args.engine_kwargs) if args.engines[0] == "hf" else {}
+        engines[dt] = get_engine(args.engines[0], copies[dt], tokenizer, **kwargs)
     # Warm-up: first calls pay one-off allocations and kernel selection.
     warm = make_prompts(tokenizer, 2)
     for e in engines.values():
@@ -245,7 +256,8 @@ def main(argv: list[str] | None = None) -> dict:
             profile(lambda prompts=prompts: run_generate(model, tokenizer, prompts, args.new_tokens, 0, args.eos, args.n),
                     f"generate, batch {batch_size}")
             continue
-        names = ["engine" if i == 0 else f"engine_{e}" for i, e in enumerate(args.engines)] + ["generate"]
+        names = (["engine" if i == 0 else f"engine_{e}" for i, e in enumerate(args.engines)]
+                 + [f"engine_{dt}" for dt in args.dtypes[1:]] + ["generate"])
         runs: dict[str, list[dict]] = {name: [] for name in names}
         for r in range(args.repeats):
             order = names if r % 2 == 0 else names[::-1]
@@ -276,6 +288,16 @@ def main(argv: list[str] | None = None) -> dict:
         if args.floor and not args.eos and runs.get("engine"):
             engine_decode = statistics.median(x["decode_s"] for x in runs["engine"])
             floor = matmul_floor(model, batch_size, max(map(len, prompts)), args.new_tokens, repeats=args.repeats)
+            for dt, m in copies.items():
+                if runs.get(f"engine_{dt}"):
+                    f = matmul_floor(m, batch_size, max(map(len, prompts)), args.new_tokens, repeats=args.repeats)
+                    decode = statistics.median(x["decode_s"] for x in runs[f"engine_{dt}"])
+                    summary.update({f"{dt}_floor_{k}": v for k, v in f.items() if k != "steps"})
+                    summary[f"{dt}_engine_decode_s"] = decode
+                    summary[f"{dt}_fraction_of_floor"] = f["decode_s"] / decode
+                    print(f"batch {batch_size} {dt}: engine decode {decode:.2f} s, floor {f['decode_s']:.2f} s "
+                          f"(plain {f['plain_decode_s']:.2f}, weight-major {f['weight_major_decode_s']:.2f}): "
+                          f"{summary[f'{dt}_fraction_of_floor']:.0%} of the floor", flush=True)
             summary["floor_decode_s"] = floor["decode_s"]
             summary["floor_linear_s"] = floor["linear_s"]
             summary.update({f"floor_{k}": v for k, v in floor.items() if k.startswith(("plain", "weight_major"))})
