@@ -227,14 +227,13 @@ def main(argv: list[str] | None = None) -> dict:
     from rlvr.rollout import get_engine
 
     model, tokenizer = load_model(args.model, dtype=getattr(torch, args.dtypes[0]))
-    engines = {name: get_engine(name, model, tokenizer, **(json.loads(args.engine_kwargs) if name == "hf" else {}))
-               for name in args.engines}
+    hf_kwargs = json.loads(args.engine_kwargs)
+    engines = {name: get_engine(name, model, tokenizer, **(hf_kwargs if name == "hf" else {})) for name in args.engines}
     engine = engines[args.engines[0]]
     copies = {}  # rollout copies in other dtypes, as rlvr.train.runner.build makes them
     for dt in args.dtypes[1:]:
         copies[dt] = copy.deepcopy(model).to(getattr(torch, dt)).eval().requires_grad_(False)
-        kwargs = json.loads(args.engine_kwargs) if args.engines[0] == "hf" else {}
-        engines[dt] = get_engine(args.engines[0], copies[dt], tokenizer, **kwargs)
+        engines[dt] = get_engine(args.engines[0], copies[dt], tokenizer, **(hf_kwargs if args.engines[0] == "hf" else {}))
     # Warm-up: first calls pay one-off allocations and kernel selection.
     warm = make_prompts(tokenizer, 2)
     for e in engines.values():
@@ -285,29 +284,22 @@ def main(argv: list[str] | None = None) -> dict:
             summary["median_ratio"] = statistics.median(
                 e["tok_s"] / g["tok_s"] for e, g in zip(runs["engine"], runs["generate"])
             )
-        if args.floor and not args.eos and runs.get("engine"):
-            engine_decode = statistics.median(x["decode_s"] for x in runs["engine"])
-            floor = matmul_floor(model, batch_size, max(map(len, prompts)), args.new_tokens, repeats=args.repeats)
-            for dt, m in copies.items():
-                if runs.get(f"engine_{dt}"):
-                    f = matmul_floor(m, batch_size, max(map(len, prompts)), args.new_tokens, repeats=args.repeats)
-                    decode = statistics.median(x["decode_s"] for x in runs[f"engine_{dt}"])
-                    summary.update({f"{dt}_floor_{k}": v for k, v in f.items() if k != "steps"})
-                    summary[f"{dt}_engine_decode_s"] = decode
-                    summary[f"{dt}_fraction_of_floor"] = f["decode_s"] / decode
-                    print(f"batch {batch_size} {dt}: engine decode {decode:.2f} s, floor {f['decode_s']:.2f} s "
-                          f"(plain {f['plain_decode_s']:.2f}, weight-major {f['weight_major_decode_s']:.2f}): "
-                          f"{summary[f'{dt}_fraction_of_floor']:.0%} of the floor", flush=True)
-            summary["floor_decode_s"] = floor["decode_s"]
-            summary["floor_linear_s"] = floor["linear_s"]
-            summary.update({f"floor_{k}": v for k, v in floor.items() if k.startswith(("plain", "weight_major"))})
-            summary["engine_decode_s"] = engine_decode
-            summary["fraction_of_floor"] = floor["decode_s"] / engine_decode
-            summary["fraction_of_linear_floor"] = floor["linear_s"] / engine_decode
-            print(f"batch {batch_size}: engine decode {engine_decode:.2f} s for {floor['steps']} steps; matrix products "
-                  f"alone {floor['decode_s']:.2f} s ({floor['linear_s']:.2f} s without attention): the engine reaches "
-                  f"{summary['fraction_of_floor']:.0%} of the floor ({summary['fraction_of_linear_floor']:.0%} of the "
-                  f"linear-only floor)", flush=True)
+        # The floor of each timed engine on its own weights: "" for the model, "<dtype>_" for a rollout copy.
+        for prefix, m, name in [("", model, "engine")] + [(f"{dt}_", c, f"engine_{dt}") for dt, c in copies.items()]:
+            if not (args.floor and not args.eos and runs.get(name)):
+                continue
+            decode = statistics.median(x["decode_s"] for x in runs[name])
+            floor = matmul_floor(m, batch_size, max(map(len, prompts)), args.new_tokens, repeats=args.repeats)
+            summary.update({f"{prefix}floor_{k}": v for k, v in floor.items() if k != "steps"})
+            summary[f"{prefix}engine_decode_s"] = decode
+            summary[f"{prefix}fraction_of_floor"] = floor["decode_s"] / decode
+            summary[f"{prefix}fraction_of_linear_floor"] = floor["linear_s"] / decode
+            print(f"batch {batch_size} {str(m.dtype).removeprefix('torch.')}: engine decode {decode:.2f} s for "
+                  f"{floor['steps']} steps; matrix products alone {floor['decode_s']:.2f} s (plain "
+                  f"{floor['plain_decode_s']:.2f}, weight-major {floor['weight_major_decode_s']:.2f}; "
+                  f"{floor['linear_s']:.2f} s without attention): the engine reaches "
+                  f"{summary[f'{prefix}fraction_of_floor']:.0%} of the floor "
+                  f"({summary[f'{prefix}fraction_of_linear_floor']:.0%} of the linear-only floor)", flush=True)
         results["runs"][batch_size] = {"summary": summary, "repeats": runs}
         print(f"batch {batch_size}: " + ", ".join(f"{k} {v:.2f}" for k, v in summary.items()), flush=True)
     results["load_after"] = os.getloadavg()
