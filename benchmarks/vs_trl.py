@@ -53,6 +53,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import ClassVar
@@ -129,7 +130,9 @@ def _setup_threads(threads: int) -> None:
 
 
 def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    # Linux: KiB. The kernel's high-water mark is updated lazily (per-thread RSS counters are folded in from
+    # time to time), so it can trail the RSS just read by a few pages: the peak is at least the current RSS.
+    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, _rss_mib())
 
 
 def _rss_mib() -> float:
@@ -303,14 +306,36 @@ def profile_rlvr(args) -> dict:
     stream = PromptStream(trainer.task.examples("train"), cfg.seed)
     trainer.run(stream, 1)
     phases: dict[str, list[float]] = {}
+    peaks: dict[str, float] = {}  # the highest RSS (MiB) sampled while each phase ran, this step
+    active: list[list[float]] = []  # [peak] of each phase now running, raised by the sampler
+    sampling = threading.Event()
+
+    def note(rss: float) -> None:
+        for acc in list(active):
+            acc[0] = max(acc[0], rss)
+
+    def sample_rss() -> None:  # /proc/self/statm every 10 ms: resident pages
+        page = os.sysconf("SC_PAGE_SIZE") / 2**20
+        with open("/proc/self/statm") as f:
+            while not sampling.wait(0.01):
+                f.seek(0)
+                note(int(f.read().split()[1]) * page)
+
+    threading.Thread(target=sample_rss, daemon=True).start()
 
     def timed(name, fn):
         def wrapper(*a, **k):
             label = name(*a, **k) if callable(name) else name
             t0, c0 = time.perf_counter(), time.process_time()
+            peak = [0.0]
+            active.append(peak)
+            note(_rss_mib())
             try:
                 return fn(*a, **k)
             finally:
+                note(_rss_mib())
+                active.remove(peak)
+                peaks[label] = max(peaks.get(label, 0.0), peak[0])
                 acc = phases.setdefault(label, [0.0, 0.0])
                 acc[0] += time.perf_counter() - t0
                 acc[1] += time.process_time() - c0
@@ -333,15 +358,18 @@ def profile_rlvr(args) -> dict:
 
     def one_step(step: int) -> dict:
         phases.clear()
+        peaks.clear()
         load = os.getloadavg()[0]
         c0 = time.process_time()
-        m = trainer.run(stream, step)
+        m = timed("step", trainer.run)(stream, step)
+        phases.pop("step")
         r = trainer.last_scored.rollout
         row = {k: phases.get(k, [0.0, 0.0]) for k in names}
         row["other"] = [m["step_time_s"] - sum(v[0] for v in row.values()),
                         time.process_time() - c0 - sum(v[1] for v in row.values())]
         row["step"] = [m["step_time_s"], time.process_time() - c0]
-        return {"phases": row, "prefill_s": r.extra["prefill_s"], "decode_s": r.extra["decode_s"], "load_1min": load,
+        return {"phases": row, "peak_rss_mib": dict(peaks), "prefill_s": r.extra["prefill_s"],
+                "decode_s": r.extra["decode_s"], "load_1min": load,
                 "gen_tokens": sum(r.response_lengths), "longest": max(r.response_lengths)}
 
     def show(title: str, row: dict) -> None:
@@ -350,17 +378,21 @@ def profile_rlvr(args) -> dict:
               f"prefill {row['prefill_s']:.2f} s, decode {row['decode_s']:.2f} s")
         for k in names + ["other", "step"]:
             wall, cpu = ph[k]
-            print(f"  {k:28s}{wall:8.2f} s wall {100 * wall / ph['step'][0]:5.1f} %  {cpu:8.2f} s CPU")
+            peak = f"  peak RSS {row['peak_rss_mib'][k]:7.0f} MiB" if k in row["peak_rss_mib"] else ""
+            print(f"  {k:28s}{wall:8.2f} s wall {100 * wall / ph['step'][0]:5.1f} %  {cpu:8.2f} s CPU{peak}")
 
     rows = [one_step(step) for step in range(2, args.steps + 1)]
     for i, row in enumerate(rows):
         show(f"step {i + 2}", row)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        profiled = one_step(args.steps + 1)
-    show(f"step {args.steps + 1} (under torch.profiler)", profiled)
-    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
-    print(table)
-    report = {"rows": rows, "profiled": profiled, "op_table": table}
+    report = {"rows": rows}
+    if not args.phases_only:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            profiled = one_step(args.steps + 1)
+        show(f"step {args.steps + 1} (under torch.profiler)", profiled)
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
+        print(table)
+        report.update(profiled=profiled, op_table=table)
+    sampling.set()  # the sampler thread ends
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return report
@@ -530,7 +562,9 @@ def main(argv: list[str] | None = None) -> dict | None:
                     help="recompute each layer in the backward pass on both sides (TRL's default gradient checkpointing)")
     ap.add_argument("--micro-batch-size", type=int, help="sequences per forward/backward on both sides")
     ap.add_argument("--only", choices=["both", "rlvr", "trl"], default="both")
-    ap.add_argument("--profile", action="store_true", help="time the phases of rlvr steps and profile one")
+    ap.add_argument("--profile", action="store_true",
+                    help="time the phases of rlvr steps (wall, CPU, peak RSS of each) and profile one more")
+    ap.add_argument("--phases-only", action="store_true", help="with --profile: the phases only, no torch.profiler step")
     ap.add_argument("--json", help="write all results here")
     ap.add_argument("--side", choices=["rlvr", "trl"], help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)

@@ -151,10 +151,17 @@ def build(cfg: RunConfig, model_path: str | None = None, log=print, topology: To
     task = build_task(cfg.task)
     engine_model = model
     rollout_dtype = resolve_rollout_dtype(cfg.rollout.dtype, dtype, device)
-    if rollout_dtype != dtype:
-        if cfg.rollout.engine != "hf" or peft_model is not None or (topology.distributed and cfg.train.fsdp):
-            raise ValueError("rollout.dtype other than the model's works with the hf engine on a full (non-LoRA, "
-                             "non-FSDP) model for now; leave rollout.dtype unset")
+    no_copy = ("the vllm engine keeps its own weights" if cfg.rollout.engine != "hf" else
+               "LoRA" if peft_model is not None else
+               "FSDP" if topology.distributed and cfg.train.fsdp else None)
+    if rollout_dtype != dtype and no_copy is not None:
+        if cfg.rollout.dtype != "auto":
+            raise ValueError(f"rollout.dtype={cfg.rollout.dtype} (other than the model's {cfg.model.dtype}) works "
+                             f"with the hf engine on a full (non-LoRA, non-FSDP) model for now, not with {no_copy}; "
+                             "leave rollout.dtype unset or set it to auto")
+        log(f"rollout dtype: {cfg.model.dtype} (rollout.dtype=auto: no separate rollout copy with {no_copy}; "
+            f"the engine samples at the model's dtype)")
+    elif rollout_dtype != dtype:
         # The engine's own lower-precision copy, refreshed by every push (rlvr.rollout.hf update_weights).
         engine_model = copy.deepcopy(model).to(rollout_dtype).eval().requires_grad_(False)
         if "enabled" not in cfg.algorithm.is_correction.model_fields_set:

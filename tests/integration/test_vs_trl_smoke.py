@@ -118,3 +118,27 @@ def test_micro_batches_and_checkpointing_on_both_sides(vs_trl, tmp_path):
         assert r["prompt_tokens"] == t["prompt_tokens"] > 0  # the whole batch of 16 each step on both sides
     with pytest.raises(SystemExit, match="multiple of the group size"):
         vs_trl.work(argparse.Namespace(micro_batch_size=2))
+
+
+def test_profile_reports_each_phases_time_and_peak_memory(vs_trl, tmp_path, monkeypatch):
+    import torch
+
+    import rlvr.train.rl as rl_module
+    from rlvr.models import make_tiny_model_dir
+
+    # the profile wraps these from outside; put the originals back after the test
+    for owner, name in ((torch.Tensor, "backward"), (torch.nn.utils, "clip_grad_norm_"),
+                        (rl_module, "response_logprobs"), (rl_module, "compute_advantages"),
+                        (rl_module, "rl_objective")):
+        monkeypatch.setattr(owner, name, getattr(owner, name))
+    model_dir = make_tiny_model_dir(tmp_path / "model")
+    args = argparse.Namespace(steps=2, seed=0, threads=1, model=str(model_dir), max_new_tokens=4,
+                              checkpoint_activations=False, phases_only=True, json=None)
+    report = vs_trl.profile_rlvr(args)
+    assert "op_table" not in report and len(report["rows"]) == 1
+    row = report["rows"][0]
+    peaks = row["peak_rss_mib"]
+    for phase in ("generation", "forward (log-probs)", "backward", "optimizer step", "step"):
+        assert row["phases"][phase][0] > 0
+        assert 0 < peaks[phase] <= peaks["step"]  # the whole step's peak covers each phase's
+    assert peaks["step"] <= vs_trl._peak_rss_mib() + 1

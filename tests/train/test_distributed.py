@@ -24,8 +24,11 @@ TIMING = ("_time_s", "tokens_per_s")
 BASE = [
     "model.device=cpu", "task.name=symbol", "task.template=chat", "rollout.prompts_per_step=8",
     "rollout.group_size=8", "rollout.max_new_tokens=4", "optim.lr=3e-3", "eval.every=0", "checkpoint.every=0",
-    "log_samples=0", "optim.eps=1e-4",
+    "log_samples=0", "optim.eps=1e-4", "rollout.dtype=null",
 ]
+# rollout.dtype=null: sample with the model's float32 weights. The default recipe's `auto` gives a bfloat16
+# copy on a CPU with native bf16, whose products round differently at each rank's smaller decode batch, so
+# two ranks would not draw the same samples as one process to float tolerance.
 # optim.eps: Adam's first steps move each weight by about lr * sign(gradient), so a gradient that is
 # rounding noise around 0 (summed in another order by two ranks) would move a weight by +-lr and the
 # weights could not be compared to float tolerance; eps = 1e-4 keeps such updates ~1e-4 of lr while

@@ -3,6 +3,8 @@ after every update, with the IS correction on by default."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -56,6 +58,30 @@ def test_auto_without_native_bfloat16_costs_nothing_and_says_so(tiny_dir, tmp_pa
     assert trainer.engine.model is trainer.model  # no copy of the weights, nothing to refresh
     assert not trainer.cfg.algorithm.is_correction.enabled
     assert any(line.startswith("rollout dtype: float32 (rollout.dtype=auto: no native bfloat16") for line in logged)
+
+
+def test_auto_falls_back_to_the_models_dtype_where_no_copy_is_possible(tiny_dir, tmp_path, monkeypatch):
+    """The CPU recipes set rollout.dtype=auto; with LoRA on a bfloat16 CPU that must sample at the model's dtype
+    (and say why), while an explicit bfloat16 asks for what cannot be done and is refused."""
+    monkeypatch.setattr(runner, "native_bf16", lambda device: True)
+    lora = ["model.lora.rank=4", "model.lora.alpha=8"]
+    logged: list[str] = []
+    trainer = build(tiny_config(tiny_dir, tmp_path / "auto", "rollout.dtype=auto", *lora), log=logged.append)
+    assert trainer.engine.model is trainer.model and not trainer.cfg.algorithm.is_correction.enabled
+    assert any(line.startswith("rollout dtype: float32 (rollout.dtype=auto: no separate rollout copy with LoRA")
+               for line in logged)
+    assert not any("no native bfloat16" in line for line in logged)
+    with pytest.raises(ValueError, match="rollout.dtype=bfloat16 .* not with LoRA"):
+        build(tiny_config(tiny_dir, tmp_path / "explicit", "rollout.dtype=bfloat16", *lora))
+
+
+def test_the_cpu_recipes_sample_in_bfloat16_where_it_is_native():
+    from rlvr.config import RECIPES_DIR, load_recipe, resolve
+
+    paths = [Path(RECIPES_DIR) / "default.yaml", *sorted(Path(RECIPES_DIR).glob("*_cpu.yaml"))]
+    assert len(paths) > 1
+    for path in paths:
+        assert resolve(load_recipe(path)).rollout.dtype == "auto", path.name
 
 
 def test_a_shared_model_has_nothing_to_compare(tiny_dir, tmp_path):
