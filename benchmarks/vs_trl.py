@@ -334,7 +334,7 @@ def profile_rlvr(args) -> dict:
                 return fn(*a, **k)
             finally:
                 note(_rss_mib())
-                active.remove(peak)
+                del active[next(i for i, acc in enumerate(active) if acc is peak)]  # (== would match equal peaks)
                 peaks[label] = max(peaks.get(label, 0.0), peak[0])
                 acc = phases.setdefault(label, [0.0, 0.0])
                 acc[0] += time.perf_counter() - t0

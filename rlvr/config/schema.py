@@ -350,6 +350,11 @@ class TrainConfig(_Strict):
     activations (activation / gradient checkpointing): the update's activation memory drops to the layer
     inputs plus one layer's, for about one more forward pass. Same gradients up to float rounding. The
     critic has its own switch (algorithm.critic.checkpoint_activations)."""
+    release_memory: bool = True
+    """During the update, every freed block of 128 KiB or more goes back to the system (glibc's mmap
+    threshold; rlvr.train.memory), so the peak resident memory follows the live tensors instead of what
+    the C allocator keeps (GSM8K-shaped step: 8.5 -> 5.2 GiB peak, the update ~4 % slower). No effect
+    without glibc."""
 
 
 class EvalConfig(_Strict):

@@ -51,6 +51,7 @@ from rlvr.train.batch import (
     select_prompts,
 )
 from rlvr.train.distributed import Topology
+from rlvr.train.memory import freed_memory_returned
 from rlvr.train.optim import adamw
 from rlvr.train.routing import RoutingReplay
 from rlvr.train.seeds import COVARIANCE, GREEDY_BASELINE, MINIBATCH, ROLLOUT, derive_seed
@@ -387,7 +388,8 @@ class RLStep:
                     "algorithm.dynamic_sampling.max_rounds, or raise algorithm.dynamic_sampling.max_no_signal_steps")
         else:
             self.no_signal_in_row = 0
-            metrics.update(self.update(scored, step))
+            with freed_memory_returned(self.cfg.train.release_memory):
+                metrics.update(self.update(scored, step))
         metrics["train_time_s"] = time.perf_counter() - t_train
         metrics["step_time_s"] = time.perf_counter() - t0
         metrics["lr"] = self.scheduler.get_last_lr()[0]
