@@ -314,12 +314,9 @@ def profile_rlvr(args) -> dict:
         for acc in list(active):
             acc[0] = max(acc[0], rss)
 
-    def sample_rss() -> None:  # /proc/self/statm every 10 ms: resident pages
-        page = os.sysconf("SC_PAGE_SIZE") / 2**20
-        with open("/proc/self/statm") as f:
-            while not sampling.wait(0.01):
-                f.seek(0)
-                note(int(f.read().split()[1]) * page)
+    def sample_rss() -> None:  # every 10 ms
+        while not sampling.wait(0.01):
+            note(_rss_mib())
 
     threading.Thread(target=sample_rss, daemon=True).start()
 
