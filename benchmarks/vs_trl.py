@@ -467,6 +467,10 @@ def plot_sweep(rows: list[dict], field: str, path: str) -> None:
 def spawn(side: str, args) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    if side == "rlvr":  # the allocator setting the `rlvr` command starts itself with (rlvr.train.memory)
+        from rlvr.train.memory import hugepage_malloc_env
+
+        env = hugepage_malloc_env(env) or env
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, __file__, "--side", side, "--out", str(out), "--steps", str(args.steps),

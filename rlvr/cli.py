@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and sys.platform.startswith("linux"):  # the command line, not a call from Python
+        from rlvr.train.memory import reexec_with_hugepages
+
+        reexec_with_hugepages(sys.argv[1:])  # malloc with huge pages where the kernel gives them on request
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # anywhere on the line: full tracebacks instead of one-line errors
     argv = [a for a in argv if a != "--debug"]

@@ -10,6 +10,15 @@ resident memory follows the live tensors (the same step: 5.2 GiB with the heap t
 update ~4 % slower, its mapped blocks faulted in afresh). Generation keeps the heap: its many per-token
 blocks of a few MiB would each be mapped and faulted in again (decode measured 2x slower that way), so on
 exit the threshold is set back to glibc's largest dynamic value and the heap trimmed.
+
+Mapped blocks are faulted in afresh, 4 KiB at a time: a [341, 49152] float32 logits chunk is 16k page
+faults, and on the 2-core CPU an elementwise op on such a block ran at ~2-3 GB/s, bound by the faults
+(the update forward + backward 31 % slower than with the heap; benchmarks/NOTES.md). Where the kernel
+gives transparent huge pages on request (`/sys/kernel/mm/transparent_hugepage/enabled` = madvise), glibc
+2.35+ asks for them when started with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`: 2 MiB pages, 512 times
+fewer faults (the same update 18 % faster, RSS unchanged). The tunable is read once at process start, so
+the `rlvr` command re-executes itself with it (`hugepage_malloc_env`, `reexec_with_hugepages`);
+`RLVR_MALLOC_HUGEPAGES=0` turns that off.
 """
 
 from __future__ import annotations
@@ -18,11 +27,18 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
-from collections.abc import Iterator
+import os
+import platform
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 MAPPED_FROM = 128 * 1024  # bytes: blocks from here up are mapped
 HEAP_UP_TO = 32 * 1024 * 1024  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: where its dynamic threshold ends
+HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"  # glibc >= 2.35: madvise(MADV_HUGEPAGE) on what malloc maps
+THP_MODE_FILE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+OPT_OUT = "RLVR_MALLOC_HUGEPAGES"
 
 
 @functools.cache
@@ -58,3 +74,56 @@ def freed_memory_returned(enabled: bool = True) -> Iterator[bool]:
         if active:
             set_mmap_threshold(HEAP_UP_TO)
             _glibc().malloc_trim(0)
+
+
+def thp_mode(path: Path = THP_MODE_FILE) -> str | None:
+    """The kernel's transparent-huge-page mode ("always", "madvise", "never"), None where unknown."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    start, end = text.find("["), text.find("]")
+    return text[start + 1 : end] if 0 <= start < end else None
+
+
+def _glibc_version() -> tuple[int, ...] | None:
+    lib, version = platform.libc_ver()
+    if lib != "glibc" or not version:
+        return None
+    try:
+        return tuple(int(x) for x in version.split(".")[:2])
+    except ValueError:
+        return None
+
+
+def hugepage_malloc_env(environ: Mapping[str, str], *, mode: str | None = None,
+                        glibc: tuple[int, ...] | None = None) -> dict[str, str] | None:
+    """The environment to start this program again in so that glibc's malloc asks for transparent huge
+    pages; None when that would change nothing: the tunable is already set, `RLVR_MALLOC_HUGEPAGES=0`,
+    no glibc >= 2.35 (musl, macOS), or a kernel mode other than madvise ("always" gives them anyway,
+    "never" refuses). `mode` and `glibc` default to this machine's."""
+    if environ.get(OPT_OUT, "1") == "0":
+        return None
+    tunables = environ.get("GLIBC_TUNABLES", "")
+    if "glibc.malloc.hugetlb" in tunables:
+        return None
+    glibc = _glibc_version() if glibc is None else glibc
+    if glibc is None or glibc < (2, 35):
+        return None
+    if (thp_mode() if mode is None else mode) != "madvise":
+        return None
+    return {**environ, "GLIBC_TUNABLES": ":".join(t for t in (tunables, HUGEPAGE_TUNABLE) if t)}
+
+
+def reexec_with_hugepages(argv: list[str]) -> None:
+    """Replace this process by `python -m rlvr *argv` with the tunable set (same PID, so a launcher such as
+    torchrun sees no difference); returns without doing anything when `hugepage_malloc_env` says so."""
+    env = hugepage_malloc_env(os.environ)
+    if env is None:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(sys.executable, [sys.executable, "-m", "rlvr", *argv], env)
+    except OSError:
+        return  # could not re-execute (no executable path): run on with the default allocator

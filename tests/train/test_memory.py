@@ -60,3 +60,55 @@ def test_without_glibc_nothing_is_tuned(monkeypatch):
     assert not memory.set_mmap_threshold(memory.MAPPED_FROM)
     with memory.freed_memory_returned() as active:
         assert not active
+
+
+# --- malloc with transparent huge pages: the `rlvr` command restarts itself with glibc's tunable ---------------
+
+
+def test_hugepage_env_asks_for_the_tunable_only_where_it_changes_something():
+    env = memory.hugepage_malloc_env({"PATH": "/bin"}, mode="madvise", glibc=(2, 36))
+    assert env == {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+    # other tunables are kept, the new one appended
+    kept = memory.hugepage_malloc_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, mode="madvise", glibc=(2, 36))
+    assert kept["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+    # nothing to do: already set (also by the restarted process itself), opted out, "always"/"never", old or no glibc
+    assert memory.hugepage_malloc_env(env, mode="madvise", glibc=(2, 36)) is None
+    assert memory.hugepage_malloc_env({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, mode="madvise", glibc=(2, 36)) is None
+    assert memory.hugepage_malloc_env({"RLVR_MALLOC_HUGEPAGES": "0"}, mode="madvise", glibc=(2, 36)) is None
+    assert memory.hugepage_malloc_env({}, mode="always", glibc=(2, 36)) is None
+    assert memory.hugepage_malloc_env({}, mode="never", glibc=(2, 36)) is None
+    assert memory.hugepage_malloc_env({}, mode="madvise", glibc=(2, 34)) is None
+
+
+def test_thp_mode_reads_the_bracketed_choice(tmp_path):
+    f = tmp_path / "enabled"
+    f.write_text("always [madvise] never\n")
+    assert memory.thp_mode(f) == "madvise"
+    assert memory.thp_mode(tmp_path / "missing") is None
+
+
+def test_the_command_line_restarts_itself_once_with_the_tunable(monkeypatch):
+    from rlvr import cli
+
+    calls = []
+
+    def fake_execve(path, argv, env):
+        calls.append((path, argv, env))
+        raise OSError("not really")  # reexec_with_hugepages then runs on in this process
+
+    monkeypatch.setattr(memory.os, "execve", fake_execve)
+    monkeypatch.setattr(memory, "thp_mode", lambda: "madvise")
+    monkeypatch.setattr(memory, "_glibc_version", lambda: (2, 36))
+    monkeypatch.setattr(cli.sys, "platform", "linux")
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    monkeypatch.delenv("RLVR_MALLOC_HUGEPAGES", raising=False)
+    monkeypatch.setattr(cli.sys, "argv", ["rlvr", "--version"])
+    with pytest.raises(SystemExit):  # --version exits after printing
+        cli.main()
+    [(path, argv, env)] = calls
+    assert argv[1:] == ["-m", "rlvr", "--version"] and path == argv[0]
+    assert env["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+    calls.clear()
+    with pytest.raises(SystemExit):
+        cli.main(["--version"])  # called from Python with arguments: never restarts the caller's process
+    assert calls == []
