@@ -173,6 +173,19 @@ def _response_logprobs(model, input_ids, attention_mask, num_response_tokens, *,
     vocab = model.config.vocab_size
     if chunk_size is None:
         chunk_size = max(_MIN_CHUNK_TOKENS, _CHUNK_LOGITS // vocab)
+    lp_parts, ent_parts = head_chunks(head, rows, row_targets, vocab, chunk_size=chunk_size, temperature=temperature,
+                                      return_entropy=return_entropy, top_k=top_k, top_p=top_p,
+                                      entropy_grad=entropy_grad)
+    logprobs = _scatter_rows(lp_parts, counted, num_rows, T, rows)
+    entropy = _scatter_rows(ent_parts, counted, num_rows, T, rows) if return_entropy else None
+    return logprobs, entropy
+
+
+def head_chunks(head: nn.Module, rows: Tensor, row_targets: Tensor, vocab: int, *, chunk_size: int,
+                temperature: float, return_entropy: bool, top_k: int, top_p: float, entropy_grad: bool,
+                fused: bool | None = None) -> tuple[list[Tensor], list[Tensor | None]]:
+    """Each chunk's log-probs [C] (and entropies, or None) of `row_targets` [M] under the output projection of
+    `rows` [M, H]. `fused`: None lets `_HeadLogprobs` take every chunk it can; False never (benchmarks)."""
     # Checkpoint whenever anything upstream of the logits is trained (the backbone, or only the head),
     # unless the call is small enough to keep all its logits.
     use_checkpoint = (
@@ -180,21 +193,27 @@ def _response_logprobs(model, input_ids, attention_mask, num_response_tokens, *,
         and (rows.requires_grad or any(p.requires_grad for p in head.parameters()))
         and rows.shape[0] * vocab > _KEEP_LOGITS
     )
+    # The checkpointed chunk as one autograd Function where nothing but the log-probs needs a gradient and the
+    # head is a plain Linear (not a LoRA, FSDP or other wrapper): the same values, fewer passes (_HeadLogprobs).
+    can_fuse = (type(head) is nn.Linear and not filtering_active(vocab, top_k, top_p)
+                and not (return_entropy and entropy_grad))
+    fused = can_fuse if fused is None else fused and can_fuse
     lp_parts, ent_parts = [], []
     for start in range(0, rows.shape[0], chunk_size):
         stop = start + chunk_size
         args = (head, rows[start:stop], row_targets[start:stop], temperature, return_entropy, top_k, top_p,
                 entropy_grad)
-        if use_checkpoint:
+        if use_checkpoint and fused:
+            lp, ent = _HeadLogprobs.apply(rows[start:stop], head.weight, head.bias, row_targets[start:stop],
+                                          temperature, return_entropy)
+            ent = ent if return_entropy else None
+        elif use_checkpoint:
             lp, ent = checkpoint(_chunk_logprobs, *args, use_reentrant=False)
         else:
             lp, ent = _chunk_logprobs(*args)
         lp_parts.append(lp)
         ent_parts.append(ent)
-
-    logprobs = _scatter_rows(lp_parts, counted, num_rows, T, rows)
-    entropy = _scatter_rows(ent_parts, counted, num_rows, T, rows) if return_entropy else None
-    return logprobs, entropy
+    return lp_parts, ent_parts
 
 
 def _chunk_logprobs(
@@ -221,6 +240,57 @@ def _chunk_logprobs(
             probs = exp / total.unsqueeze(-1)
             entropy = lse - (probs * shifted).sum(dim=-1)
     return logprobs, entropy
+
+
+class _HeadLogprobs(torch.autograd.Function):
+    """One checkpointed logits chunk, fused: log p(y) of each row's target under softmax(W h / temperature)
+    (and, without a gradient, the entropy), keeping only the rows, the targets and each row's logsumexp.
+
+    The backward pass recomputes z = W h / temperature once, turns it in place into the softmax
+    p = exp(z - lse), and then into dL/dz = g (onehot(y) - p) / temperature, from which the two products give
+    dL/dh and dL/dW (and dL/db). The generic checkpoint of `_chunk_logprobs` reruns the whole forward and
+    then autograd's backward of each of its ops, about ten passes over the [C, V] logits against three here,
+    and holds several [C, V] tensors at once against one. The values are those of `_chunk_logprobs` up to
+    float rounding (tests/models/test_logprobs.py).
+    """
+
+    @staticmethod
+    def forward(ctx, rows, weight, bias, targets, temperature, with_entropy):
+        z = nn.functional.linear(rows, weight, bias).float()  # [C, V]
+        if temperature != 1.0:
+            z.div_(temperature)
+        shift = z.amax(dim=-1, keepdim=True)
+        z.sub_(shift)
+        target_z = z.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        if with_entropy:  # H = lse - sum_v p_v z_v on the shifted logits
+            exp = z.exp()
+            total = exp.sum(dim=-1)
+            entropy = total.log() - exp.mul_(z).sum(dim=-1) / total
+            del exp
+        else:
+            total = z.exp_().sum(dim=-1)
+            entropy = z.new_empty(0)
+        lse = total.log()
+        ctx.save_for_backward(rows, weight, bias, targets, shift.squeeze(-1) + lse)
+        ctx.temperature = temperature
+        ctx.mark_non_differentiable(entropy)
+        return target_z - lse, entropy
+
+    @staticmethod
+    def backward(ctx, grad, _grad_entropy):
+        rows, weight, bias, targets, lse = ctx.saved_tensors
+        z = nn.functional.linear(rows, weight, bias).float()
+        if ctx.temperature != 1.0:
+            z.div_(ctx.temperature)
+        g = grad / ctx.temperature  # [C]
+        dz = z.sub_(lse.unsqueeze(-1)).exp_().mul_(-g.unsqueeze(-1))  # -g p
+        dz.scatter_add_(-1, targets.unsqueeze(-1), g.unsqueeze(-1))  # + g onehot(y)
+        dz = dz.to(weight.dtype)
+        need_rows, need_weight, need_bias = ctx.needs_input_grad[:3]
+        grad_rows = dz @ weight if need_rows else None
+        grad_weight = dz.t() @ rows if need_weight else None
+        grad_bias = dz.sum(dim=0) if bias is not None and need_bias else None
+        return grad_rows, grad_weight, grad_bias, None, None, None
 
 
 def _filtered_chunk(z: Tensor, targets: Tensor, with_entropy: bool, top_k: int, top_p: float,

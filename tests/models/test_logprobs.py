@@ -276,3 +276,79 @@ def test_entropy_without_gradient_keeps_no_graph(tiny_dir):
     assert ent_g.requires_grad  # the default: an entropy bonus needs its gradient
     torch.testing.assert_close(ent, ent_g.detach(), rtol=0, atol=0)
     torch.testing.assert_close(lp, lp_g, rtol=0, atol=0)
+
+
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """Counts the chunks that go through the fused head Function (rlvr.models.logprobs._HeadLogprobs)."""
+    import rlvr.models.logprobs as logprobs_module
+
+    calls = []
+    apply = logprobs_module._HeadLogprobs.apply
+    monkeypatch.setattr(logprobs_module._HeadLogprobs, "apply", lambda *a: calls.append(a[0].shape[0]) or apply(*a))
+    return calls
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_fused_chunks_give_the_gradients_of_the_full_log_softmax(tiny, always_checkpoint, fused_calls, temperature):
+    """Checkpointed chunks whose entropy is only a metric run as one autograd Function: the same log-probs,
+    entropies and parameter gradients as the full log-softmax."""
+    model, tok = tiny
+    ids, mask, T = make_batch(len(tok), PROMPTS, RESPONSES, seed=6)
+    weights = torch.randn(4, T, generator=torch.Generator().manual_seed(1))
+    params = list(model.parameters())
+    lp, ent = response_logprobs(model, ids, mask, T, temperature=temperature, chunk_size=3, return_entropy=True,
+                                entropy_grad=False)
+    assert fused_calls == [3, 3, 3, 3, 1] and not ent.requires_grad  # 13 response tokens in chunks of 3
+    grads = torch.autograd.grad((lp * weights).sum(), params)
+    ref_lp, ref_ent = naive(model, ids, mask, T, temperature=temperature)
+    ref_grads = torch.autograd.grad((ref_lp * weights).sum(), params)
+    torch.testing.assert_close(lp, ref_lp.detach(), atol=ATOL, rtol=0)
+    torch.testing.assert_close(ent, ref_ent.detach(), atol=ATOL, rtol=0)
+    for g, ref in zip(grads, ref_grads):
+        torch.testing.assert_close(g, ref, atol=ATOL, rtol=1e-4)
+    assert max(g.abs().max() for g in grads) > 1e-3
+
+
+def test_fused_chunks_train_a_head_with_a_bias_and_keep_no_logits(tiny, always_checkpoint, fused_calls):
+    """An untied output projection with a bias, the backbone frozen: weight and bias gradients as the full
+    log-softmax's, and autograd saves no [*, V] tensor for the backward pass."""
+    import copy
+
+    model, tok = tiny
+    V, H = model.config.vocab_size, model.config.hidden_size
+    head = torch.nn.Linear(H, V, bias=True)
+    with torch.no_grad():
+        head.weight.copy_(model.lm_head.weight)
+        head.bias.copy_(torch.randn(V, generator=torch.Generator().manual_seed(2)))
+    biased = copy.deepcopy(model)
+    biased.config.tie_word_embeddings = False
+    biased.lm_head = head
+    for p in biased.model.parameters():
+        p.requires_grad_(False)
+    ids, mask, T = make_batch(len(tok), PROMPTS, RESPONSES, seed=7)
+    saved = []
+
+    def pack(t):
+        if t.dim() == 2 and t.shape[-1] == V:  # logits-like [rows, V] (the weight is [V, H], the bias [V])
+            saved.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        lp, _ = response_logprobs(biased, ids, mask, T, chunk_size=4, temperature=1.3)
+    assert fused_calls == [4, 4, 4, 1] and saved == []
+    grads = torch.autograd.grad(lp.sum(), [head.weight, head.bias])
+    ref, _ = naive(biased, ids, mask, T, temperature=1.3)
+    ref_grads = torch.autograd.grad(ref.sum(), [head.weight, head.bias])
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, atol=ATOL, rtol=1e-4)
+        assert g.abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("kwargs", [{"return_entropy": True}, {"top_k": 5}, {"top_p": 0.9}])
+def test_chunks_whose_entropy_needs_a_gradient_or_that_filter_are_not_fused(tiny, always_checkpoint, fused_calls,
+                                                                            kwargs):
+    model, tok = tiny
+    ids, mask, T = make_batch(len(tok), PROMPTS, RESPONSES, seed=8)
+    response_logprobs(model, ids, mask, T, chunk_size=4, **kwargs)
+    assert fused_calls == []

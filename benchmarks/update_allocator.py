@@ -1,0 +1,157 @@
+"""The update's forward + backward under glibc's allocator regimes (issue 15, target 1: where the update's time goes).
+
+A GSM8K-shaped batch (groups of 8 responses of 64-256 tokens, normal around 180, after prompts of 100-140
+tokens sharing a 40-token system prefix, as `--response-tokens 256 --prompt-tokens 140` give; random token ids, the embedded model, float32) goes through
+rlvr's update path: `response_logprobs` (packed forward, each decoder layer recomputed in the backward
+pass, the entropy without a graph, as the default recipe trains) and the backward of the mean response
+log-prob. Each regime runs in its own fresh process, `--reps` updates each, the first of which is warm-up:
+
+  heap              glibc as it starts: freed blocks stay on the heap (train.release_memory=false)
+  release           every block >= 128 KiB mapped and unmapped when freed, inside
+                    `rlvr.train.memory.freed_memory_returned` (train.release_memory=true, the default);
+                    mapped blocks are faulted in afresh, 4 KiB at a time
+  release+huge      the same with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (what the `rlvr` command starts
+                    itself with where THP is in madvise mode): the mapped blocks come in 2 MiB pages
+  heap+huge         the heap with the tunable
+
+With `--rounds R` the regimes run R times, in alternating order, and the medians are over all timed
+updates. Prints each regime's median forward, backward and update time and its peak RSS (ru_maxrss), and
+each against `release` (rlvr before huge pages). Usage:
+
+    python benchmarks/update_allocator.py [--model NAME_OR_DIR] [--groups 2] [--reps 3] [--rounds 1] [--threads 2] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ppo_memory import cpu_flags  # noqa: E402
+
+from rlvr.train.memory import thp_mode  # noqa: E402
+
+CHILD = r"""
+import json, resource, sys, time
+import torch
+threads, groups, reps, release = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+P, T, name = int(sys.argv[5]), int(sys.argv[6]), sys.argv[7]
+torch.set_num_threads(threads)
+from rlvr.models import load_model
+from rlvr.models.logprobs import response_logprobs
+from rlvr.train.memory import freed_memory_returned
+model, _ = load_model(name, dtype=torch.float32)
+model.train()
+g = torch.Generator().manual_seed(0)
+V, G, S = model.config.vocab_size, 8, min(40, P // 2)
+N = groups * G
+ids = torch.zeros(N, P + T, dtype=torch.long)
+mask = torch.zeros(N, P + T, dtype=torch.long)
+prefix = torch.randint(100, V, (S,), generator=g)
+for p in range(groups):
+    plen = int(torch.randint(max(S + 1, 5 * P // 7), P + 1, (1,), generator=g))
+    prompt = torch.cat((prefix, torch.randint(100, V, (plen - S,), generator=g)))
+    for j in range(G):
+        r = p * G + j
+        ids[r, P - plen:P], mask[r, P - plen:P] = prompt, 1
+        n = int(max(T // 4, min(T, torch.normal(0.7 * T, 0.23 * T, (1,), generator=g).item())))
+        ids[r, P:P + n], mask[r, P:P + n] = torch.randint(100, V, (n,), generator=g), 1
+t = int(mask[:, P:].sum(1).max())
+ids, mask = ids[:, :P + t], mask[:, :P + t]
+rows = []
+for _ in range(reps):
+    with freed_memory_returned(release):
+        t0 = time.perf_counter()
+        lp, _ = response_logprobs(model, ids, mask, t, checkpoint_layers=True, return_entropy=True, entropy_grad=False)
+        loss = -(lp.sum() / mask[:, P:].sum())
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        del lp, loss
+    model.zero_grad(set_to_none=True)
+    rows.append({"forward_s": t1 - t0, "backward_s": t2 - t1})
+print("RESULT " + json.dumps({"rows": rows, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                              "tokens": int(mask.sum()), "response_tokens": int(mask[:, P:].sum())}))
+"""
+
+# name -> (release_memory, huge pages)
+REGIMES = {"heap": (False, False), "release": (True, False), "release+huge": (True, True), "heap+huge": (False, True)}
+
+
+def run_regime(name: str, args: argparse.Namespace) -> dict:
+    release, huge = REGIMES[name]
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_")}
+    env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    if huge:
+        env["GLIBC_TUNABLES"] = "glibc.malloc.hugetlb=1"
+    cmd = [sys.executable, "-c", CHILD, str(args.threads), str(args.groups), str(args.reps), "1" if release else "0",
+           str(args.prompt_tokens), str(args.response_tokens), args.model]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise SystemExit(f"{name}: the child failed\n{out.stderr[-3000:]}")
+    return json.loads(line[len("RESULT "):])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="embedded name or local HF directory")
+    parser.add_argument("--groups", type=int, default=2, help="groups of 8 responses in the batch")
+    parser.add_argument("--prompt-tokens", type=int, default=140, help="longest prompt (GSM8K: 100-140)")
+    parser.add_argument("--response-tokens", type=int, default=256, help="longest response (max_new_tokens)")
+    parser.add_argument("--reps", type=int, default=3, help="updates per process, the first of which is warm-up")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--only", nargs="*", choices=list(REGIMES), help="run only these regimes")
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args(argv)
+    if args.reps < 2:
+        parser.error("--reps must be >= 2 (the first update is warm-up)")
+    names = args.only or list(REGIMES)
+    print(f"{args.groups} x 8 responses, {args.reps} updates per process ({args.reps - 1} timed), {args.rounds} "
+          f"round(s), {args.threads} threads; CPU flags: {cpu_flags()}; THP mode: {thp_mode()}", flush=True)
+    timed: dict[str, list[dict]] = {n: [] for n in names}
+    peaks: dict[str, list[float]] = {n: [] for n in names}
+    info = {}
+    for r in range(args.rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            res = run_regime(name, args)
+            timed[name] += res["rows"][1:]
+            peaks[name].append(res["peak_mib"])
+            info = {"tokens": res["tokens"], "response_tokens": res["response_tokens"]}
+            ups = [x["forward_s"] + x["backward_s"] for x in res["rows"][1:]]
+            print(f"  round {r + 1}: {name:13s} updates {', '.join(f'{u:.1f}' for u in ups)} s, "
+                  f"peak RSS {res['peak_mib']:.0f} MiB", flush=True)
+    print(f"batch: {info['tokens']} real tokens, {info['response_tokens']} response tokens")
+    summary = {}
+    for name in names:
+        rows = timed[name]
+        summary[name] = {
+            "forward_s": statistics.median(x["forward_s"] for x in rows),
+            "backward_s": statistics.median(x["backward_s"] for x in rows),
+            "update_s": statistics.median(x["forward_s"] + x["backward_s"] for x in rows),
+            "peak_mib": max(peaks[name]),
+        }
+    base = summary.get("release")
+    print(f"{'regime':14s}{'forward':>10s}{'backward':>10s}{'update':>10s}{'peak RSS':>11s}"
+          + ("   vs release: time, RSS" if base else ""))
+    for name, s in summary.items():
+        line = (f"{name:14s}{s['forward_s']:9.1f}s{s['backward_s']:9.1f}s{s['update_s']:9.1f}s"
+                f"{s['peak_mib']:7.0f} MiB")
+        if base:
+            line += f"   {s['update_s'] / base['update_s']:.2f}x, {s['peak_mib'] / base['peak_mib']:.2f}x"
+        print(line)
+    out = {"cpu_flags": cpu_flags(), "thp_mode": thp_mode(), "args": vars(args), **info, "regimes": summary,
+           "timed": timed}
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()

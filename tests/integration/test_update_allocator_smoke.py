@@ -1,0 +1,23 @@
+"""Smoke test of benchmarks/update_allocator.py on the tiny random model: every allocator regime runs in its
+own process, and the ones that map freed blocks report their update beside the heap's."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "update_allocator.py"
+
+
+def test_each_regime_times_its_timed_updates_and_reports_its_peak(tiny_dir):
+    spec = importlib.util.spec_from_file_location("update_allocator_bench", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.main(["--model", str(tiny_dir), "--groups", "1", "--reps", "2", "--prompt-tokens", "14",
+                      "--response-tokens", "8", "--threads", "1"])
+    assert set(out["regimes"]) == {"heap", "release", "release+huge", "heap+huge"}
+    assert all(len(rows) == 1 for rows in out["timed"].values())  # the warm-up update is not timed
+    for s in out["regimes"].values():
+        assert s["update_s"] == s["forward_s"] + s["backward_s"] > 0
+        assert s["peak_mib"] > 0
+    assert 8 * 2 <= out["response_tokens"] <= 8 * 8  # responses of T/4 .. T tokens
