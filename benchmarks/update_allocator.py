@@ -49,18 +49,19 @@ model, _ = load_model(name, dtype=torch.float32)
 model.train()
 g = torch.Generator().manual_seed(0)
 V, G, S = model.config.vocab_size, 8, min(40, P // 2)
+low = min(100, V // 4)  # token ids from here up (a tiny test model's vocabulary is small)
 N = groups * G
 ids = torch.zeros(N, P + T, dtype=torch.long)
 mask = torch.zeros(N, P + T, dtype=torch.long)
-prefix = torch.randint(100, V, (S,), generator=g)
+prefix = torch.randint(low, V, (S,), generator=g)
 for p in range(groups):
     plen = int(torch.randint(max(S + 1, 5 * P // 7), P + 1, (1,), generator=g))
-    prompt = torch.cat((prefix, torch.randint(100, V, (plen - S,), generator=g)))
+    prompt = torch.cat((prefix, torch.randint(low, V, (plen - S,), generator=g)))
     for j in range(G):
         r = p * G + j
         ids[r, P - plen:P], mask[r, P - plen:P] = prompt, 1
         n = int(max(T // 4, min(T, torch.normal(0.7 * T, 0.23 * T, (1,), generator=g).item())))
-        ids[r, P:P + n], mask[r, P:P + n] = torch.randint(100, V, (n,), generator=g), 1
+        ids[r, P:P + n], mask[r, P:P + n] = torch.randint(low, V, (n,), generator=g), 1
 t = int(mask[:, P:].sum(1).max())
 ids, mask = ids[:, :P + t], mask[:, :P + t]
 rows = []
