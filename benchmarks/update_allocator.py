@@ -39,7 +39,7 @@ from rlvr.train.memory import thp_mode  # noqa: E402
 CHILD = r"""
 import json, resource, sys, time
 import torch
-threads, groups, reps, release = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+threads, groups, reps, mapped_from = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 P, T, name = int(sys.argv[5]), int(sys.argv[6]), sys.argv[7]
 torch.set_num_threads(threads)
 from rlvr.models import load_model
@@ -66,7 +66,7 @@ t = int(mask[:, P:].sum(1).max())
 ids, mask = ids[:, :P + t], mask[:, :P + t]
 rows = []
 for _ in range(reps):
-    with freed_memory_returned(release):
+    with freed_memory_returned(mapped_from > 0, mapped_from or 1):
         t0 = time.perf_counter()
         lp, _ = response_logprobs(model, ids, mask, t, checkpoint_layers=True, return_entropy=True, entropy_grad=False)
         loss = -(lp.sum() / mask[:, P:].sum())
@@ -80,17 +80,18 @@ print("RESULT " + json.dumps({"rows": rows, "peak_mib": resource.getrusage(resou
                               "tokens": int(mask.sum()), "response_tokens": int(mask[:, P:].sum())}))
 """
 
-# name -> (release_memory, huge pages)
-REGIMES = {"heap": (False, False), "release": (True, False), "release+huge": (True, True), "heap+huge": (False, True)}
+# name -> (blocks mapped from this size up during the update, 0: glibc's heap; huge pages)
+MAPPED = 128 * 1024  # rlvr.train.memory.MAPPED_FROM
+REGIMES = {"heap": (0, False), "release": (MAPPED, False), "release+huge": (MAPPED, True), "heap+huge": (0, True)}
 
 
 def run_regime(name: str, args: argparse.Namespace) -> dict:
-    release, huge = REGIMES[name]
+    mapped_from, huge = REGIMES[name] if name in REGIMES else (int(name.split(">=")[1].removesuffix("KiB")) * 1024, True)
     env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_")}
     env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     if huge:
         env["GLIBC_TUNABLES"] = "glibc.malloc.hugetlb=1"
-    cmd = [sys.executable, "-c", CHILD, str(args.threads), str(args.groups), str(args.reps), "1" if release else "0",
+    cmd = [sys.executable, "-c", CHILD, str(args.threads), str(args.groups), str(args.reps), str(mapped_from),
            str(args.prompt_tokens), str(args.response_tokens), args.model]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -109,11 +110,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--only", nargs="*", choices=list(REGIMES), help="run only these regimes")
+    parser.add_argument("--mapped-from", type=int, nargs="*", default=[], metavar="KIB",
+                        help="extra regimes: blocks from KIB KiB up mapped during the update, with huge pages")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
     if args.reps < 2:
         parser.error("--reps must be >= 2 (the first update is warm-up)")
-    names = args.only or list(REGIMES)
+    names = (list(REGIMES) if args.only is None else args.only) + [f"mapped>={k}KiB" for k in args.mapped_from]
     print(f"{args.groups} x 8 responses, {args.reps} updates per process ({args.reps - 1} timed), {args.rounds} "
           f"round(s), {args.threads} threads; CPU flags: {cpu_flags()}; THP mode: {thp_mode()}", flush=True)
     timed: dict[str, list[dict]] = {n: [] for n in names}
