@@ -49,11 +49,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
+    import rlvr.models.logprobs as logprobs
     from rlvr.models import load_model
     from rlvr.models.logprobs import _CHUNK_LOGITS, _MIN_CHUNK_TOKENS, head_chunks
     from rlvr.train.memory import freed_memory_returned
 
     torch.set_num_threads(args.threads)
+    logprobs._KEEP_LOGITS = 0  # every chunk checkpointed, however small the call (a call under 682 tokens keeps them)
     model, _ = load_model(args.model, dtype=torch.float32)
     head = model.get_output_embeddings()
     head.weight.data = head.weight.data.clone()  # out of the mmap-ed file (see benchmarks/logprobs.py)

@@ -1,10 +1,11 @@
 """The update's forward + backward under glibc's allocator regimes (issue 15, target 1: where the update's time goes).
 
 A GSM8K-shaped batch (groups of 8 responses of 64-256 tokens, normal around 180, after prompts of 100-140
-tokens sharing a 40-token system prefix, as `--response-tokens 256 --prompt-tokens 140` give; random token ids, the embedded model, float32) goes through
-rlvr's update path: `response_logprobs` (packed forward, each decoder layer recomputed in the backward
-pass, the entropy without a graph, as the default recipe trains) and the backward of the mean response
-log-prob. Each regime runs in its own fresh process, `--reps` updates each, the first of which is warm-up:
+tokens sharing a 40-token system prefix, as `--response-tokens 256 --prompt-tokens 140` give; random token
+ids, the embedded model, float32) goes through rlvr's update path: `response_logprobs` (packed forward, each
+decoder layer recomputed in the backward pass, the entropy without a graph, as the default recipe trains)
+and the backward of the mean response log-prob. Each regime runs in its own fresh process, `--reps` updates
+each, the first of which is warm-up:
 
   heap              glibc as it starts: freed blocks stay on the heap (train.release_memory=false)
   release           every block >= 128 KiB mapped and unmapped when freed, inside
@@ -13,6 +14,7 @@ log-prob. Each regime runs in its own fresh process, `--reps` updates each, the 
   release+huge      the same with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (what the `rlvr` command starts
                     itself with where THP is in madvise mode): the mapped blocks come in 2 MiB pages
   heap+huge         the heap with the tunable
+  mapped>=K KiB     with `--mapped-from K`: blocks from K KiB up mapped during the update, with huge pages
 
 With `--rounds R` the regimes run R times, in alternating order, and the medians are over all timed
 updates. Prints each regime's median forward, backward and update time and its peak RSS (ru_maxrss), and

@@ -3,16 +3,9 @@ rollout copy beside it, with the floor of each, in one call."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "generate.py"
-
-
-def test_a_bfloat16_copy_is_timed_beside_the_float32_engine_with_its_own_floor(tiny_dir):
-    spec = importlib.util.spec_from_file_location("generate_bench", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_a_bfloat16_copy_is_timed_beside_the_float32_engine_with_its_own_floor(tiny_dir, load_benchmark):
+    bench = load_benchmark("generate")
     out = bench.main(["--model", str(tiny_dir), "--batch-sizes", "4", "--new-tokens", "5", "--repeats", "1",
                       "--threads", "1", "--only", "engine", "--dtypes", "float32", "bfloat16", "--floor"])
     summary = out["runs"][4]["summary"]

@@ -3,16 +3,9 @@ own process, and the ones that map freed blocks report their update beside the h
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "update_allocator.py"
-
-
-def test_each_regime_times_its_timed_updates_and_reports_its_peak(tiny_dir):
-    spec = importlib.util.spec_from_file_location("update_allocator_bench", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_each_regime_times_its_timed_updates_and_reports_its_peak(tiny_dir, load_benchmark):
+    bench = load_benchmark("update_allocator")
     out = bench.main(["--model", str(tiny_dir), "--groups", "1", "--reps", "2", "--prompt-tokens", "14",
                       "--response-tokens", "8", "--threads", "1"])
     assert set(out["regimes"]) == {"heap", "release", "release+huge", "heap+huge"}
