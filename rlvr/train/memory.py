@@ -13,12 +13,12 @@ exit the threshold is set back to glibc's largest dynamic value and the heap tri
 
 Mapped blocks are faulted in afresh, 4 KiB at a time: a [341, 49152] float32 logits chunk is 16k page
 faults, and on the 2-core CPU an elementwise op on such a block ran at ~2-3 GB/s, bound by the faults
-(the update forward + backward 31 % slower than with the heap; benchmarks/NOTES.md). Where the kernel
+(the update forward + backward 25-30 % slower than with the heap; benchmarks/NOTES.md). Where the kernel
 gives transparent huge pages on request (`/sys/kernel/mm/transparent_hugepage/enabled` = madvise), glibc
 2.35+ asks for them when started with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`: 2 MiB pages, 512 times
-fewer faults (the same update 18 % faster, RSS unchanged). The tunable is read once at process start, so
-the `rlvr` command re-executes itself with it (`hugepage_malloc_env`, `reexec_with_hugepages`);
-`RLVR_MALLOC_HUGEPAGES=0` turns that off.
+fewer faults (the same update 6 % faster side by side, RSS unchanged; zeroing the fresh pages remains).
+The tunable is read once at process start, so the `rlvr` command re-executes itself with it
+(`hugepage_malloc_env`, `reexec_with_hugepages`); `RLVR_MALLOC_HUGEPAGES=0` turns that off.
 """
 
 from __future__ import annotations
