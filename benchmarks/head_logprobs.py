@@ -55,7 +55,6 @@ def main(argv: list[str] | None = None) -> dict:
     from rlvr.train.memory import freed_memory_returned
 
     torch.set_num_threads(args.threads)
-    logprobs._KEEP_LOGITS = 0  # every chunk checkpointed, however small the call (a call under 682 tokens keeps them)
     model, _ = load_model(args.model, dtype=torch.float32)
     head = model.get_output_embeddings()
     head.weight.data = head.weight.data.clone()  # out of the mmap-ed file (see benchmarks/logprobs.py)
@@ -74,8 +73,12 @@ def main(argv: list[str] | None = None) -> dict:
             before = _rss_kb("VmRSS")
             Path("/proc/self/clear_refs").write_text("5")
             t0 = time.perf_counter()
-            lp, _ = head_chunks(head, rows, targets, V, chunk_size=chunk, temperature=1.0, return_entropy=True,
-                                top_k=0, top_p=1.0, entropy_grad=False, fused=None if fused else False)
+            keep, logprobs._KEEP_LOGITS = logprobs._KEEP_LOGITS, 0  # every chunk checkpointed, however small the call
+            try:
+                lp, _ = head_chunks(head, rows, targets, V, chunk_size=chunk, temperature=1.0, return_entropy=True,
+                                    top_k=0, top_p=1.0, entropy_grad=False, fused=None if fused else False)
+            finally:
+                logprobs._KEEP_LOGITS = keep
             t1 = time.perf_counter()
             (torch.cat(lp) * weights).sum().backward()
             t2 = time.perf_counter()
