@@ -29,14 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ppo_memory import cpu_flags  # noqa: E402
-
-
-def _rss_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status (this benchmark needs Linux)")
+from machine import cpu_flags, status_kb  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -70,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
     def run(fused: bool):
         head.weight.grad, rows.grad = None, None
         with freed_memory_returned():
-            before = _rss_kb("VmRSS")
+            before = status_kb("VmRSS")
             Path("/proc/self/clear_refs").write_text("5")
             t0 = time.perf_counter()
             keep, logprobs._KEEP_LOGITS = logprobs._KEEP_LOGITS, 0  # every chunk checkpointed, however small the call
@@ -82,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
             t1 = time.perf_counter()
             (torch.cat(lp) * weights).sum().backward()
             t2 = time.perf_counter()
-            peak = (_rss_kb("VmHWM") - before) / 1024
+            peak = (status_kb("VmHWM") - before) / 1024
         return {"forward_s": t1 - t0, "backward_s": t2 - t1, "peak_mib": peak}, (rows.grad.clone(), head.weight.grad.clone())
 
     names = ("checkpoint", "fused")

@@ -36,6 +36,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import status_kb  # noqa: E402
+
 VARIANTS = ("naive", "chunked")
 MODES = ("no_grad", "train", "train_no_ckpt")
 
@@ -128,24 +131,17 @@ def measure(args, variant: str, mode: str) -> dict:
         return lp.detach()
 
     gc.collect()
-    before = _rss_kb("VmRSS")
+    before = status_kb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")
     start = time.perf_counter()
     lp = run()
     seconds = time.perf_counter() - start
-    peak = _rss_kb("VmHWM")
+    peak = status_kb("VmHWM")
     out = {"peak_mb": (peak - before) / 1024, "seconds": seconds}
     if variant == "chunked" and not train:
         with torch.no_grad():
             out["max_abs_diff"] = float((lp - naive_step()).abs().max())
     return out
-
-
-def _rss_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status (this benchmark needs Linux)")
 
 
 if __name__ == "__main__":

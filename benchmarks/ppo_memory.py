@@ -22,6 +22,10 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_flags  # noqa: E402
 
 CHILD = r"""
 import json, resource, statistics, sys, time
@@ -52,15 +56,6 @@ CONFIGS = {
     "ppo-no-ckpt": ("packed", ["algorithm.preset=ppo", "algorithm.critic.checkpoint_activations=false"]),
     "ppo-padded-critic": ("padded", ["algorithm.preset=ppo", "algorithm.critic.checkpoint_activations=false"]),
 }
-
-
-def cpu_flags() -> str:
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return "unknown"
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-    return " ".join(f for f in wanted if f in flags) or "no avx2"
 
 
 def main() -> None:

@@ -34,9 +34,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ppo_memory import cpu_flags  # noqa: E402
+from machine import cpu_flags  # noqa: E402
 
-from rlvr.train.memory import thp_mode  # noqa: E402
+from rlvr.train.memory import HUGEPAGE_TUNABLE, MAPPED_FROM, thp_mode  # noqa: E402
 
 CHILD = r"""
 import json, resource, sys, time
@@ -83,16 +83,15 @@ print("RESULT " + json.dumps({"rows": rows, "peak_mib": resource.getrusage(resou
 """
 
 # name -> (blocks mapped from this size up during the update, 0: glibc's heap; huge pages)
-MAPPED = 128 * 1024  # rlvr.train.memory.MAPPED_FROM
-REGIMES = {"heap": (0, False), "release": (MAPPED, False), "release+huge": (MAPPED, True), "heap+huge": (0, True)}
+REGIMES = {"heap": (0, False), "release": (MAPPED_FROM, False), "release+huge": (MAPPED_FROM, True), "heap+huge": (0, True)}
 
 
-def run_regime(name: str, args: argparse.Namespace) -> dict:
-    mapped_from, huge = REGIMES[name] if name in REGIMES else (int(name.split(">=")[1].removesuffix("KiB")) * 1024, True)
+def run_regime(name: str, regime: tuple[int, bool], args: argparse.Namespace) -> dict:
+    mapped_from, huge = regime
     env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_")}
     env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     if huge:
-        env["GLIBC_TUNABLES"] = "glibc.malloc.hugetlb=1"
+        env["GLIBC_TUNABLES"] = HUGEPAGE_TUNABLE
     cmd = [sys.executable, "-c", CHILD, str(args.threads), str(args.groups), str(args.reps), str(mapped_from),
            str(args.prompt_tokens), str(args.response_tokens), args.model]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -118,7 +117,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.reps < 2:
         parser.error("--reps must be >= 2 (the first update is warm-up)")
-    names = (list(REGIMES) if args.only is None else args.only) + [f"mapped>={k}KiB" for k in args.mapped_from]
+    regimes = {name: REGIMES[name] for name in (REGIMES if args.only is None else args.only)}
+    regimes.update({f"mapped>={k}KiB": (k * 1024, True) for k in args.mapped_from})
+    names = list(regimes)
     print(f"{args.groups} x 8 responses, {args.reps} updates per process ({args.reps - 1} timed), {args.rounds} "
           f"round(s), {args.threads} threads; CPU flags: {cpu_flags()}; THP mode: {thp_mode()}", flush=True)
     timed: dict[str, list[dict]] = {n: [] for n in names}
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     info = {}
     for r in range(args.rounds):
         for name in names if r % 2 == 0 else names[::-1]:
-            res = run_regime(name, args)
+            res = run_regime(name, regimes[name], args)
             timed[name] += res["rows"][1:]
             peaks[name].append(res["peak_mib"])
             info = {"tokens": res["tokens"], "response_tokens": res["response_tokens"]}

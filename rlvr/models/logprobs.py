@@ -200,12 +200,11 @@ def head_chunks(head: nn.Module, rows: Tensor, row_targets: Tensor, vocab: int, 
     fused = can_fuse if fused is None else fused and can_fuse
     lp_parts, ent_parts = [], []
     for start in range(0, rows.shape[0], chunk_size):
-        stop = start + chunk_size
-        args = (head, rows[start:stop], row_targets[start:stop], temperature, return_entropy, top_k, top_p,
-                entropy_grad)
+        chunk_rows, chunk_targets = rows[start : start + chunk_size], row_targets[start : start + chunk_size]
+        args = (head, chunk_rows, chunk_targets, temperature, return_entropy, top_k, top_p, entropy_grad)
         if use_checkpoint and fused:
-            lp, ent = _HeadLogprobs.apply(rows[start:stop], head.weight, head.bias, row_targets[start:stop],
-                                          temperature, return_entropy)
+            lp, ent = _HeadLogprobs.apply(chunk_rows, head.weight, head.bias, chunk_targets, temperature,
+                                          return_entropy)
             ent = ent if return_entropy else None
         elif use_checkpoint:
             lp, ent = checkpoint(_chunk_logprobs, *args, use_reentrant=False)

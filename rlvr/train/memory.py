@@ -61,10 +61,10 @@ def set_mmap_threshold(nbytes: int) -> bool:
 
 @contextlib.contextmanager
 def freed_memory_returned(enabled: bool = True, mapped_from: int = MAPPED_FROM) -> Iterator[bool]:
-    """Map every block of 128 KiB or more while inside (yields whether that took effect); on exit, blocks
-    up to 32 MiB come from the heap again. The heap's free pages are given back on entry and on exit (a
-    block already free on the heap is still reused before anything is mapped: glibc maps only what its
-    heap cannot serve)."""
+    """Map every block of `mapped_from` bytes (default 128 KiB) or more while inside (yields whether that took
+    effect); on exit, blocks up to 32 MiB come from the heap again. The heap's free pages are given back on
+    entry and on exit (a block already free on the heap is still reused before anything is mapped: glibc
+    maps only what its heap cannot serve)."""
     active = enabled and set_mmap_threshold(mapped_from)
     if active:
         _glibc().malloc_trim(0)  # what generation freed leaves the resident set (its blocks stay reusable)

@@ -7,8 +7,8 @@ from __future__ import annotations
 def test_each_regime_times_its_timed_updates_and_reports_its_peak(tiny_dir, load_benchmark):
     bench = load_benchmark("update_allocator")
     out = bench.main(["--model", str(tiny_dir), "--groups", "1", "--reps", "2", "--prompt-tokens", "14",
-                      "--response-tokens", "8", "--threads", "1"])
-    assert set(out["regimes"]) == {"heap", "release", "release+huge", "heap+huge"}
+                      "--response-tokens", "8", "--threads", "1", "--mapped-from", "1024"])
+    assert set(out["regimes"]) == {"heap", "release", "release+huge", "heap+huge", "mapped>=1024KiB"}
     assert all(len(rows) == 1 for rows in out["timed"].values())  # the warm-up update is not timed
     for s in out["regimes"].values():
         assert s["update_s"] == s["forward_s"] + s["backward_s"] > 0
