@@ -15,6 +15,9 @@ each, the first of which is warm-up:
                     itself with where THP is in madvise mode): the mapped blocks come in 2 MiB pages
   heap+huge         the heap with the tunable
   mapped>=K KiB     with `--mapped-from K`: blocks from K KiB up mapped during the update, with huge pages
+  <lib>[conf]       with `--preload LIB[=CONF]`: another allocator (jemalloc, tcmalloc) put in front of glibc's
+                    with LD_PRELOAD, its options in CONF (jemalloc's MALLOC_CONF, e.g. dirty_decay_ms:1000);
+                    the update runs as under `heap` (glibc's mallopt settings do not reach it)
 
 With `--rounds R` the regimes run R times, in alternating order, and the medians are over all timed
 updates. Prints each regime's median forward, backward and update time and its peak RSS (ru_maxrss), and
@@ -82,14 +85,26 @@ print("RESULT " + json.dumps({"rows": rows, "peak_mib": resource.getrusage(resou
                               "tokens": int(mask.sum()), "response_tokens": int(mask[:, P:].sum())}))
 """
 
-# name -> (blocks mapped from this size up during the update, 0: glibc's heap; huge pages)
-REGIMES = {"heap": (0, False), "release": (MAPPED_FROM, False), "release+huge": (MAPPED_FROM, True), "heap+huge": (0, True)}
+# name -> (blocks mapped from this size up during the update, 0: glibc's heap; huge pages; more environment)
+REGIMES = {"heap": (0, False, {}), "release": (MAPPED_FROM, False, {}), "release+huge": (MAPPED_FROM, True, {}),
+           "heap+huge": (0, True, {})}
+ALLOCATOR_ENV = ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "LD_PRELOAD", "MALLOC_CONF", "TCMALLOC_RELEASE_RATE")
 
 
-def run_regime(name: str, regime: tuple[int, bool], args: argparse.Namespace) -> dict:
-    mapped_from, huge = regime
-    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_")}
-    env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+def preload_regime(spec: str) -> tuple[str, tuple[int, bool, dict]]:
+    """`LIB[=CONF]` -> a regime running the heap path with LIB preloaded (CONF: jemalloc's MALLOC_CONF)."""
+    lib, _, conf = spec.partition("=")
+    if not Path(lib).is_file():
+        raise SystemExit(f"--preload {spec}: no file {lib} (jemalloc: apt-get install libjemalloc2, then "
+                         "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2)")
+    extra = {"LD_PRELOAD": lib, **({"MALLOC_CONF": conf} if conf else {})}
+    return Path(lib).name.split(".so")[0].removeprefix("lib") + (f"[{conf}]" if conf else ""), (0, False, extra)
+
+
+def run_regime(name: str, regime: tuple[int, bool, dict], args: argparse.Namespace) -> dict:
+    mapped_from, huge, extra = regime
+    env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
+    env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads), **extra)
     if huge:
         env["GLIBC_TUNABLES"] = HUGEPAGE_TUNABLE
     cmd = [sys.executable, "-c", CHILD, str(args.threads), str(args.groups), str(args.reps), str(mapped_from),
@@ -113,13 +128,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--only", nargs="*", choices=list(REGIMES), help="run only these regimes")
     parser.add_argument("--mapped-from", type=int, nargs="*", default=[], metavar="KIB",
                         help="extra regimes: blocks from KIB KiB up mapped during the update, with huge pages")
+    parser.add_argument("--preload", nargs="*", default=[], metavar="LIB[=CONF]",
+                        help="extra regimes: this allocator library preloaded (CONF: its MALLOC_CONF)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
     if args.reps < 2:
         parser.error("--reps must be >= 2 (the first update is warm-up)")
     regimes = {name: REGIMES[name] for name in (REGIMES if args.only is None else args.only)}
-    regimes.update({f"mapped>={k}KiB": (k * 1024, True) for k in args.mapped_from})
+    regimes.update({f"mapped>={k}KiB": (k * 1024, True, {}) for k in args.mapped_from})
+    regimes.update(preload_regime(spec) for spec in args.preload)
     names = list(regimes)
+    w = max(14, *(len(n) + 1 for n in names))
     print(f"{args.groups} x 8 responses, {args.reps} updates per process ({args.reps - 1} timed), {args.rounds} "
           f"round(s), {args.threads} threads; CPU flags: {cpu_flags()}; THP mode: {thp_mode()}", flush=True)
     timed: dict[str, list[dict]] = {n: [] for n in names}
@@ -132,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
             peaks[name].append(res["peak_mib"])
             info = {"tokens": res["tokens"], "response_tokens": res["response_tokens"]}
             ups = [x["forward_s"] + x["backward_s"] for x in res["rows"][1:]]
-            print(f"  round {r + 1}: {name:13s} updates {', '.join(f'{u:.1f}' for u in ups)} s, "
+            print(f"  round {r + 1}: {name:{w - 1}s} updates {', '.join(f'{u:.1f}' for u in ups)} s, "
                   f"peak RSS {res['peak_mib']:.0f} MiB", flush=True)
     print(f"batch: {info['tokens']} real tokens, {info['response_tokens']} response tokens")
     summary = {}
@@ -145,10 +164,10 @@ def main(argv: list[str] | None = None) -> dict:
             "peak_mib": max(peaks[name]),
         }
     base = summary.get("release")
-    print(f"{'regime':14s}{'forward':>10s}{'backward':>10s}{'update':>10s}{'peak RSS':>11s}"
+    print(f"{'regime':{w}s}{'forward':>10s}{'backward':>10s}{'update':>10s}{'peak RSS':>11s}"
           + ("   vs release: time, RSS" if base else ""))
     for name, s in summary.items():
-        line = (f"{name:14s}{s['forward_s']:9.1f}s{s['backward_s']:9.1f}s{s['update_s']:9.1f}s"
+        line = (f"{name:{w}s}{s['forward_s']:9.1f}s{s['backward_s']:9.1f}s{s['update_s']:9.1f}s"
                 f"{s['peak_mib']:7.0f} MiB")
         if base:
             line += f"   {s['update_s'] / base['update_s']:.2f}x, {s['peak_mib'] / base['peak_mib']:.2f}x"

@@ -471,6 +471,8 @@ def spawn(side: str, args) -> dict:
         from rlvr.train.memory import hugepage_malloc_env
 
         env = hugepage_malloc_env(env) or env
+        if getattr(args, "rlvr_preload", None):  # another allocator in front of glibc's (benchmarks/update_allocator.py)
+            env.update(LD_PRELOAD=args.rlvr_preload, MALLOC_CONF=args.rlvr_malloc_conf)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, __file__, "--side", side, "--out", str(out), "--steps", str(args.steps),
@@ -567,6 +569,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     ap.add_argument("--checkpoint-activations", action="store_true",
                     help="recompute each layer in the backward pass on both sides (TRL's default gradient checkpointing)")
     ap.add_argument("--micro-batch-size", type=int, help="sequences per forward/backward on both sides")
+    ap.add_argument("--rlvr-preload", metavar="LIB", help="rlvr's side only: this allocator library LD_PRELOADed "
+                    "(jemalloc, mimalloc, tcmalloc); TRL's side keeps glibc's")
+    ap.add_argument("--rlvr-malloc-conf", default="dirty_decay_ms:1000,muzzy_decay_ms:0",
+                    help="with --rlvr-preload: MALLOC_CONF for jemalloc (ignored by the others)")
     ap.add_argument("--only", choices=["both", "rlvr", "trl"], default="both")
     ap.add_argument("--profile", action="store_true",
                     help="time the phases of rlvr steps (wall, CPU, peak RSS of each) and profile one more")

@@ -14,3 +14,14 @@ def test_each_regime_times_its_timed_updates_and_reports_its_peak(tiny_dir, load
         assert s["update_s"] == s["forward_s"] + s["backward_s"] > 0
         assert s["peak_mib"] > 0
     assert 8 * 2 <= out["response_tokens"] <= 8 * 8  # responses of T/4 .. T tokens
+
+
+def test_a_preloaded_allocator_that_is_not_there_is_named_with_its_install(load_benchmark):
+    import pytest
+
+    bench = load_benchmark("update_allocator")
+    with pytest.raises(SystemExit, match="no file /nonexistent/libjemalloc.so.2 .*apt-get install libjemalloc2"):
+        bench.main(["--preload", "/nonexistent/libjemalloc.so.2=dirty_decay_ms:1000"])
+    name, (mapped_from, huge, env) = bench.preload_regime(__file__ + "=narenas:1")
+    assert (mapped_from, huge) == (0, False) and env == {"LD_PRELOAD": __file__, "MALLOC_CONF": "narenas:1"}
+    assert name.endswith("[narenas:1]")
