@@ -467,12 +467,12 @@ def plot_sweep(rows: list[dict], field: str, path: str) -> None:
 def spawn(side: str, args) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
-    if side == "rlvr":  # the allocator setting the `rlvr` command starts itself with (rlvr.train.memory)
-        from rlvr.train.memory import hugepage_malloc_env
+    if side == "rlvr":  # the allocator the `rlvr` command starts itself with (rlvr.train.memory)
+        from rlvr.train.memory import malloc_env
 
-        env = hugepage_malloc_env(env) or env
         if getattr(args, "rlvr_preload", None):  # another allocator in front of glibc's (benchmarks/update_allocator.py)
-            env.update(LD_PRELOAD=args.rlvr_preload, MALLOC_CONF=args.rlvr_malloc_conf)
+            env.update(RLVR_MALLOC=args.rlvr_preload, MALLOC_CONF=args.rlvr_malloc_conf)
+        env = malloc_env(env) or env
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, __file__, "--side", side, "--out", str(out), "--steps", str(args.steps),
@@ -570,7 +570,7 @@ def main(argv: list[str] | None = None) -> dict | None:
                     help="recompute each layer in the backward pass on both sides (TRL's default gradient checkpointing)")
     ap.add_argument("--micro-batch-size", type=int, help="sequences per forward/backward on both sides")
     ap.add_argument("--rlvr-preload", metavar="LIB", help="rlvr's side only: this allocator library LD_PRELOADed "
-                    "(jemalloc, mimalloc, tcmalloc); TRL's side keeps glibc's")
+                    "instead of the command's own choice (RLVR_MALLOC: mimalloc where installed); TRL's keeps glibc's")
     ap.add_argument("--rlvr-malloc-conf", default="dirty_decay_ms:1000,muzzy_decay_ms:0",
                     help="with --rlvr-preload: MALLOC_CONF for jemalloc (ignored by the others)")
     ap.add_argument("--only", choices=["both", "rlvr", "trl"], default="both")

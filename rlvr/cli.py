@@ -52,9 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     if argv is None and sys.platform.startswith("linux"):  # the command line, not a call from Python
-        from rlvr.train.memory import reexec_with_hugepages
+        from rlvr.train.memory import reexec_with_allocator
 
-        reexec_with_hugepages(sys.argv[1:])  # malloc with huge pages where the kernel gives them on request
+        reexec_with_allocator(sys.argv[1:])  # mimalloc where installed, else glibc with huge pages on request
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # anywhere on the line: full tracebacks instead of one-line errors
     argv = [a for a in argv if a != "--debug"]

@@ -101,7 +101,7 @@ def test_the_command_line_restarts_itself_once_with_the_tunable(monkeypatch):
 
     def fake_execve(path, argv, env):
         calls.append((path, argv, env))
-        raise OSError("not really")  # reexec_with_hugepages then runs on in this process
+        raise OSError("not really")  # reexec_with_allocator then runs on in this process
 
     monkeypatch.setattr(memory.os, "execve", fake_execve)
     monkeypatch.setattr(memory, "thp_mode", lambda: "madvise")
@@ -109,6 +109,7 @@ def test_the_command_line_restarts_itself_once_with_the_tunable(monkeypatch):
     monkeypatch.setattr(cli.sys, "platform", "linux")
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     monkeypatch.delenv("RLVR_MALLOC_HUGEPAGES", raising=False)
+    monkeypatch.setenv("RLVR_MALLOC", "glibc")  # glibc's allocator kept: only the tunable
     monkeypatch.setattr(cli.sys, "argv", ["rlvr", "--version"])
     with pytest.raises(SystemExit):  # --version exits after printing
         cli.main()
@@ -119,3 +120,75 @@ def test_the_command_line_restarts_itself_once_with_the_tunable(monkeypatch):
     with pytest.raises(SystemExit):
         cli.main(["--version"])  # called from Python with arguments: never restarts the caller's process
     assert calls == []
+
+
+# --- another allocator in front of glibc's: mimalloc where installed (RLVR_MALLOC) --------------------------------
+
+
+def test_the_allocator_choice_names_the_fix_when_it_cannot_be_had(tmp_path, monkeypatch):
+    lib = tmp_path / "libmimalloc.so.3"
+    lib.write_bytes(b"")
+    assert memory.chosen_allocator({}, mimalloc=lib) == lib  # auto: mimalloc where installed
+    assert memory.chosen_allocator({"RLVR_MALLOC": "glibc"}, mimalloc=lib) is None
+    monkeypatch.setattr(memory, "mimalloc_library", lambda: None)
+    assert memory.chosen_allocator({}) is None  # auto without it: glibc's
+    with pytest.raises(SystemExit, match="pip install cmeel-mimalloc"):
+        memory.chosen_allocator({"RLVR_MALLOC": "mimalloc"})
+    with pytest.raises(SystemExit, match="no such file.*libjemalloc"):
+        memory.chosen_allocator({"RLVR_MALLOC": str(tmp_path / "missing.so")})
+    assert memory.chosen_allocator({"RLVR_MALLOC": str(lib)}) == lib
+
+
+def test_malloc_env_preloads_the_allocator_once_and_keeps_glibc_tunables_otherwise(tmp_path, monkeypatch):
+    lib = tmp_path / "libmimalloc.so.3"
+    lib.write_bytes(b"")
+    env = memory.malloc_env({"PATH": "/bin", "LD_PRELOAD": "/opt/other.so"}, mimalloc=lib)
+    assert env == {"PATH": "/bin", "LD_PRELOAD": f"{lib} /opt/other.so"}  # first, the user's own preload kept
+    assert memory.malloc_env(env, mimalloc=lib) is None  # the restarted process does not restart again
+    assert "GLIBC_TUNABLES" not in env  # the tunable is for glibc's malloc only
+    monkeypatch.setattr(memory, "thp_mode", lambda: "madvise")
+    monkeypatch.setattr(memory, "_glibc_version", lambda: (2, 36))
+    glibc = memory.malloc_env({"RLVR_MALLOC": "glibc"}, mimalloc=lib)
+    assert glibc == {"RLVR_MALLOC": "glibc", "GLIBC_TUNABLES": memory.HUGEPAGE_TUNABLE}
+
+
+def test_under_another_allocator_the_glibc_threshold_is_not_touched(monkeypatch):
+    assert memory.other_allocator() is None  # this test process: glibc's malloc
+    monkeypatch.setattr(memory, "other_allocator", lambda: "mi_version")
+    assert not memory.set_mmap_threshold(memory.MAPPED_FROM)
+    with memory.freed_memory_returned() as active:
+        assert not active
+
+
+def test_a_preloaded_mimalloc_is_detected_in_the_process():
+
+    lib = memory.mimalloc_library()
+    if lib is None:
+        pytest.skip("cmeel-mimalloc is not installed")
+    code = "from rlvr.train.memory import other_allocator as o, set_mmap_threshold as s; print(o(), s(131072))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "LD_PRELOAD": str(lib)})
+    assert out.stdout.split() == ["mi_version", "False"]
+
+
+def test_the_command_line_restarts_itself_once_with_mimalloc_preloaded(tmp_path, monkeypatch):
+    from rlvr import cli
+
+    lib = tmp_path / "libmimalloc.so.3"
+    lib.write_bytes(b"")
+    calls = []
+
+    def fake_execve(path, argv, env):
+        calls.append(env)
+        raise OSError("not really")
+
+    monkeypatch.setattr(memory.os, "execve", fake_execve)
+    monkeypatch.setattr(memory, "mimalloc_library", lambda: lib)
+    monkeypatch.setattr(cli.sys, "platform", "linux")
+    monkeypatch.delenv("RLVR_MALLOC", raising=False)
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.setattr(cli.sys, "argv", ["rlvr", "--version"])
+    with pytest.raises(SystemExit):
+        cli.main()
+    [env] = calls
+    assert env["LD_PRELOAD"] == str(lib)
