@@ -19,6 +19,9 @@ each, the first of which is warm-up:
                     with LD_PRELOAD, its options in CONF (jemalloc's MALLOC_CONF, e.g. dirty_decay_ms:1000);
                     the update runs as under `heap` (glibc's mallopt settings do not reach it)
 
+With `--buckets K1 K2 ...` each regime runs once per K, the response attention in at most K length buckets
+(`rlvr.models.llama.MAX_LENGTH_BUCKETS`; 1: every row padded to the longest response, as before session 15).
+
 With `--rounds R` the regimes run R times, in alternating order, and the medians are over all timed
 updates. Prints each regime's median forward, backward and update time and its peak RSS (ru_maxrss), and
 each against `release` (rlvr before huge pages). Usage:
@@ -50,6 +53,10 @@ torch.set_num_threads(threads)
 from rlvr.models import load_model
 from rlvr.models.logprobs import response_logprobs
 from rlvr.train.memory import freed_memory_returned
+import os
+import rlvr.models.llama as llama
+if os.environ.get("BENCH_MAX_LENGTH_BUCKETS"):  # --buckets: the response attention's length buckets
+    llama.MAX_LENGTH_BUCKETS = int(os.environ["BENCH_MAX_LENGTH_BUCKETS"])
 model, _ = load_model(name, dtype=torch.float32)
 model.train()
 g = torch.Generator().manual_seed(0)
@@ -88,7 +95,8 @@ print("RESULT " + json.dumps({"rows": rows, "peak_mib": resource.getrusage(resou
 # name -> (blocks mapped from this size up during the update, 0: glibc's heap; huge pages; more environment)
 REGIMES = {"heap": (0, False, {}), "release": (MAPPED_FROM, False, {}), "release+huge": (MAPPED_FROM, True, {}),
            "heap+huge": (0, True, {})}
-ALLOCATOR_ENV = ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "LD_PRELOAD", "MALLOC_CONF", "TCMALLOC_RELEASE_RATE")
+ALLOCATOR_ENV = ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "LD_PRELOAD", "MALLOC_CONF", "TCMALLOC_RELEASE_RATE",
+                 "BENCH_MAX_LENGTH_BUCKETS")
 
 
 def preload_regime(spec: str) -> tuple[str, tuple[int, bool, dict]]:
@@ -130,6 +138,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="extra regimes: blocks from KIB KiB up mapped during the update, with huge pages")
     parser.add_argument("--preload", nargs="*", default=[], metavar="LIB[=CONF]",
                         help="extra regimes: this allocator library preloaded (CONF: its MALLOC_CONF)")
+    parser.add_argument("--buckets", type=int, nargs="*", default=[], metavar="K",
+                        help="run each regime once per K: the response attention in at most K length buckets")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
     if args.reps < 2:
@@ -137,6 +147,10 @@ def main(argv: list[str] | None = None) -> dict:
     regimes = {name: REGIMES[name] for name in (REGIMES if args.only is None else args.only)}
     regimes.update({f"mapped>={k}KiB": (k * 1024, True, {}) for k in args.mapped_from})
     regimes.update(preload_regime(spec) for spec in args.preload)
+    if args.buckets:
+        regimes = {f"{name} b{k}" if len(args.buckets) > 1 else name:
+                   (m, huge, {**extra, "BENCH_MAX_LENGTH_BUCKETS": str(k)})
+                   for name, (m, huge, extra) in regimes.items() for k in args.buckets}
     names = list(regimes)
     w = max(14, *(len(n) + 1 for n in names))
     print(f"{args.groups} x 8 responses, {args.reps} updates per process ({args.reps - 1} timed), {args.rounds} "

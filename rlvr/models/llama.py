@@ -13,7 +13,9 @@ the same function as the Hugging Face forward, with less work:
     values are indexed out to those rows, so autograd sums their gradients into the one prompt pass;
     and a prefix common to all the prompts (a system message) runs once for all of them;
   - response tokens run packed, [M, H] with M the real tokens: projections, MLPs and norms never see
-    right padding (only the attention, a small part, works on a padded [N, T] view);
+    right padding; only the attention works on padded views, and the responses' attention runs in up to
+    four buckets of rows of similar length, each padded to its own longest (`length_buckets`), since a
+    masked flash attention computes the whole padded rectangle of queries by keys;
   - the last real token of each response is not run at all: it predicts nothing that is scored, and
     no earlier token attends to it.
 For the GRPO benchmark batch (4 prompts x 4 samples, 44-token prompts sharing a system message,
@@ -33,6 +35,7 @@ from torch.utils.checkpoint import checkpoint
 FAST_MODEL_TYPES = ("llama", "qwen2", "qwen3", "mistral")
 FAST_ROPE_TYPES = ("default", "linear", "llama3", "yarn")  # the others depend on the sequence length
 MIN_SHARED_PREFIX = 8  # shorter prefixes common to all prompts are not worth a separate pass
+MAX_LENGTH_BUCKETS = 4  # response attention runs in up to this many groups of rows of similar length
 
 
 def fast_path_problem(model: nn.Module, total_len: int) -> str | None:
@@ -169,7 +172,15 @@ def predicting_hidden_packed(model: nn.Module, input_ids: Tensor, attention_mask
     t_in = max(int(resp_len.max()) - 1, 0)
     cols = torch.arange(t_in, device=dev)
     run = cols[None, :] < (resp_len - 1)[:, None]  # [N, T']
-    run_idx = run.reshape(-1).nonzero().squeeze(1)  # flat positions of the packed tokens in [N * T']
+
+    # Response attention runs per bucket of rows of similar length, each padded to its own longest (a flash
+    # attention with a mask computes the whole padded rectangle): response tokens are packed bucket by bucket.
+    # buckets: [(rows, T'_b)]
+    buckets = length_buckets((resp_len - 1).clamp(min=0).tolist(), s_len + u_mask.shape[1], MAX_LENGTH_BUCKETS)
+    order = torch.tensor([r for rows, _ in buckets for r in rows], dtype=torch.long, device=dev)  # [N]
+    run_o = run[order]  # [N, T'] in bucket order
+    # each packed response token's flat position in the row-major [N * T'] layout
+    r_flat = (order[:, None] * t_in + cols[None, :])[run_o]  # [M_r]
 
     u = len(lens)
     p_run = u_mask.reshape(-1).nonzero().squeeze(1)  # flat positions of the real suffix tokens in [U * (Pu - S)]
@@ -180,10 +191,10 @@ def predicting_hidden_packed(model: nn.Module, input_ids: Tensor, attention_mask
     # layer, forward and backward. Only attention looks at each level apart.
     cos_t, sin_t = rotary_table(model, int(prompt_len.max()) + t_in + 1)
     p_pos = s_len + (u_mask.long().cumsum(1) - 1).clamp(min=0)  # [U, Pu - S]
-    r_pos = (prompt_len[inverse][:, None] + cols[None, :])[run]  # [M_r]
+    r_pos = (prompt_len[inverse][order][:, None] + cols[None, :])[run_o]  # [M_r]
     pos = torch.cat((torch.arange(s_len, device=dev), p_pos.reshape(-1)[p_run], r_pos))
     cos, sin = cos_t[pos], sin_t[pos]
-    tokens = torch.cat((s_ids.reshape(-1), u_ids.reshape(-1)[p_run], input_ids[:, P : P + t_in][run]))
+    tokens = torch.cat((s_ids.reshape(-1), u_ids.reshape(-1)[p_run], input_ids[order, P : P + t_in][run_o]))
 
     def tril(size: int) -> Tensor:
         return torch.ones((size, size), dtype=torch.bool, device=dev).tril()
@@ -194,13 +205,23 @@ def predicting_hidden_packed(model: nn.Module, input_ids: Tensor, attention_mask
         torch.ones((u, pu, s_len), dtype=torch.bool, device=dev),
         (tril(pu)[None] & u_mask[:, None, :]) | torch.eye(pu, dtype=torch.bool, device=dev),
     ), dim=2)[:, None]  # [U, 1, Pu - S, Pu]
-    # Response attention: the prefix and the row's real prompt tokens, then causal over the run response
-    # tokens. A padding query (discarded) sees the prompt, so its softmax is finite too.
-    r_allowed = torch.cat((
-        torch.ones((n, t_in, s_len), dtype=torch.bool, device=dev),
-        u_mask[inverse][:, None, :].expand(n, t_in, pu),
-        tril(t_in)[None].expand(n, t_in, t_in),
-    ), dim=2)[:, None]  # [N, 1, T', S + Pu + T']
+    # Response attention, per bucket: the prefix and the row's real prompt tokens, then causal over the run
+    # response tokens. A padding query (discarded) sees the prompt, so its softmax is finite too.
+    r_parts = []  # per bucket: packed slice, its rows' prompts, flat positions in [rows * T'_b], allowed mask
+    begin, first_row = 0, 0
+    for rows, t_b in buckets:
+        n_b = len(rows)
+        run_b = run_o[first_row : first_row + n_b, :t_b]
+        count = int(run_b.sum())
+        prompts_b = inverse[order[first_row : first_row + n_b]]
+        allowed_b = torch.cat((
+            torch.ones((n_b, t_b, s_len), dtype=torch.bool, device=dev),
+            u_mask[prompts_b][:, None, :].expand(n_b, t_b, pu),
+            tril(t_b)[None].expand(n_b, t_b, t_b),
+        ), dim=2)[:, None]  # [N_b, 1, T'_b, S + Pu + T'_b]
+        if count:
+            r_parts.append((slice(begin, begin + count), prompts_b, run_b.reshape(-1).nonzero().squeeze(1), allowed_b))
+        begin, first_row = begin + count, first_row + n_b
 
     def attend(q: Tensor, ks: list[Tensor], vs: list[Tensor], allowed: Tensor) -> Tensor:
         k, v = (torch.cat(z, dim=2) if len(z) > 1 else z[0] for z in (ks, vs))
@@ -220,15 +241,16 @@ def predicting_hidden_packed(model: nn.Module, input_ids: Tensor, attention_mask
             outs.append(attend(q_s, [k_s], [v_s], tril(s_len))[0].transpose(0, 1))  # [S, heads, D]
         a = attend(q_p, expand(k_s, u) + [k_p], expand(v_s, u) + [v_p], p_allowed)
         outs.append(a.transpose(1, 2).reshape(u * pu, heads, -1)[p_run])
-        if t_in:
-            q_r, k_r, v_r = (_unpack(z[m_s + m_p :], run_idx, n, t_in).transpose(1, 2) for z in (q, k, v))
-            # index_select, not k_p[inverse]: the backward of advanced indexing with repeated indices is
+        for packed, prompts_b, run_idx_b, allowed_b in r_parts:
+            n_b, t_b = allowed_b.shape[0], allowed_b.shape[2]
+            q_r, k_r, v_r = (_unpack(z[m_s + m_p :][packed], run_idx_b, n_b, t_b).transpose(1, 2) for z in (q, k, v))
+            # index_select, not k_p[prompts_b]: the backward of advanced indexing with repeated indices is
             # index_put(accumulate=True), which on CPU with more than one thread adds with unordered float
             # atomics (gradients differing run to run in the last bits, then diverging runs); the backward
             # of index_select (index_add) sums in index order. tests/models/test_determinism.py guards it.
-            k_pr, v_pr = k_p.index_select(0, inverse), v_p.index_select(0, inverse)
-            a = attend(q_r, expand(k_s, n) + [k_pr, k_r], expand(v_s, n) + [v_pr, v_r], r_allowed)
-            outs.append(a.transpose(1, 2).reshape(n * t_in, heads, -1)[run_idx])
+            k_pr, v_pr = k_p.index_select(0, prompts_b), v_p.index_select(0, prompts_b)
+            a = attend(q_r, expand(k_s, n_b) + [k_pr, k_r], expand(v_s, n_b) + [v_pr, v_r], allowed_b)
+            outs.append(a.transpose(1, 2).reshape(n_b * t_b, heads, -1)[run_idx_b])
         x = x + layer.self_attn.o_proj(torch.cat(outs).flatten(1))
         return x + layer.mlp(layer.post_attention_layernorm(x))
 
@@ -248,7 +270,7 @@ def predicting_hidden_packed(model: nn.Module, input_ids: Tensor, attention_mask
     first_state = x.index_select(0, last[inverse])[:, None]  # [N, 1, H]; index_select: see k_pr above
     parts = [first_state]
     if t_in:
-        parts.append(_unpack(x[m_s + m_p :], run_idx, n, t_in))  # [N, T', H]
+        parts.append(_unpack(x[m_s + m_p :], r_flat, n, t_in))  # [N, T', H], rows back in their own order
     if T - 1 - t_in > 0:
         parts.append(first_state.new_zeros((n, T - 1 - t_in, first_state.shape[-1])))
     hidden = torch.cat(parts, dim=1)  # [N, T, H]
@@ -259,6 +281,46 @@ def _unpack(packed: Tensor, flat_idx: Tensor, n: int, t: int) -> Tensor:
     """[M, ...] packed rows -> [n, t, ...] with zeros elsewhere (differentiable in `packed`)."""
     out = packed.new_zeros((n * t, *packed.shape[1:]))
     return out.index_copy(0, flat_idx, packed).view(n, t, *packed.shape[1:])
+
+
+def length_buckets(lengths: list[int], keys_before: int, max_buckets: int = MAX_LENGTH_BUCKETS,
+                   max_cuts: int = 64) -> list[tuple[list[int], int]]:
+    """Rows grouped for the response attention: [(row indices, padded length)], shortest rows first, each group
+    padded to its longest row (its rows in their own order). The groups minimise the attention's padded area, the sum over groups of
+    rows x T_b x (keys_before + T_b) (queries by keys: the prompt's keys, then the response's), in at most
+    `max_buckets` groups of consecutive lengths; exact by dynamic programming over the distinct lengths (over
+    `max_cuts` quantiles of them where there are more), fewer groups where more would not shrink the area."""
+    order = sorted(range(len(lengths)), key=lambda r: (lengths[r], r))
+    srt = [lengths[r] for r in order]
+    # candidate group ends: after the last row of each distinct length (at most max_cuts of them)
+    ends = [j for j in range(1, len(srt) + 1) if j == len(srt) or srt[j] != srt[j - 1]]
+    if len(ends) > max_cuts:
+        ends = sorted({ends[(len(ends) * (k + 1)) // max_cuts - 1] for k in range(max_cuts)})
+    bounds = [0, *ends]  # group boundaries may only fall here
+    c = len(ends)
+
+    def area(i: int, j: int) -> int:  # sorted rows bounds[i] .. bounds[j] - 1, padded to the longest
+        t = srt[bounds[j] - 1]
+        return (bounds[j] - bounds[i]) * t * (keys_before + t)
+
+    # best[b][j]: least area of the rows up to bounds[j] in b groups; cut[b][j]: where the last group begins
+    inf = float("inf")
+    best = [[inf] * (c + 1) for _ in range(max_buckets + 1)]
+    cut = [[0] * (c + 1) for _ in range(max_buckets + 1)]
+    best[0][0] = 0
+    for b in range(1, max_buckets + 1):
+        for j in range(1, c + 1):
+            for i in range(b - 1, j):
+                cost = best[b - 1][i] + area(i, j)
+                if cost < best[b][j]:
+                    best[b][j], cut[b][j] = cost, i
+    b = min(range(1, max_buckets + 1), key=lambda k: (best[k][c], k)) if c else 0
+    groups, j = [], c
+    while b > 0:
+        i = cut[b][j]
+        groups.append((sorted(order[bounds[i] : bounds[j]]), srt[bounds[j] - 1]))  # rows in their own order
+        j, b = i, b - 1
+    return groups[::-1]
 
 
 def common_prefix_len(seqs: list[list[int]]) -> int:

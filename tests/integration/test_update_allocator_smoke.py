@@ -25,3 +25,11 @@ def test_a_preloaded_allocator_that_is_not_there_is_named_with_its_install(load_
     name, (mapped_from, huge, env) = bench.preload_regime(__file__ + "=narenas:1")
     assert (mapped_from, huge) == (0, False) and env == {"LD_PRELOAD": __file__, "MALLOC_CONF": "narenas:1"}
     assert name.endswith("[narenas:1]")
+
+
+def test_each_regime_runs_once_per_bucket_count(tiny_dir, load_benchmark):
+    bench = load_benchmark("update_allocator")
+    out = bench.main(["--model", str(tiny_dir), "--groups", "1", "--reps", "2", "--prompt-tokens", "14",
+                      "--response-tokens", "8", "--threads", "1", "--only", "release", "--buckets", "1", "4"])
+    assert set(out["regimes"]) == {"release b1", "release b4"}
+    assert all(s["update_s"] > 0 for s in out["regimes"].values())

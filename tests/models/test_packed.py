@@ -3,11 +3,13 @@ entropies and gradients as the padded forward, on every architecture it claims."
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
-from rlvr.models.llama import packed_path_problem
+from rlvr.models.llama import length_buckets, packed_path_problem
 from rlvr.models.logprobs import response_logprobs
 from rlvr.models.tiny import make_tiny_model
 from tests.rollout.test_architectures import COMMON
@@ -57,6 +59,8 @@ BATCHES = {
     "single-token": ([7], 3, [1, 1, 1]),
     # a 9-token prefix common to all prompts (run once), suffixes of 1 to 6 tokens, groups of 2
     "system-prefix": ([12, 10, 15, 10], 2, [4, 6, 1, 3, 5, 5, 2, 3], 9),
+    # lengths far apart, interleaved across rows: the response attention runs in several length buckets
+    "length-buckets": ([6, 4], 6, [2, 30, 1, 16, 31, 3, 17, 2, 29, 15, 4, 30], 3),
 }
 
 
@@ -118,3 +122,38 @@ def test_packed_is_refused_where_it_cannot_run():
     assert packed_path_problem(model, mask, T) == "attention dropout is on"
     model.eval()
     assert packed_path_problem(model, mask, T) is None
+
+
+def _area(groups, keys_before):
+    return sum(len(rows) * t * (keys_before + t) for rows, t in groups)
+
+
+def test_length_buckets_group_similar_lengths_with_the_least_padded_area():
+    # by hand: one group pads four rows to 10 (4 x 10 x 10 = 400); two give 2 x 1 x 1 + 2 x 10 x 10 = 202
+    assert length_buckets([10, 1, 10, 1], 0, max_buckets=1) == [([0, 1, 2, 3], 10)]
+    assert length_buckets([10, 1, 10, 1], 0) == [([1, 3], 1), ([0, 2], 10)]
+    assert length_buckets([4, 4, 4], 7) == [([0, 1, 2], 4)]  # nothing to gain: one group
+    assert length_buckets([], 5) == []
+    # "length-buckets" above: more than one bucket, each row once, every row within its bucket's length
+    lengths = [r - 1 for r in BATCHES["length-buckets"][2]]
+    groups = length_buckets(lengths, 3)
+    assert len(groups) > 1
+    assert sorted(r for rows, _ in groups for r in rows) == list(range(len(lengths)))
+    assert all(lengths[r] <= t for rows, t in groups for r in rows)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_length_buckets_are_the_best_of_all_contiguous_splits(seed):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(0, 40, (9,), generator=g).tolist()
+    keys, srt = 11, sorted(lengths)
+    best = min(
+        sum((j - i) * srt[j - 1] * (keys + srt[j - 1]) for i, j in zip((0, *cuts), (*cuts, len(srt))))
+        for k in range(4) for cuts in itertools.combinations(range(1, len(srt)), k)
+    )
+    groups = length_buckets(lengths, keys)
+    assert len(groups) <= 4 and _area(groups, keys) == best
+    # with the quantile candidates (fewer cut points than distinct lengths) still a valid, no worse than one group
+    coarse = length_buckets(lengths, keys, max_cuts=3)
+    assert sorted(r for rows, _ in coarse for r in rows) == list(range(9))
+    assert _area(coarse, keys) <= len(srt) * srt[-1] * (keys + srt[-1])
