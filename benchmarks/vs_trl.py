@@ -26,6 +26,9 @@ layer recomputed in the backward pass); `--micro-batch-size M` cuts the batch in
 passes of M sequences on both sides (rlvr's train.micro_batch_size; TRL's per-device batch M with
 gradient accumulation and steps_per_generation of batch / M, so that one generation still feeds one
 optimizer step). The GSM8K-shaped workload (256 tokens) does not fit in 24 GiB without one of them.
+`--ignore-eos` makes every response run to `max_new_tokens` on both sides (rlvr's SamplingParams.ignore_eos,
+TRL's generation_kwargs min_new_tokens = max_new_tokens), so that both generate and train exactly the same
+number of tokens whatever they sample: the cost sweeps then compare the same work, not two draws of lengths.
 
 Method. Each side runs in its own fresh subprocess with 2 torch threads (OMP/MKL too), loads the
 model, runs `--steps` steps and reports per-step wall times (rlvr: RLStep.run's step_time_s; TRL: a
@@ -46,6 +49,7 @@ model once per sample (rlvr's packed forward runs a group's shared prompt once, 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -77,7 +81,8 @@ def work(args) -> dict:
          "samples": given["samples"] or samples, "max_new_tokens": given["max_new_tokens"] or max_new,
          "rollout_dtype": getattr(args, "rollout_dtype", None) or "float32",
          "checkpoint_activations": bool(getattr(args, "checkpoint_activations", False)),
-         "micro_batch_size": getattr(args, "micro_batch_size", None)}
+         "micro_batch_size": getattr(args, "micro_batch_size", None),
+         "ignore_eos": bool(getattr(args, "ignore_eos", False))}
     batch = w["prompts"] * w["samples"]
     if w["micro_batch_size"] and (batch % w["micro_batch_size"] or w["micro_batch_size"] % w["samples"]):
         raise SystemExit(f"--micro-batch-size must divide the batch of {batch} and be a multiple of the group size "
@@ -169,6 +174,9 @@ def run_rlvr(args) -> dict:
             gen_cpu.append(time.process_time() - c0)
 
     trainer.engine.generate = timed_generate
+    if w["ignore_eos"]:  # every response runs to max_new_tokens (as TRL's min_new_tokens below)
+        params_of = trainer.sampling_params
+        trainer.sampling_params = lambda *a, **k: dataclasses.replace(params_of(*a, **k), ignore_eos=True)
     steps = []
     for step in range(1, args.steps + 1):
         cpu0 = time.process_time()
@@ -230,6 +238,7 @@ def run_trl(args) -> dict:
         gradient_checkpointing=w["checkpoint_activations"],
         logging_steps=1, report_to="none", save_strategy="no", disable_tqdm=True, log_completions=False,
         dataloader_num_workers=0,
+        generation_kwargs={"min_new_tokens": w["max_new_tokens"]} if w["ignore_eos"] else None,
     )
 
     class Timer(TrainerCallback):
@@ -485,6 +494,8 @@ def spawn(side: str, args) -> dict:
             cmd += ["--micro-batch-size", str(args.micro_batch_size)]
         if args.checkpoint_activations:
             cmd.append("--checkpoint-activations")
+        if args.ignore_eos:
+            cmd.append("--ignore-eos")
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True)
         if proc.returncode != 0 or not out.exists():
@@ -569,6 +580,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     ap.add_argument("--checkpoint-activations", action="store_true",
                     help="recompute each layer in the backward pass on both sides (TRL's default gradient checkpointing)")
     ap.add_argument("--micro-batch-size", type=int, help="sequences per forward/backward on both sides")
+    ap.add_argument("--ignore-eos", action="store_true",
+                    help="every response runs to max_new_tokens on both sides (the same work, whatever is sampled)")
     ap.add_argument("--rlvr-preload", metavar="LIB", help="rlvr's side only: this allocator library LD_PRELOADed "
                     "instead of the command's own choice (RLVR_MALLOC: mimalloc where installed); TRL's keeps glibc's")
     ap.add_argument("--rlvr-malloc-conf", default="dirty_decay_ms:1000,muzzy_decay_ms:0",

@@ -17,10 +17,17 @@ forward, and why:
     prompts of a batch (system message, few-shot examples) is prefilled once for all of them;
   - the rotary cos/sin table is computed once per call, and lm_head runs on the last position only;
   - finished rows can be dropped (`select`), shrinking every later matrix product;
-  - in a decode step (float32 on the CPU) each projection of the few rows x [B, in] is computed as
-    (W x^T)^T instead of x W^T: the same products, but the BLAS runs the weight-major shape much faster
-    at small B (benchmarks/NOTES.md: e.g. the lm_head at B = 64 from 33 to 69 GFLOP/s on a 2-core EPYC),
-    and the MLP then stays in that layout from its input to its output.
+  - in a decode step each projection of the few rows x [B, in] can be computed as (W x^T)^T instead of
+    x W^T: the same products, in a shape some BLAS run much faster at small B, and the MLP then stays in
+    that layout from its input to its output. Where it is on by default follows measurements
+    (benchmarks/NOTES.md, benchmarks/decode_variants.py): float32 on CPUs without AMX (two AMD EPYCs:
+    the lm_head at B = 64 from 33 to 69 GFLOP/s, decode 1.2-1.3x), bfloat16 on CPUs with AMX (an AMX
+    Xeon: decode of 8 rows 1.14x); not float32 with AMX (that Xeon: 0.84-0.90x) nor bfloat16 without it
+    (an AVX512_BF16 EPYC: 0.96x);
+  - a decode step's attention in bfloat16 (or float16) runs through `scaled_dot_product_attention` (a
+    fused kernel with float32 accumulation), in float32 on the CPU as two grouped matmuls, whichever was
+    measured faster (the AMX Xeon: 8 rows x 512 tokens in bfloat16 1.28x faster fused; float32 matmuls
+    as fast or faster).
 Left padding: every row writes its new token at the same cache column; a row's padding columns get
 -inf in an additive mask, and positions count from the row's first real token (as HF's position_ids
 from the attention mask do), so a sequence's result does not depend on the other prompts' lengths.
@@ -31,7 +38,9 @@ works for any causal LM that transformers can run with a cache.
 
 from __future__ import annotations
 
+import functools
 import inspect
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +49,17 @@ from torch import Tensor, nn
 from rlvr.models.llama import MIN_SHARED_PREFIX, apply_module, common_prefix_len, qkv, rotary_table
 
 PREFILL_TOKENS = 8192  # prompt tokens (padding included) per prefill forward
+DECODE_ATTENTION = ("matmul", "sdpa")
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags (/proc/cpuinfo; empty where it cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    return frozenset(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
 
 
 def rows_linear(module: nn.Module, x: Tensor) -> Tensor:
@@ -54,11 +74,14 @@ def rows_linear(module: nn.Module, x: Tensor) -> Tensor:
 class LlamaDecoder:
     """Static-cache decoding with the model's own modules (see the module docstring).
 
-    weight_major: compute a decode step's projections as (W x^T)^T (`rows_linear`); None: on a float32 CPU
-    model only, where it was measured to pay.
+    weight_major: compute a decode step's projections as (W x^T)^T (`rows_linear`); None: where it was
+    measured to pay, a CPU model in float32 on a CPU without AMX, or in bfloat16 on one with AMX.
+    decode_attention: a decode step's attention as "matmul" (scores and output as two grouped matmuls, the
+    probabilities rounded to the cache's dtype) or "sdpa" (`scaled_dot_product_attention`); None: "matmul"
+    for a float32 CPU model, else "sdpa".
     """
 
-    def __init__(self, model, *, weight_major: bool | None = None):
+    def __init__(self, model, *, weight_major: bool | None = None, decode_attention: str | None = None):
         self.model = model
         base = model.model
         self.embed, self.layers, self.norm = base.embed_tokens, list(base.layers), base.norm
@@ -71,9 +94,16 @@ class LlamaDecoder:
         self.scaling = attn.scaling
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
+        cpu32 = self.device.type == "cpu" and self.dtype == torch.float32
         if weight_major is None:
-            weight_major = self.device.type == "cpu" and self.dtype == torch.float32
+            amx = "amx_bf16" in cpu_flags()
+            weight_major = self.device.type == "cpu" and (cpu32 and not amx or self.dtype == torch.bfloat16 and amx)
         self.linear = rows_linear if weight_major else apply_module
+        if decode_attention is None:
+            decode_attention = "matmul" if cpu32 else "sdpa"
+        if decode_attention not in DECODE_ATTENTION:
+            raise ValueError(f"decode_attention must be one of {', '.join(DECODE_ATTENTION)} (got {decode_attention!r})")
+        self.sdpa_decode = decode_attention == "sdpa"
         mlp = self.layers[0].mlp
         self.split_mlp = all(hasattr(mlp, a) for a in ("gate_proj", "up_proj", "down_proj", "act_fn"))
 
@@ -206,11 +236,18 @@ class LlamaDecoder:
             kc, vc = self.k_cache[i], self.v_cache[i]
             kc[:, :, c] = k
             vc[:, :, c] = v
-            q = q.view(b, self.num_kv, self.groups, self.head_dim)  # query head h uses kv head h // G
-            scores = torch.matmul(q, kc[:, :, : c + 1].transpose(-1, -2)).mul_(self.scaling).add_(mask)
-            probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(vc.dtype)
-            a = torch.matmul(probs, vc[:, :, : c + 1])  # [B, kv, G, D]
-            x = x + lin(layer.self_attn.o_proj, a.view(b, -1))
+            if self.sdpa_decode:  # query head h uses kv head h // G (enable_gqa)
+                # q contiguous: the weight-major projections leave it transposed, which the fused kernel runs
+                # several times slower (benchmarks/decode_variants.py)
+                q = q.reshape(b, self.num_heads, 1, self.head_dim).contiguous()
+                a = F.scaled_dot_product_attention(q, kc[:, :, : c + 1], vc[:, :, : c + 1], attn_mask=mask,
+                                                   scale=self.scaling, enable_gqa=True)
+            else:
+                q = q.view(b, self.num_kv, self.groups, self.head_dim)  # query head h uses kv head h // G
+                scores = torch.matmul(q, kc[:, :, : c + 1].transpose(-1, -2)).mul_(self.scaling).add_(mask)
+                probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(vc.dtype)
+                a = torch.matmul(probs, vc[:, :, : c + 1])  # [B, kv, G, D]
+            x = x + lin(layer.self_attn.o_proj, a.reshape(b, -1))
             x = x + self._mlp(layer.mlp, layer.post_attention_layernorm(x))
         self.col += 1
         self.positions += 1

@@ -24,7 +24,7 @@ import torch
 
 from rlvr.models.llama import fast_path_problem
 from rlvr.rollout.base import ENGINES, RolloutBatch, RolloutEngine, SamplingParams
-from rlvr.rollout.decoders import GenericDecoder, LlamaDecoder
+from rlvr.rollout.decoders import DECODE_ATTENTION, GenericDecoder, LlamaDecoder
 from rlvr.rollout.sampling import sample_next, stream_keys, stream_uniforms
 
 DECODERS = ("auto", "fast", "generic")
@@ -43,11 +43,14 @@ class HFEngine(RolloutEngine):
         decoder: "auto" (fast when the architecture allows it), "fast" (error if it cannot) or "generic".
         compact_fraction: drop finished rows once this fraction of the batch has finished (0 < f <= 1).
         weight_major: the fast decoder's decode-step products as (W x^T)^T (rlvr.rollout.decoders.rows_linear);
-            None: on a float32 CPU model.
+            None: a float32 CPU model on a CPU without AMX, or a bfloat16 one on a CPU with AMX.
+        decode_attention: the fast decoder's decode-step attention, "matmul" or "sdpa"
+            (rlvr.rollout.decoders.LlamaDecoder); None: "matmul" for a float32 CPU model, else "sdpa".
     """
 
     def __init__(self, model, tokenizer, *, max_batch_size: int | None = None, decoder: str = "auto",
-                 compact_fraction: float = 0.25, weight_major: bool | None = None):
+                 compact_fraction: float = 0.25, weight_major: bool | None = None,
+                 decode_attention: str | None = None):
         if decoder not in DECODERS:
             raise ValueError(f"unknown decoder {decoder!r}; known: {', '.join(DECODERS)}")
         if max_batch_size is not None and (not isinstance(max_batch_size, int) or max_batch_size < 1):
@@ -57,7 +60,11 @@ class HFEngine(RolloutEngine):
         self.model, self.tokenizer = model, tokenizer
         self.decoder = decoder
         self.compact_fraction = compact_fraction
+        if decode_attention not in (None, *DECODE_ATTENTION):
+            raise ValueError(f"decode_attention must be one of {', '.join(DECODE_ATTENTION)} or None "
+                             f"(got {decode_attention!r})")
         self.weight_major = weight_major
+        self.decode_attention = decode_attention
         self._max_batch_size = max_batch_size
         self.record_routes = False
         """Mixture-of-experts models: record the experts every sampled token is routed to (RolloutBatch.routes,
@@ -242,7 +249,7 @@ class HFEngine(RolloutEngine):
             return GenericDecoder(self.model)
         problem = fast_path_problem(self.model, total_len)
         if problem is None:
-            return LlamaDecoder(self.model, weight_major=self.weight_major)
+            return LlamaDecoder(self.model, weight_major=self.weight_major, decode_attention=self.decode_attention)
         if self.decoder == "fast":
             raise ValueError(f"decoder='fast' cannot run this model: {problem}; use decoder='auto' or 'generic'")
         return GenericDecoder(self.model)

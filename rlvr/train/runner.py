@@ -17,6 +17,7 @@ import torch
 
 from rlvr.config import RunConfig, to_yaml
 from rlvr.logging.jsonl import JsonlWriter
+from rlvr.rollout.decoders import cpu_flags
 from rlvr.tasks import check_reward_fields, close_rewards
 from rlvr.train.checkpoint import (
     OPTIMIZER_DIR,
@@ -92,11 +93,7 @@ def native_bf16(device: torch.device) -> bool:
     emulated and far slower)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def resolve_rollout_dtype(setting: str | None, model_dtype: torch.dtype, device: torch.device) -> torch.dtype:

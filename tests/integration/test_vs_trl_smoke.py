@@ -86,7 +86,7 @@ def test_gsm8k_workload_same_prompts_on_both_sides(vs_trl, tmp_path):
                               samples=2, max_new_tokens=4, rollout_dtype=None, checkpoint_activations=False)
     assert vs_trl.work(args) == {"task": "gsm8k", "task_kwargs": {"path": str(vs_trl.GSM8K)}, "prompts": 2,
                                  "samples": 2, "max_new_tokens": 4, "rollout_dtype": "float32",
-                                 "checkpoint_activations": False, "micro_batch_size": None}
+                                 "checkpoint_activations": False, "micro_batch_size": None, "ignore_eos": False}
     defaults = vs_trl.work(argparse.Namespace(workload="gsm8k"))
     assert (defaults["prompts"], defaults["samples"], defaults["max_new_tokens"]) == (8, 8, 256)
     rlvr, trl = vs_trl.run_rlvr(args), vs_trl.run_trl(args)
@@ -118,6 +118,21 @@ def test_micro_batches_and_checkpointing_on_both_sides(vs_trl, tmp_path):
         assert r["prompt_tokens"] == t["prompt_tokens"] > 0  # the whole batch of 16 each step on both sides
     with pytest.raises(SystemExit, match="multiple of the group size"):
         vs_trl.work(argparse.Namespace(micro_batch_size=2))
+
+
+def test_ignore_eos_makes_both_sides_generate_every_token(vs_trl, tmp_path):
+    """--ignore-eos: every response on both sides runs to max_new_tokens (rlvr's ignore_eos, TRL's min_new_tokens),
+    so the two generate and train the same number of tokens."""
+    from rlvr.models import make_tiny_model_dir
+
+    model_dir = make_tiny_model_dir(tmp_path / "model")
+    args = argparse.Namespace(steps=2, seed=2, threads=1, model=str(model_dir), max_new_tokens=7,
+                              checkpoint_activations=False, ignore_eos=True)
+    assert vs_trl.work(args)["ignore_eos"]
+    rlvr, trl = vs_trl.run_rlvr(args), vs_trl.run_trl(args)
+    for r, t in zip(rlvr["steps"], trl["steps"], strict=True):
+        assert r["gen_tokens"] == t["gen_tokens"] == 4 * 4 * 7
+        assert r["train_tokens"] == t["train_tokens"]
 
 
 def test_profile_reports_each_phases_time_and_peak_memory(vs_trl, tmp_path, monkeypatch):

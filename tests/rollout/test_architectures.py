@@ -87,3 +87,53 @@ def test_weight_major_decode_steps_compute_the_same_logits(model):
     torch.testing.assert_close(rows_linear(lin, x), lin(x))
     plain = torch.nn.Linear(6, 4)
     torch.testing.assert_close(rows_linear(plain, x), plain(x))
+
+
+@pytest.mark.parametrize("model", [lambda: build(Qwen2ForCausalLM, Qwen2Config(**COMMON)),
+                                   lambda: build(Qwen3ForCausalLM, Qwen3Config(head_dim=16, **COMMON))],
+                         ids=["qwen2", "qwen3"])
+def test_fused_decode_attention_computes_the_same_logits(model):
+    """A decode step's attention through scaled_dot_product_attention (query head h on kv head h // G, left
+    padding masked) gives the grouped matmuls' logits: to float rounding in float32; in bfloat16 it stays as
+    near the float32 result as the matmuls do."""
+    from rlvr.rollout.decoders import LlamaDecoder
+
+    model = model()
+    prompts, rows = [[5, 9, 11, 3, 17, 2], [7, 8], [30, 31, 32]], [0, 0, 1, 2, 2]  # three lengths: left padding
+
+    def run(m, attention):
+        dec = LlamaDecoder(m, decode_attention=attention)
+        logits = [dec.prefill(prompts, rows, 5)]
+        for token in ([4, 6, 10, 40, 41], [12, 13, 14, 42, 43], [20, 21, 22, 44, 45], [1, 1, 1, 1, 1]):
+            logits.append(dec.step(torch.tensor(token)))
+        return torch.stack(logits)
+
+    matmul, sdpa = run(model, "matmul"), run(model, "sdpa")
+    assert matmul[1:].abs().max() > 1
+    torch.testing.assert_close(sdpa, matmul, rtol=1e-5, atol=1e-5)
+    half = build_like(model).to(torch.bfloat16)
+    assert LlamaDecoder(half).sdpa_decode and not LlamaDecoder(model).sdpa_decode  # the defaults
+    err_matmul, err_sdpa = (run(half, "matmul") - matmul).abs(), (run(half, "sdpa") - matmul).abs()
+    assert err_sdpa.max() < 0.1 * matmul.abs().max() and err_sdpa.mean() < 1.5 * err_matmul.mean()
+    with pytest.raises(ValueError, match="decode_attention must be one of matmul, sdpa"):
+        LlamaDecoder(model, decode_attention="flash")
+
+
+def build_like(model):
+    import copy
+
+    return copy.deepcopy(model)
+
+
+def test_weight_major_default_follows_the_cpu(monkeypatch, tiny_sharp):
+    """Weight-major where it was measured to pay: float32 without AMX, bfloat16 with AMX."""
+    from rlvr.rollout import decoders
+
+    model, _ = tiny_sharp
+    half = build_like(model).to(torch.bfloat16)
+    for flags, float32, bfloat16 in (({"avx2"}, True, False), ({"avx2", "avx512f", "avx512_bf16"}, True, False),
+                                     ({"avx2", "avx512_bf16", "amx_bf16", "amx_tile"}, False, True)):
+        monkeypatch.setattr(decoders, "cpu_flags", lambda flags=flags: frozenset(flags))
+        assert (decoders.LlamaDecoder(model).linear is decoders.rows_linear) == float32, flags
+        assert (decoders.LlamaDecoder(half).linear is decoders.rows_linear) == bfloat16, flags
+        assert decoders.LlamaDecoder(half).sdpa_decode and not decoders.LlamaDecoder(model).sdpa_decode

@@ -1,0 +1,94 @@
+"""The fast decoder's decode step in each of its layouts, on the model and on a rollout copy (issue 15, targets 2
+and 4: where long generations spend their time).
+
+`rlvr.rollout.decoders.LlamaDecoder` has two choices per decode step: the projections as x W^T or weight-major
+(W x^T)^T (`weight_major`), and the attention over the cache as two grouped matmuls or one fused
+`scaled_dot_product_attention` (`decode_attention`). Their defaults follow measurements on the CPUs we have;
+this benchmark measures them on this one: the hf engine on the embedded model in each `--dtypes` (a copy in
+that dtype, as `rollout.dtype` makes it), forced length (ignore_eos), sampling at temperature 1, each variant
+of each shape run once per repeat in turn (the order reversed on odd repeats), medians over repeats. Usage:
+
+    python benchmarks/decode_variants.py                          # 8 rows x 512 tokens, 64 rows x 128
+    python benchmarks/decode_variants.py --shapes 8x512 --dtypes bfloat16 --repeats 3 --json out.json
+
+The report names the default variant of each dtype on this CPU and each variant's decode time against it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from generate import make_prompts, run_engine  # noqa: E402
+from machine import cpu_flags  # noqa: E402
+
+
+def parse_shape(text: str) -> tuple[int, int]:
+    rows, _, tokens = text.partition("x")
+    try:
+        return int(rows), int(tokens)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a shape is ROWSxTOKENS, e.g. 8x512 (got {text!r})") from None
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--shapes", type=parse_shape, nargs="+", default=[(8, 512), (64, 128)],
+                    help="ROWSxTOKENS: rows generated together (one prompt per 8 rows) and forced new tokens")
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", help="write the figures here")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from rlvr.models import load_model
+    from rlvr.rollout import HFEngine
+    from rlvr.rollout.decoders import LlamaDecoder
+
+    model, tokenizer = load_model(args.model, dtype=torch.float32)
+    print(f"CPU flags: {cpu_flags()}; {args.threads} threads; torch {torch.__version__}", flush=True)
+    variants = [{"weight_major": w, "decode_attention": a} for w, a in itertools.product((False, True), ("matmul", "sdpa"))]
+    results = []
+    for dt in args.dtypes:
+        m = model if dt == "float32" else copy.deepcopy(model).to(getattr(torch, dt)).eval().requires_grad_(False)
+        default = LlamaDecoder(m)
+        default_kw = {"weight_major": default.linear.__name__ == "rows_linear",
+                      "decode_attention": "sdpa" if default.sdpa_decode else "matmul"}
+        engines = [HFEngine(m, tokenizer, **kw) for kw in variants]
+        for e in engines:  # warm-up
+            run_engine(e, make_prompts(tokenizer, 1), 4, 0, n=2)
+        for rows, tokens in args.shapes:
+            prompts, n = make_prompts(tokenizer, max(1, rows // 8)), min(rows, 8)
+            times: list[list[float]] = [[] for _ in variants]
+            for r in range(args.repeats):
+                order = range(len(variants)) if r % 2 == 0 else reversed(range(len(variants)))
+                for i in order:
+                    times[i].append(run_engine(engines[i], prompts, tokens, r, n=n)["decode_s"])
+            medians = [statistics.median(t) for t in times]
+            base = medians[variants.index(default_kw)]
+            print(f"\n{dt}, {len(prompts) * n} rows x {tokens} tokens (default here: {default_kw})")
+            for kw, t, med in zip(variants, times, medians):
+                mark = "  <- default" if kw == default_kw else ""
+                print(f"  weight_major={kw['weight_major']!s:5s} attention={kw['decode_attention']:6s} decode "
+                      f"{med:7.2f} s ({med / base:.2f}x the default; {', '.join(f'{x:.2f}' for x in t)}){mark}")
+            results.append({"dtype": dt, "rows": len(prompts) * n, "tokens": tokens, "default": default_kw,
+                            "variants": [{**kw, "decode_s": t, "median_decode_s": med}
+                                         for kw, t, med in zip(variants, times, medians)]})
+    out = {"cpu_flags": cpu_flags(), "threads": args.threads, "torch": torch.__version__, "model": args.model,
+           "repeats": args.repeats, "results": results}
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()
