@@ -429,18 +429,17 @@ def sweep(args) -> dict:
             print(f"  step times: {[round(st['step_s'], 2) for st in runs[-1]['steps']]}", flush=True)
         summary = summarise(runs, args.gflops)
         rows.append({"value": value, "work": work(a), "summary": summary, "runs": runs})
-    first = rows[0]["summary"]
+    growth(rows)
     print(f"\n{field} sweep ({args.workload}; {work(args)}); {args.threads} threads each; load before {load_before}, "
           f"after {os.getloadavg()}")
     print(f"{field:>15s}{'rlvr step':>11s}{'TRL step':>10s}{'ratio':>7s}{'rlvr RSS':>10s}{'TRL RSS':>9s}{'ratio':>7s}"
-          f"{'rlvr growth':>13s}{'TRL growth':>12s}")
+          f"{'rlvr growth':>13s}{'TRL growth':>12s}{'added s/unit rlvr, TRL':>25s}")
     for row in rows:
-        s = row["summary"]
-        row["growth"] = {side: s[side]["median_step_s"] / first[side]["median_step_s"] for side in ("rlvr", "trl")}
-        row["memory_growth"] = {side: s[side]["peak_rss_mib"] / first[side]["peak_rss_mib"] for side in ("rlvr", "trl")}
+        s, added = row["summary"], row["added_s_per_unit"]
         print(f"{row['value']:>15d}{s['rlvr']['median_step_s']:>10.2f}s{s['trl']['median_step_s']:>9.2f}s"
               f"{s['ratio_step_time']:>7.2f}{s['rlvr']['peak_rss_mib']:>8.0f}Mi{s['trl']['peak_rss_mib']:>7.0f}Mi"
-              f"{s['ratio_peak_rss']:>7.2f}{row['growth']['rlvr']:>12.2f}x{row['growth']['trl']:>11.2f}x")
+              f"{s['ratio_peak_rss']:>7.2f}{row['growth']['rlvr']:>12.2f}x{row['growth']['trl']:>11.2f}x"
+              + ("" if added is None else f"{added['rlvr']:>15.3f}, {added['trl']:.3f}"))
     report = {"args": vars(args), "field": field, "rows": rows}
     if args.png:
         plot_sweep(rows, field, args.png)
@@ -448,6 +447,22 @@ def sweep(args) -> dict:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return report
+
+
+def growth(rows: list[dict]) -> None:
+    """Per row of a sweep, against the first: each side's step time and peak RSS as multiples (growth,
+    memory_growth), and the step time added per added unit of the swept size (added_s_per_unit: seconds per
+    token of max_new_tokens or per sample of the group; None on the first row). The multiples favour the
+    side with the larger fixed cost per step; the added seconds compare what the added work itself costs."""
+    first = rows[0]
+    for row in rows:
+        s = row["summary"]
+        row["growth"] = {side: s[side]["median_step_s"] / first["summary"][side]["median_step_s"] for side in ("rlvr", "trl")}
+        row["memory_growth"] = {side: s[side]["peak_rss_mib"] / first["summary"][side]["peak_rss_mib"]
+                                for side in ("rlvr", "trl")}
+        units = row["value"] - first["value"]
+        row["added_s_per_unit"] = None if not units else {
+            side: (s[side]["median_step_s"] - first["summary"][side]["median_step_s"]) / units for side in ("rlvr", "trl")}
 
 
 def plot_sweep(rows: list[dict], field: str, path: str) -> None:

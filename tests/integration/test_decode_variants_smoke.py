@@ -20,3 +20,14 @@ def test_each_layout_is_timed_and_the_default_is_named(tiny_dir, load_benchmark)
     amx = "amx_bf16" in cpu_flags()
     assert out["results"][0]["default"] == {"weight_major": not amx, "decode_attention": "matmul"}  # float32, CPU
     assert out["results"][1]["default"] == {"weight_major": amx, "decode_attention": "sdpa"}
+
+
+def test_single_products_are_timed_in_both_layouts(tiny_dir, load_benchmark):
+    bench = load_benchmark("decode_variants")
+    out = bench.main(["--model", str(tiny_dir), "--ops", "--dtypes", "float32", "--reps", "1", "--threads", "1"])
+    ops = out["ops"]
+    attention = [o for o in ops if o["op"].startswith("attention")]
+    products = [o for o in ops if not o["op"].startswith("attention")]
+    assert len(attention) == 2 * 3 and len(products) == 2 * 5  # 8 and 64 rows; 3 cache lengths, 5 projections
+    assert all(o["matmuls_us"] > 0 and o["fused_us"] > 0 for o in attention)
+    assert all(o["x_wt_us"] > 0 and o["weight_major_us"] > 0 for o in products)

@@ -103,6 +103,18 @@ def test_sweep_figure_is_written(vs_trl, tmp_path):
     assert (tmp_path / "sweep.png").stat().st_size > 1000
 
 
+def test_sweep_growth_as_multiples_and_as_added_seconds(vs_trl):
+    rows = [{"value": v, "summary": {"rlvr": {"median_step_s": 1 + 0.1 * v, "peak_rss_mib": 1000 + v},
+                                     "trl": {"median_step_s": 10 + 0.2 * v, "peak_rss_mib": 2000 + 2 * v}}}
+            for v in (64, 128, 512)]
+    vs_trl.growth(rows)
+    assert rows[0]["added_s_per_unit"] is None and rows[0]["growth"] == {"rlvr": 1.0, "trl": 1.0}
+    # rlvr: 7.4 -> 52.2 s (7.05x) but 0.1 s per added token; TRL: 22.8 -> 112.4 s (4.93x) at 0.2 s per token
+    assert rows[2]["growth"]["rlvr"] == pytest.approx(52.2 / 7.4) and rows[2]["growth"]["trl"] == pytest.approx(112.4 / 22.8)
+    assert rows[2]["added_s_per_unit"] == pytest.approx({"rlvr": 0.1, "trl": 0.2})
+    assert rows[1]["memory_growth"] == pytest.approx({"rlvr": 1128 / 1064, "trl": 2256 / 2128})
+
+
 def test_micro_batches_and_checkpointing_on_both_sides(vs_trl, tmp_path):
     """--micro-batch-size and --checkpoint-activations: both sides still make one generation and one optimizer
     step per step, on the same prompts."""
