@@ -108,30 +108,35 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    print(f"CPU flags: {cpu_flags()}; {args.threads} threads; torch {torch.__version__}", flush=True)
+    out = {"cpu_flags": cpu_flags(), "threads": args.threads, "torch": torch.__version__, "model": args.model}
     if args.ops:
         from transformers import AutoConfig
 
         from rlvr.models import pull
 
         path = pull(args.model, progress=False) if not Path(args.model).is_dir() else args.model
-        print(f"CPU flags: {cpu_flags()}; {args.threads} threads; torch {torch.__version__}", flush=True)
-        out = {"cpu_flags": cpu_flags(), "threads": args.threads, "torch": torch.__version__, "model": args.model,
-               "ops": single_ops(AutoConfig.from_pretrained(path), args.dtypes, args.reps)}
-        if args.json:
-            Path(args.json).write_text(json.dumps(out, indent=1))
-        return out
+        out["ops"] = single_ops(AutoConfig.from_pretrained(path), args.dtypes, args.reps)
+    else:
+        out.update(repeats=args.repeats, results=engine_variants(args))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return out
+
+
+def engine_variants(args) -> list[dict]:
+    """The engine's decode time in each layout, per dtype and shape (see the module docstring)."""
     from rlvr.models import load_model
     from rlvr.rollout import HFEngine
-    from rlvr.rollout.decoders import LlamaDecoder
+    from rlvr.rollout.decoders import LlamaDecoder, rows_linear
 
     model, tokenizer = load_model(args.model, dtype=torch.float32)
-    print(f"CPU flags: {cpu_flags()}; {args.threads} threads; torch {torch.__version__}", flush=True)
     variants = [{"weight_major": w, "decode_attention": a} for w, a in itertools.product((False, True), ("matmul", "sdpa"))]
     results = []
     for dt in args.dtypes:
         m = model if dt == "float32" else copy.deepcopy(model).to(getattr(torch, dt)).eval().requires_grad_(False)
         default = LlamaDecoder(m)
-        default_kw = {"weight_major": default.linear.__name__ == "rows_linear",
+        default_kw = {"weight_major": default.linear is rows_linear,
                       "decode_attention": "sdpa" if default.sdpa_decode else "matmul"}
         engines = [HFEngine(m, tokenizer, **kw) for kw in variants]
         for e in engines:  # warm-up
@@ -153,11 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
             results.append({"dtype": dt, "rows": len(prompts) * n, "tokens": tokens, "default": default_kw,
                             "variants": [{**kw, "decode_s": t, "median_decode_s": med}
                                          for kw, t, med in zip(variants, times, medians)]})
-    out = {"cpu_flags": cpu_flags(), "threads": args.threads, "torch": torch.__version__, "model": args.model,
-           "repeats": args.repeats, "results": results}
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
-    return out
+    return results
 
 
 if __name__ == "__main__":

@@ -52,6 +52,12 @@ PREFILL_TOKENS = 8192  # prompt tokens (padding included) per prefill forward
 DECODE_ATTENTION = ("matmul", "sdpa")
 
 
+def check_decode_attention(value: str | None) -> None:
+    """Raise ValueError unless `value` is one of DECODE_ATTENTION or None (the default for the model's dtype)."""
+    if value not in (None, *DECODE_ATTENTION):
+        raise ValueError(f"decode_attention must be one of {', '.join(DECODE_ATTENTION)} or None (got {value!r})")
+
+
 @functools.cache
 def cpu_flags() -> frozenset[str]:
     """This CPU's feature flags (/proc/cpuinfo; empty where it cannot be read)."""
@@ -94,15 +100,14 @@ class LlamaDecoder:
         self.scaling = attn.scaling
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
-        cpu32 = self.device.type == "cpu" and self.dtype == torch.float32
+        check_decode_attention(decode_attention)
+        on_cpu, fp32 = self.device.type == "cpu", self.dtype == torch.float32
         if weight_major is None:
             amx = "amx_bf16" in cpu_flags()
-            weight_major = self.device.type == "cpu" and (cpu32 and not amx or self.dtype == torch.bfloat16 and amx)
+            weight_major = on_cpu and (fp32 and not amx or self.dtype == torch.bfloat16 and amx)
         self.linear = rows_linear if weight_major else apply_module
         if decode_attention is None:
-            decode_attention = "matmul" if cpu32 else "sdpa"
-        if decode_attention not in DECODE_ATTENTION:
-            raise ValueError(f"decode_attention must be one of {', '.join(DECODE_ATTENTION)} (got {decode_attention!r})")
+            decode_attention = "matmul" if on_cpu and fp32 else "sdpa"
         self.sdpa_decode = decode_attention == "sdpa"
         mlp = self.layers[0].mlp
         self.split_mlp = all(hasattr(mlp, a) for a in ("gate_proj", "up_proj", "down_proj", "act_fn"))

@@ -24,7 +24,7 @@ import torch
 
 from rlvr.models.llama import fast_path_problem
 from rlvr.rollout.base import ENGINES, RolloutBatch, RolloutEngine, SamplingParams
-from rlvr.rollout.decoders import DECODE_ATTENTION, GenericDecoder, LlamaDecoder
+from rlvr.rollout.decoders import GenericDecoder, LlamaDecoder, check_decode_attention
 from rlvr.rollout.sampling import sample_next, stream_keys, stream_uniforms
 
 DECODERS = ("auto", "fast", "generic")
@@ -60,9 +60,7 @@ class HFEngine(RolloutEngine):
         self.model, self.tokenizer = model, tokenizer
         self.decoder = decoder
         self.compact_fraction = compact_fraction
-        if decode_attention not in (None, *DECODE_ATTENTION):
-            raise ValueError(f"decode_attention must be one of {', '.join(DECODE_ATTENTION)} or None "
-                             f"(got {decode_attention!r})")
+        check_decode_attention(decode_attention)  # here too, so that a bad value fails before any generation
         self.weight_major = weight_major
         self.decode_attention = decode_attention
         self._max_batch_size = max_batch_size

@@ -3,6 +3,8 @@ and the generic fallback on one it does not (GPT-2)."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
@@ -111,7 +113,7 @@ def test_fused_decode_attention_computes_the_same_logits(model):
     matmul, sdpa = run(model, "matmul"), run(model, "sdpa")
     assert matmul[1:].abs().max() > 1
     torch.testing.assert_close(sdpa, matmul, rtol=1e-5, atol=1e-5)
-    half = build_like(model).to(torch.bfloat16)
+    half = copy.deepcopy(model).to(torch.bfloat16)
     assert LlamaDecoder(half).sdpa_decode and not LlamaDecoder(model).sdpa_decode  # the defaults
     err_matmul, err_sdpa = (run(half, "matmul") - matmul).abs(), (run(half, "sdpa") - matmul).abs()
     assert err_sdpa.max() < 0.1 * matmul.abs().max() and err_sdpa.mean() < 1.5 * err_matmul.mean()
@@ -119,18 +121,12 @@ def test_fused_decode_attention_computes_the_same_logits(model):
         LlamaDecoder(model, decode_attention="flash")
 
 
-def build_like(model):
-    import copy
-
-    return copy.deepcopy(model)
-
-
 def test_weight_major_default_follows_the_cpu(monkeypatch, tiny_sharp):
     """Weight-major where it was measured to pay: float32 without AMX, bfloat16 with AMX."""
     from rlvr.rollout import decoders
 
     model, _ = tiny_sharp
-    half = build_like(model).to(torch.bfloat16)
+    half = copy.deepcopy(model).to(torch.bfloat16)
     for flags, float32, bfloat16 in (({"avx2"}, True, False), ({"avx2", "avx512f", "avx512_bf16"}, True, False),
                                      ({"avx2", "avx512_bf16", "amx_bf16", "amx_tile"}, False, True)):
         monkeypatch.setattr(decoders, "cpu_flags", lambda flags=flags: frozenset(flags))
