@@ -31,7 +31,7 @@ import torch
 from annotated_types import Ge, Gt, Le
 from torch import Tensor
 
-from rlvr.core.masked import check_same_shape, masked_sum, masked_whiten
+from rlvr.core.masked import as_bool_mask, check_same_shape, masked_sum, masked_whiten, require
 from rlvr.core.registry import Registry
 
 ADVANTAGE_ESTIMATORS: Registry = Registry("advantage estimator")
@@ -106,10 +106,12 @@ def _validate(
     baseline_rewards,
     token_rewards,
 ) -> dict:
+    if rewards is None:
+        raise TypeError(f"advantage estimator {name!r}: rewards is required (a [N] tensor); got None")
     if not isinstance(loss_mask, Tensor) or loss_mask.dim() != 2:
         shape = list(loss_mask.shape) if isinstance(loss_mask, Tensor) else type(loss_mask).__name__
         raise ValueError(f"loss_mask must be a [N, T] tensor; got {shape}")
-    mask = loss_mask.bool()
+    mask = as_bool_mask(loss_mask)
     n, shape = mask.shape[0], list(mask.shape)
     device = mask.device
     rewards = _as_float(torch.as_tensor(rewards, device=device))
@@ -261,7 +263,8 @@ def compute_advantages(
 
 def outcome_to_token_rewards(rewards: Tensor, loss_mask: Tensor) -> Tensor:
     """[N, T] zeros with rewards[i] on the last True token of row i (rows with no True token stay 0)."""
-    mask = loss_mask.bool()
+    require("outcome_to_token_rewards", rewards=rewards, loss_mask=loss_mask)
+    mask = as_bool_mask(loss_mask)
     if mask.dim() != 2:
         raise ValueError(f"loss_mask must be a [N, T] tensor; got {list(mask.shape)}")
     rewards = _as_float(torch.as_tensor(rewards, device=mask.device))

@@ -35,7 +35,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from rlvr.core.masked import check_same_shape
+from rlvr.core.masked import as_bool_mask, check_same_shape, require
 from rlvr.core.registry import Registry
 
 AggregationFn = Callable[..., Tensor]
@@ -44,13 +44,9 @@ AGGREGATIONS: Registry[AggregationFn] = Registry("aggregation")
 Count = int | float | Tensor | None
 
 
-def as_bool_mask(loss_mask: Tensor) -> Tensor:
-    """`loss_mask` as a bool tensor; a numeric mask counts where it is non-zero."""
-    return loss_mask if loss_mask.dtype == torch.bool else loss_mask != 0
-
-
 def _masked_rows(per_token_loss: Tensor, loss_mask: Tensor) -> tuple[Tensor, Tensor]:
     """Per-row sums [N] of the loss (masked-out entries exactly 0, even inf/nan) and row token counts [N]."""
+    require("aggregation", per_token_loss=per_token_loss, loss_mask=loss_mask)
     if per_token_loss.dim() != 2:
         raise ValueError(
             f"per_token_loss must be [N, T] (2-D), got shape {list(per_token_loss.shape)}"
@@ -144,5 +140,6 @@ def aggregate(
 
 def batch_counts(loss_mask: Tensor) -> dict[str, Tensor]:
     """The global denominators of a whole batch, to pass to `aggregate` for each of its micro-batches."""
+    require("batch_counts", loss_mask=loss_mask)
     mask = as_bool_mask(loss_mask)
     return {"num_tokens": mask.sum(), "num_sequences": mask.any(dim=-1).sum()}

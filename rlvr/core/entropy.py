@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rlvr.core.masked import require
+
 
 def entropy_from_logits(logits: Tensor, *, chunk_size: int | None = None) -> Tensor:
     """Entropy [...] (natural log) of softmax(logits [..., V]) over the last dimension.
@@ -24,6 +26,7 @@ def entropy_from_logits(logits: Tensor, *, chunk_size: int | None = None) -> Ten
     chunk_size: compute over at most this many positions (of the flattened leading dimensions) at a
         time, to bound the temporary memory to chunk_size * V; None does all at once.
     """
+    require("entropy_from_logits", logits=logits)
     if logits.dim() == 0:
         raise ValueError("logits must have a vocabulary dimension [..., V], got a 0-dim tensor")
     if chunk_size is None:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rlvr.core.masked import require
+
 
 def filtering_active(vocab: int, top_k: int, top_p: float) -> bool:
     """True when top-k or top-p removes anything from a `vocab`-sized distribution."""
@@ -37,6 +39,7 @@ def keep_mask(scaled_logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tens
     top-k-renormalised distribution, each token whose preceding mass is below top_p: the smallest set
     whose mass reaches top_p, never empty. The most probable token is always kept.
     """
+    require("keep_mask", scaled_logits=scaled_logits)
     if scaled_logits.dim() != 2:
         raise ValueError(f"keep_mask takes [B, V] logits, got shape {list(scaled_logits.shape)}")
     if not 0 < top_p <= 1:
@@ -63,6 +66,7 @@ def keep_mask(scaled_logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tens
 
 def filter_logits_(logits: Tensor, temperature: float, top_k: int, top_p: float) -> Tensor:
     """In place: logits / temperature, then top-k, then top-p (`keep_mask`); removed tokens become -inf."""
+    require("filter_logits_", logits=logits)
     if temperature != 1.0:
         logits.div_(temperature)
     if filtering_active(logits.shape[-1], top_k, top_p):

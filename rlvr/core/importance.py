@@ -36,8 +36,7 @@ import math
 import torch
 from torch import Tensor
 
-from rlvr.core.aggregation import as_bool_mask
-from rlvr.core.masked import check_same_shape, masked_mean
+from rlvr.core.masked import as_bool_mask, check_same_shape, masked_mean, require
 
 LEVELS = ("token", "sequence")
 MODES = ("truncate", "mask")
@@ -65,6 +64,7 @@ def importance_weights(
     valid tokens whose raw weight the cap (or lower bound) changed, and logprob_mismatch, the mean of
     |old_logprobs - sampler_logprobs|.
     """
+    require("importance_weights", old_logprobs=old_logprobs, sampler_logprobs=sampler_logprobs, loss_mask=loss_mask)
     check_same_shape(old_logprobs=old_logprobs, sampler_logprobs=sampler_logprobs, loss_mask=loss_mask)
     if level not in LEVELS:
         raise ValueError(f"unknown importance-weight level {level!r}; known: {', '.join(LEVELS)}")

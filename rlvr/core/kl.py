@@ -43,8 +43,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from rlvr.core.aggregation import as_bool_mask
-from rlvr.core.masked import check_same_shape
+from rlvr.core.masked import as_bool_mask, check_same_shape, require
 from rlvr.core.registry import Registry
 
 KLEstimatorFn = Callable[[Tensor, Tensor], Tensor]
@@ -92,6 +91,7 @@ def kl_divergence(
     loss_mask: when given, the estimate is 0 where the mask is False and inf/nan log-probs there cannot
         reach the values or the gradient.
     """
+    require("kl_divergence", logprobs=logprobs, ref_logprobs=ref_logprobs)
     check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs, loss_mask=loss_mask)
     fn = KL_ESTIMATORS[estimator]
     if clamp is not None and not clamp > 0:

@@ -34,8 +34,8 @@ import torch
 from annotated_types import Ge, Gt, Le, Lt
 from torch import Tensor
 
-from rlvr.core.aggregation import aggregate, as_bool_mask
-from rlvr.core.masked import check_same_shape, masked_mean
+from rlvr.core.aggregation import aggregate
+from rlvr.core.masked import as_bool_mask, check_same_shape, masked_mean, require
 from rlvr.core.registry import Registry
 
 PolicyLossFn = Callable[..., tuple[Tensor, dict[str, Tensor]]]
@@ -75,6 +75,7 @@ def policy_loss(
             f"policy loss {name!r} does not take {', '.join(unknown)}; "
             f"it takes: {', '.join(accepted) or 'no options'}"
         )
+    require("policy_loss", logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages, loss_mask=loss_mask)
     check_same_shape(
         logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages, loss_mask=loss_mask
     )
@@ -410,6 +411,8 @@ def covariance_selection(
     """
     if name not in COVARIANCE_LOSSES:
         raise ValueError(f"covariance_selection applies to {', '.join(COVARIANCE_LOSSES)}, not {name!r}")
+    require("covariance_selection", logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages,
+            loss_mask=loss_mask)
     check_same_shape(logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages, loss_mask=loss_mask)
     mask = as_bool_mask(loss_mask)
     zero = torch.zeros((), dtype=logprobs.dtype, device=logprobs.device)
@@ -447,6 +450,7 @@ def value_loss(
     Metric: vf_clip_frac, the fraction of valid tokens where the clipped term is the larger (its
     gradient is then 0).
     """
+    require("value_loss", values=values, old_values=old_values, returns=returns, loss_mask=loss_mask)
     check_same_shape(values=values, old_values=old_values, returns=returns, loss_mask=loss_mask)
     if clip_range is not None and not clip_range > 0:
         raise ValueError(f"clip_range must be > 0 or None (no clipping), got {clip_range}")
@@ -472,6 +476,7 @@ def value_loss(
 def sft_loss(logprobs: Tensor, loss_mask: Tensor, mode: str = "token_mean", **aggregate_kwargs) -> Tensor:
     """Masked negative log-likelihood -logp of the target tokens, aggregated with `mode`
     (token_mean, seq_mean_token_mean, ...; num_tokens / num_sequences / constant as for `aggregate`)."""
+    require("sft_loss", logprobs=logprobs, loss_mask=loss_mask)
     check_same_shape(logprobs=logprobs, loss_mask=loss_mask)
     mask = as_bool_mask(loss_mask)
     nll = torch.where(mask, -logprobs, torch.zeros((), dtype=logprobs.dtype, device=logprobs.device))

@@ -38,10 +38,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rlvr.core.aggregation import aggregate, as_bool_mask
+from rlvr.core.aggregation import aggregate
 from rlvr.core.kl import kl_divergence
 from rlvr.core.losses import policy_loss, value_loss
-from rlvr.core.masked import check_same_shape, masked_mean
+from rlvr.core.masked import as_bool_mask, check_same_shape, masked_mean, require
 
 Count = int | float | Tensor | None
 
@@ -83,6 +83,7 @@ def rl_objective(
     values, old_values, returns, value_clip: the critic's clipped value loss (skipped when values is None).
     value_num_tokens: the value loss's token denominator (default num_tokens).
     """
+    require("rl_objective", logprobs=logprobs, loss_mask=loss_mask, advantages=advantages)
     mask = as_bool_mask(loss_mask)
     check_same_shape(logprobs=logprobs, loss_mask=mask, advantages=advantages, old_logprobs=old_logprobs,
                      is_weights=is_weights, ref_logprobs=ref_logprobs, entropy=entropy)
@@ -130,8 +131,7 @@ def value_objective(values: Tensor, old_values: Tensor | None, returns: Tensor |
     """The critic's part of `rl_objective` alone: L_v = aggregate(value_loss(V, V_old, R), "token_mean") and its
     metrics (value_loss and the clip fraction). The trainer differentiates it apart from the policy's part (they
     share no parameters), so the two graphs are never alive at once."""
-    if old_values is None or returns is None:
-        raise ValueError("the value loss needs old_values and returns with values")
+    require("value_objective", values=values, old_values=old_values, returns=returns, loss_mask=loss_mask)
     mask = as_bool_mask(loss_mask)
     vl, metrics = value_loss(values, old_values, returns, mask, clip_range=value_clip)
     vloss = aggregate(vl, mask, "token_mean", num_tokens=num_tokens)

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from rlvr.core.advantages import check_finite, group_index, group_mean
+from rlvr.core.masked import as_bool_mask, require
 
 
 def overlong_penalty(response_lengths: Tensor, max_len: int, cache_len: int) -> Tensor:
@@ -42,6 +43,9 @@ def overlong_penalty(response_lengths: Tensor, max_len: int, cache_len: int) -> 
 
 
 def _validate_groups(rewards: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor]:
+    for name, given in (("rewards", rewards), ("group_ids", group_ids)):
+        if given is None:
+            raise TypeError(f"{name} is required (a [N] tensor); got None")
     rewards = torch.as_tensor(rewards)
     group_ids = torch.as_tensor(group_ids, device=rewards.device)
     if rewards.dim() != 1 or group_ids.shape != rewards.shape:
@@ -130,10 +134,12 @@ def differential_smoothing(advantages: Tensor, loss_mask: Tensor, seq_logprobs: 
     for name, value in (("gamma_p", gamma_p), ("gamma_n", gamma_n)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
             raise ValueError(f"{name} must be a float >= 0; got {value!r}")
-    advantages, loss_mask = torch.as_tensor(advantages), torch.as_tensor(loss_mask)
-    if advantages.dim() != 2 or loss_mask.shape != advantages.shape or loss_mask.dtype != torch.bool:
-        raise ValueError(f"advantages [N, T] and a bool loss_mask of the same shape are needed; got "
-                         f"{list(advantages.shape)} and {list(loss_mask.shape)} ({loss_mask.dtype})")
+    require("differential_smoothing", advantages=advantages, loss_mask=loss_mask, seq_logprobs=seq_logprobs,
+            correct=correct)
+    if advantages.dim() != 2 or loss_mask.shape != advantages.shape:
+        raise ValueError(f"advantages [N, T] and a loss_mask of the same shape are needed; got "
+                         f"{list(advantages.shape)} and {list(loss_mask.shape)}")
+    loss_mask = as_bool_mask(loss_mask)
     n = advantages.shape[0]
     seq_logprobs, correct = torch.as_tensor(seq_logprobs), torch.as_tensor(correct)
     if seq_logprobs.shape != (n,) or correct.shape != (n,) or correct.dtype != torch.bool:

@@ -196,5 +196,5 @@ def test_differential_smoothing_rejects_bad_input():
         differential_smoothing(adv, mask, torch.tensor([-1.0, float("nan")]), correct, gamma_p=0.1)
     with pytest.raises(ValueError, match="correct \\[N\\] bool"):
         differential_smoothing(adv, mask, logp, torch.tensor([1, 0]), gamma_p=0.1)
-    with pytest.raises(ValueError, match="bool loss_mask"):
-        differential_smoothing(adv, mask.float(), logp, correct, gamma_p=0.1)
+    with pytest.raises(ValueError, match="loss_mask must be boolean"):
+        differential_smoothing(adv, mask.float() * 0.5, logp, correct, gamma_p=0.1)
