@@ -105,6 +105,7 @@ def _validate(
     values,
     baseline_rewards,
     token_rewards,
+    penalties=None,
 ) -> dict:
     if rewards is None:
         raise TypeError(f"advantage estimator {name!r}: rewards is required (a [N] tensor); got None")
@@ -133,6 +134,10 @@ def _validate(
         token_rewards = _as_float(torch.as_tensor(token_rewards, device=device))
         check_same_shape(token_rewards=token_rewards, loss_mask=mask)
         check_finite("token_rewards", token_rewards, mask)
+    if penalties is not None:
+        penalties = _as_float(torch.as_tensor(penalties, device=device))
+        check_same_shape(penalties=penalties, loss_mask=mask)
+        check_finite("penalties", penalties, mask, hint="check the reference log-probs (KL penalty)")
     if values is not None:
         values = _as_float(torch.as_tensor(values, device=device).detach())
         check_same_shape(values=values, loss_mask=mask)
@@ -144,6 +149,7 @@ def _validate(
         values=values,
         baseline_rewards=None if baseline_rewards is None else baseline_rewards.detach(),
         token_rewards=None if token_rewards is None else token_rewards.detach(),
+        penalties=None if penalties is None else penalties.detach(),
     )
 
 
@@ -178,11 +184,15 @@ def _check_options(name: str, declared: dict[str, Any], hints: dict[str, Any], g
 
 
 def _estimator(name: str, needs: tuple[str, ...] = ()) -> Callable:
-    """Register `fn` under `name`, wrapped with input validation and torch.no_grad()."""
+    """Register `fn` under `name`, wrapped with input validation and torch.no_grad().
+
+    `penalties` reach only an estimator that takes them (a `penalties` parameter: it places them itself);
+    for every other one they are folded into the per-token rewards, token_rewards + penalties."""
 
     def decorator(fn: Callable) -> Callable:
         declared = estimator_options(fn)  # read once, at registration
         hints = typing.get_type_hints(fn, include_extras=True)
+        places_penalties = "penalties" in inspect.signature(fn).parameters
 
         @functools.wraps(fn)
         def wrapped(
@@ -193,6 +203,7 @@ def _estimator(name: str, needs: tuple[str, ...] = ()) -> Callable:
             values: Tensor | None = None,
             baseline_rewards: Tensor | None = None,
             token_rewards: Tensor | None = None,
+            penalties: Tensor | None = None,
             **options: Any,
         ) -> tuple[Tensor, Tensor]:
             options = _check_options(name, declared, hints, options)
@@ -205,7 +216,14 @@ def _estimator(name: str, needs: tuple[str, ...] = ()) -> Callable:
                 values=values,
                 baseline_rewards=baseline_rewards,
                 token_rewards=token_rewards,
+                penalties=penalties,
             )
+            if not places_penalties:
+                penalties = kwargs.pop("penalties")
+                if penalties is not None:
+                    given = kwargs["token_rewards"]
+                    base = outcome_to_token_rewards(kwargs["rewards"], kwargs["loss_mask"]) if given is None else given
+                    kwargs["token_rewards"] = base + penalties
             with torch.no_grad():
                 return fn(**kwargs, **options)
 
@@ -224,18 +242,22 @@ def compute_advantages(
     values: Tensor | None = None,
     baseline_rewards: Tensor | None = None,
     token_rewards: Tensor | None = None,
+    penalties: Tensor | None = None,
     **options: Any,
 ) -> tuple[Tensor, Tensor]:
     """(advantages [N, T], returns [N, T]) from the estimator registered as `estimator`.
 
-    Which inputs each estimator reads (the others are accepted and ignored):
+    `token_rewards` are per-token rewards (an outcome on the last token, or an environment's per-step
+    rewards); `penalties` [N, T] are per-token terms placed in the reward that are not rewards to rank,
+    such as the KL penalty -beta * KL. Every estimator credits them as a reward-to-go; `grpo` adds them
+    after its group normalisation (unscaled), the others treat token_rewards + penalties as the rewards.
 
     Which inputs each estimator reads (the others are accepted and ignored), and its own `options`:
 
     | estimator             | reads                                             | options              | returns          |
     | --------------------- | ------------------------------------------------- | -------------------- | ---------------- |
     | reinforce             | rewards (or sum of token_rewards)                 |                      | = advantages     |
-    | grpo                  | rewards / token_rewards, group_ids                | eps                  | = advantages     |
+    | grpo                  | rewards / token_rewards, group_ids, penalties     | eps                  | = advantages     |
     | dr_grpo, rloo         | rewards / token_rewards, group_ids                |                      | = advantages     |
     | remax                 | rewards / token_rewards, baseline_rewards         |                      | = advantages     |
     | reinforce_pp          | token_rewards (default: rewards on last token)    | gamma, whiten        | reward-to-go     |
@@ -253,6 +275,7 @@ def compute_advantages(
         values=values,
         baseline_rewards=baseline_rewards,
         token_rewards=token_rewards,
+        penalties=penalties,
         **options,
     )
 
@@ -352,14 +375,22 @@ def reinforce(*, rewards, loss_mask, token_rewards, **_) -> tuple[Tensor, Tensor
 
 
 @_estimator("grpo", needs=("group_ids",))
-def grpo(*, rewards, loss_mask, group_ids, token_rewards, eps: Positive = 1e-6, **_) -> tuple[Tensor, Tensor]:
-    """A_it = (G_it - mean_g G) / (std_g G + eps), std with Bessel's correction, G the sequence returns.
+def grpo(*, rewards, loss_mask, group_ids, token_rewards, penalties, eps: Positive = 1e-6,
+         **_) -> tuple[Tensor, Tensor]:
+    """A_it = (G_it - mean_g G) / (std_g G + eps) + P_it, std with Bessel's correction, G the sequence returns,
+    P_it = sum_{s >= t} penalties_is.
 
     GRPO (Shao et al. 2024, DeepSeekMath, sec. 4.1.2, outcome supervision); the Bessel-corrected std
-    (torch.std's default) follows the DeepSeekMath / verl reference code. A group whose rewards are all
-    equal gets A = 0. Groups of one are rejected (the corrected std is undefined).
-    Uses: rewards, group_ids, eps, token_rewards (group statistics of the summed returns; each token
-    credited with its reward-to-go, `_credit`).
+    (torch.std's default) follows the DeepSeekMath / verl reference code. A group whose returns are all
+    equal gets A = P (0 without penalties). Groups of one are rejected (the corrected std is undefined).
+    With per-step `token_rewards` (an environment's rewards) each token is credited with its reward-to-go
+    G_it, scaled by the group statistics of the returns (`_credit`).
+
+    `penalties` (the KL penalty -beta * KL placed in the reward) are added after the group normalisation,
+    unscaled, as a reward-to-go, as OpenRLHF does (group-normalised outcome, then the per-token KL, then
+    returns-to-go). Folding them into the returns before normalising would divide the penalty by a std
+    that it alone creates: in a group whose outcomes are all equal std ~ beta * KL, and a 0.01-sized
+    penalty became advantages of order 1-10. Uses: rewards, group_ids, eps, token_rewards, penalties.
     """
     # eps > 0 (its Positive constraint): a group of equal rewards has std 0, and its centred rewards are
     # rounding noise (mean of three 0.1s is not 0.1), so dividing by std + 0 would turn that noise into +-0.58.
@@ -372,13 +403,16 @@ def grpo(*, rewards, loss_mask, group_ids, token_rewards, eps: Positive = 1e-6, 
     std = (sq / (counts - 1).to(scores.dtype)).sqrt()
     if token_rewards is None:
         # Centre first, then divide: bit-for-bit the reference's (r - mean) / (std + eps).
-        return _broadcast(centred / (std[inverse] + eps), loss_mask)
-    adv, _ = _credit(rewards, token_rewards, loss_mask, mean[inverse], std[inverse] + eps)
-    # With per-token rewards the reward-to-go differs from the return, so a group of equal returns (std 0)
-    # would get (G_t - mean) / eps: zero it, as the outcome case is, since the group ranks nothing.
-    high = scores.new_full((counts.shape[0],), float("-inf")).scatter_reduce(0, inverse, scores, reduce="amax")
-    low = scores.new_full((counts.shape[0],), float("inf")).scatter_reduce(0, inverse, scores, reduce="amin")
-    adv = torch.where((high == low)[inverse][:, None], torch.zeros((), dtype=adv.dtype, device=adv.device), adv)
+        adv, _ = _broadcast(centred / (std[inverse] + eps), loss_mask)
+    else:
+        adv, _ = _credit(rewards, token_rewards, loss_mask, mean[inverse], std[inverse] + eps)
+        # With per-step rewards the reward-to-go differs from the return, so a group of equal returns (std 0)
+        # would get (G_t - mean) / eps: zero it, as the outcome case is, since the group ranks nothing.
+        high = scores.new_full((counts.shape[0],), float("-inf")).scatter_reduce(0, inverse, scores, reduce="amax")
+        low = scores.new_full((counts.shape[0],), float("inf")).scatter_reduce(0, inverse, scores, reduce="amin")
+        adv = torch.where((high == low)[inverse][:, None], torch.zeros((), dtype=adv.dtype, device=adv.device), adv)
+    if penalties is not None:
+        adv = adv + _reverse_scan(penalties, loss_mask, 1.0)
     return adv, adv
 
 

@@ -477,10 +477,10 @@ class RLStep:
         baseline = self.greedy_baseline(scored, step).to(device) if alg.advantage.name == "remax" else None
 
         token_rewards = outcome_to_token_rewards(rewards, b.loss_mask)
-        reward_kl = None
+        reward_kl = penalties = None
         if kl_in_reward:
             reward_kl = kl_divergence(b.old_logprobs, b.ref_logprobs, alg.kl.estimator, loss_mask=b.loss_mask)
-            token_rewards = token_rewards - self.kl_coef * reward_kl
+            penalties = -(self.kl_coef * reward_kl)
         b.advantages, b.returns = compute_advantages(
             alg.advantage.name,
             rewards=rewards,
@@ -489,6 +489,7 @@ class RLStep:
             values=b.values,
             baseline_rewards=baseline,
             token_rewards=token_rewards,
+            penalties=penalties,
             **alg.advantage.options(),
         )
         if smoothing is not None:

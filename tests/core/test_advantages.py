@@ -454,6 +454,53 @@ def test_outcome_estimators_with_token_rewards_match_slow_reference(name):
         assert torch.equal(ret, adv)
 
 
+def test_grpo_kl_penalty_of_a_solved_group_stays_of_the_order_of_beta_kl():
+    """KL in the reward with GRPO: 8 correct responses of 32 tokens, beta = 0.01. The outcome rewards are
+    normalised by group and the penalty added unscaled as a reward-to-go, so every advantage is exactly
+    -beta * (the KL still ahead). Guards the normalisation of the KL-penalised returns, which divided the
+    penalty by the std it alone made (max |A| 7.7 on this batch, against at most beta * sum KL here)."""
+    g = torch.Generator().manual_seed(0)
+    n, t, beta = 8, 32, 0.01
+    mask = torch.ones(n, t, dtype=torch.bool)
+    kl = torch.rand(n, t, generator=g, dtype=F64) * 0.2 - 0.05  # k1 terms, some negative
+    rewards = torch.ones(n, dtype=F64)
+    adv, _ = compute_advantages("grpo", rewards=rewards, loss_mask=mask, group_ids=torch.zeros(n, dtype=torch.long),
+                                token_rewards=outcome_to_token_rewards(rewards, mask), penalties=-beta * kl)
+    to_go = kl.flip(1).cumsum(1).flip(1)
+    torch.testing.assert_close(adv, -beta * to_go, rtol=0, atol=1e-15)
+    assert adv.abs().max() <= beta * kl.abs().sum(1).max()
+    # the folded form (the penalised returns normalised by their own std) is what it must not be
+    folded, _ = compute_advantages("grpo", rewards=rewards, loss_mask=mask, group_ids=torch.zeros(n, dtype=torch.long),
+                                   token_rewards=outcome_to_token_rewards(rewards, mask) - beta * kl)
+    assert folded.abs().max() > 1.0
+
+
+def test_grpo_penalties_are_added_after_the_group_normalisation():
+    """A mixed group: (r - mean) / (std + eps) from the outcomes alone, plus the penalty's reward-to-go."""
+    mask = mask_from_lengths([2, 1], 2)
+    rewards = torch.tensor([1.0, 0.0], dtype=F64)  # mean 0.5, Bessel std sqrt(0.5)
+    penalties = torch.tensor([[-0.1, -0.2], [-0.3, 9.0]], dtype=F64)  # 9.0 is masked
+    adv, _ = compute_advantages("grpo", rewards=rewards, loss_mask=mask, group_ids=torch.tensor([0, 0]),
+                                token_rewards=outcome_to_token_rewards(rewards, mask), penalties=penalties)
+    a = 0.5 / (0.5**0.5 + 1e-6)
+    want = torch.tensor([[a - 0.3, a - 0.2], [-a - 0.3, 0.0]], dtype=F64)
+    torch.testing.assert_close(adv, want, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", sorted(set(ALL_NAMES) - {"grpo"}))
+def test_penalties_are_folded_into_the_rewards_for_every_other_estimator(name):
+    """penalties = token_rewards + penalties for every estimator but grpo, bit for bit (the trainer's KL in the
+    reward gives the same advantages as when it was folded into the per-token rewards)."""
+    batch = random_batch(7)
+    g = torch.Generator().manual_seed(1)
+    penalties = torch.randn(batch["loss_mask"].shape, generator=g, dtype=F64) * 0.1
+    kw = dict(gamma=0.9, lam=0.95) if name in ("gae", "reinforce_pp") else {}
+    kw = {k: v for k, v in kw.items() if k in estimator_options(ADVANTAGE_ESTIMATORS[name])}
+    split = compute_advantages(name, **batch, penalties=penalties, **kw)
+    folded = compute_advantages(name, **{**batch, "token_rewards": batch["token_rewards"] + penalties}, **kw)
+    assert torch.equal(split[0], folded[0]) and torch.equal(split[1], folded[1])
+
+
 @pytest.mark.parametrize("name", sorted(ALL_NAMES))
 def test_vectorised_matches_slow_reference(name):
     for seed in range(8):
