@@ -105,6 +105,48 @@ def resolve_rollout_dtype(setting: str | None, model_dtype: torch.dtype, device:
     return getattr(torch, setting)
 
 
+def _no_copy_reason(cfg: RunConfig, distributed: bool) -> str | None:
+    """Why the engine cannot sample from a separate lower-precision copy of the weights (None: it can)."""
+    if cfg.rollout.engine != "hf":
+        return "the vllm engine keeps its own weights"
+    if cfg.model.lora is not None:
+        return "LoRA"
+    if distributed and cfg.train.fsdp:
+        return "FSDP"
+    return None
+
+
+def resolve_automatic(cfg: RunConfig, device: torch.device, *, distributed: bool = False, log=print) -> RunConfig:
+    """`cfg` with its automatic choices made, so that config.yaml records what the run does and `--resume`
+    repeats it (also on another machine): `rollout.dtype: auto` becomes the dtype chosen here (bfloat16 where
+    `native_bf16`, else the model's), and where the engine samples from a lower-precision copy the IS
+    correction is switched on unless the recipe sets `algorithm.is_correction.enabled` itself. A resolved
+    config resolves to itself. `model.device: auto` stays as it is: each rank resolves it to its own device."""
+    model_dtype = getattr(torch, cfg.model.dtype)
+    rollout_dtype = resolve_rollout_dtype(cfg.rollout.dtype, model_dtype, device)
+    no_copy = _no_copy_reason(cfg, distributed)
+    if rollout_dtype != model_dtype and no_copy is not None:
+        if cfg.rollout.dtype != "auto":
+            raise ValueError(f"rollout.dtype={cfg.rollout.dtype} (other than the model's {cfg.model.dtype}) works "
+                             f"with the hf engine on a full (non-LoRA, non-FSDP) model for now, not with {no_copy}; "
+                             "leave rollout.dtype unset or set it to auto")
+        log(f"rollout dtype: {cfg.model.dtype} (rollout.dtype=auto: no separate rollout copy with {no_copy}; "
+            f"the engine samples at the model's dtype)")
+        rollout_dtype = model_dtype
+    elif rollout_dtype == model_dtype and cfg.rollout.dtype == "auto":
+        log(f"rollout dtype: {cfg.model.dtype} (rollout.dtype=auto: no native bfloat16 matrix products on "
+            f"{device.type}; the engine shares the trainer's weights)")
+    correct = rollout_dtype != model_dtype and "enabled" not in cfg.algorithm.is_correction.model_fields_set
+    if cfg.rollout.dtype != "auto" and not correct:
+        return cfg
+    cfg = cfg.model_copy(deep=True)
+    if cfg.rollout.dtype == "auto":
+        cfg.rollout.dtype = str(rollout_dtype).removeprefix("torch.")
+    if correct:
+        cfg.algorithm.is_correction.enabled = True  # sampler and trainer differ: correct for it
+    return cfg
+
+
 def build(cfg: RunConfig, model_path: str | None = None, log=print, topology: Topology | None = None) -> RLStep:
     """Load the models, the task and the engine of a run (on this rank's device)."""
     from rlvr.models import load_model
@@ -116,6 +158,7 @@ def build(cfg: RunConfig, model_path: str | None = None, log=print, topology: To
     topology = topology or Topology()
     dtype = getattr(torch, cfg.model.dtype)
     device = topology.device(cfg.model.device)
+    cfg = resolve_automatic(cfg, device, distributed=topology.distributed, log=log)
     load = dict(dtype=dtype, device=str(device), trust_remote_code=cfg.model.trust_remote_code,
                 cache_dir=cfg.model.cache_dir)
     peft_model = None
@@ -147,29 +190,12 @@ def build(cfg: RunConfig, model_path: str | None = None, log=print, topology: To
               if cfg.algorithm.critic.enabled else None)
     task = build_task(cfg.task)
     engine_model = model
-    rollout_dtype = resolve_rollout_dtype(cfg.rollout.dtype, dtype, device)
-    no_copy = ("the vllm engine keeps its own weights" if cfg.rollout.engine != "hf" else
-               "LoRA" if peft_model is not None else
-               "FSDP" if topology.distributed and cfg.train.fsdp else None)
-    if rollout_dtype != dtype and no_copy is not None:
-        if cfg.rollout.dtype != "auto":
-            raise ValueError(f"rollout.dtype={cfg.rollout.dtype} (other than the model's {cfg.model.dtype}) works "
-                             f"with the hf engine on a full (non-LoRA, non-FSDP) model for now, not with {no_copy}; "
-                             "leave rollout.dtype unset or set it to auto")
-        log(f"rollout dtype: {cfg.model.dtype} (rollout.dtype=auto: no separate rollout copy with {no_copy}; "
-            f"the engine samples at the model's dtype)")
-    elif rollout_dtype != dtype:
+    rollout_dtype = resolve_rollout_dtype(cfg.rollout.dtype, dtype, device)  # resolved: never "auto" here
+    if rollout_dtype != dtype:
         # The engine's own lower-precision copy, refreshed by every push (rlvr.rollout.hf update_weights).
         engine_model = copy.deepcopy(model).to(rollout_dtype).eval().requires_grad_(False)
-        if "enabled" not in cfg.algorithm.is_correction.model_fields_set:
-            cfg = cfg.model_copy(deep=True)
-            cfg.algorithm.is_correction.enabled = True  # sampler and trainer differ: correct for it
         log(f"rollout dtype: {str(rollout_dtype).removeprefix('torch.')} (trainer: {cfg.model.dtype}); "
             f"IS correction {'on' if cfg.algorithm.is_correction.enabled else 'off'}")
-    elif cfg.rollout.dtype == "auto":
-        # auto where bfloat16 is not native: nothing to copy and nothing to correct; the log says what was chosen
-        log(f"rollout dtype: {str(rollout_dtype).removeprefix('torch.')} (rollout.dtype=auto: no native bfloat16 "
-            f"matrix products on {device.type}; the engine shares the trainer's weights)")
     # The engine before the sharding: one with its own copy of the weights (vllm) starts from the full ones.
     engine = get_engine(cfg.rollout.engine, engine_model, tokenizer, **cfg.rollout.engine_kwargs)
     if topology.distributed and cfg.train.fsdp:
@@ -335,6 +361,8 @@ def _train(cfg: RunConfig, topo: Topology, *, resume: bool, overwrite: bool, con
     if not main:
         console, progress = Console(quiet=True), False
     run_dir = Path(cfg.run_dir or Path("runs") / cfg.name)
+    # config.yaml records the automatic choices as made (build resolves them again, to the same values)
+    cfg = resolve_automatic(cfg, topo.device(cfg.model.device), distributed=topo.distributed, log=console.print)
     if main:
         run_dir = prepare_run_dir(cfg, resume=resume, overwrite=overwrite, console=console)
         console.print(f"run directory: {run_dir}")

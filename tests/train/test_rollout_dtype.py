@@ -120,3 +120,35 @@ def test_on_policy_is_weights_come_from_the_updates_own_forward(tiny_dir, tmp_pa
     for k in ("is_weight_mean", "is_weight_max", changed, "logprob_mismatch", "is_ratio_std", "logprob_mismatch_max",
               "logprob_mismatch_p50", "logprob_mismatch_p99", "loss"):
         assert deferred[k] == pytest.approx(separate[k], rel=1e-5, abs=1e-7), k
+
+
+def test_resume_keeps_the_automatic_choices_of_the_first_run(tiny_dir, tmp_path, monkeypatch):
+    """`rollout.dtype: auto` on a bfloat16 CPU: Ctrl-C (here: 2 of 3 steps) then `rlvr train --resume` trains
+    like the uninterrupted run, bit for bit. Guards config.yaml recording the automatic choices as made
+    (rollout.dtype bfloat16, the IS correction on): it recorded the schema default is_correction.enabled:
+    false, so the resumed run trained without the correction (step 3's is_weight_mean exactly 1.0)."""
+    import json
+
+    from rlvr.cli import main
+    from rlvr.config import load_recipe
+
+    monkeypatch.setattr(runner, "native_bf16", lambda device: True)
+    common = [f"model.name={tiny_dir}", "model.device=cpu", "task.name=symbol", "task.template=chat",
+              "rollout.prompts_per_step=4", "rollout.group_size=4", "rollout.max_new_tokens=4", "optim.lr=3e-3",
+              "eval.every=0", "checkpoint.every=1", "log_samples=0", "rollout.dtype=auto"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main(["train", *common, "train.steps=3", f"run_dir={full}", "--no-progress"]) == 0
+    assert main(["train", *common, "train.steps=2", f"run_dir={part}", "--no-progress"]) == 0
+    recorded = load_recipe(part / "config.yaml")
+    assert recorded["rollout"]["dtype"] == "bfloat16" and recorded["algorithm"]["is_correction"]["enabled"] is True
+    assert main(["train", "--resume", str(part), "train.steps=3", "--no-progress"]) == 0
+
+    def rows(run_dir):
+        drop = {"step_time_s", "gen_time_s", "train_time_s", "gen_tokens_per_s"}
+        return [{k: v for k, v in json.loads(line).items() if k not in drop}
+                for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+    a, b = rows(full), rows(part)
+    assert [r["step"] for r in b] == [1, 2, 3]
+    assert a[2]["is_weight_mean"] != 1.0  # the correction is at work in the uninterrupted run's step 3
+    assert a == b
