@@ -8,6 +8,9 @@ Where the routes come from and where they are replayed (arXiv 2512.01374; rlvr.m
 | r2   | records the trainer's routes               | replay them                              |
 | r3   | replays the rollout engine's routes        | replay the rollout engine's routes       |
 
+A forward that stops after decoder layer K (`algorithm.layer_policy`) records and replays only the MoE layers
+below it; the routes of the layers above stay -1 (free), and the mismatch covers the layers that ran.
+
 The routes travel with the batch (`TrainBatch.routes`, int16 [N, P + T, layers, top_k] in the input_ids
 layout), so micro-batches and mini-batches slice them like input_ids; each rank records and replays the
 routes of its own rows. Metrics, every step of an MoE model:
@@ -83,7 +86,13 @@ class RoutingReplay:
             with self.hooks.record() as calls:
                 yield
             rows, cols = len(mb.rows), mb.input_ids.shape[1]
-            got = calls[-1].reshape(rows, cols, self.hooks.num_layers, self.hooks.top_k)
+            got = calls[-1]  # [tokens, MoE layers that ran, top_k]
+            if got.shape[1] < self.hooks.num_layers:
+                # A forward that stops after layer K (a layer policy) routes only the layers below it; those
+                # above keep no route and route freely if they ever run on these rows.
+                missing = self.hooks.num_layers - got.shape[1]
+                got = torch.cat([got, got.new_full((got.shape[0], missing, got.shape[2]), NO_ROUTE)], dim=1)
+            got = got.reshape(rows, cols, self.hooks.num_layers, self.hooks.top_k)
             b.routes[torch.tensor(mb.rows, device=b.routes.device), mb.col0 : mb.col0 + cols] = got.to(b.routes.device)
 
         return around

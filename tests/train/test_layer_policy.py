@@ -79,3 +79,30 @@ def test_a_run_with_a_layer_policy_warm_up_learns_the_tiny_task(tiny4, tmp_path)
                              "algorithm.layer_policy.steps=10")
     first, last = sum(rewards[:2]) / 2, sum(rewards[-10:]) / 10
     assert last > first + 0.08, f"reward {first:.3f} -> {last:.3f}; {[round(r, 2) for r in rewards]}"
+
+
+@pytest.mark.parametrize("mode", ["none", "r2", "r3"])
+def test_a_mixture_of_experts_model_trains_with_a_layer_policy(tiny_moe_dir, tmp_path, mode):
+    """`rlvr train` of an MoE model with algorithm.layer_policy, with and without routing replay. Guards the
+    routes of a forward that stops after layer K: they hold only the layers that ran (the others are left
+    free), where the old code reshaped K layers' routes as all layers' and crashed at step 1
+    ("shape '[16, 35, 2, 2]' is invalid for input of size 1120")."""
+    import json
+
+    from rlvr.cli import main
+
+    run_dir = tmp_path / mode
+    argv = ["train", f"model.name={tiny_moe_dir}", "model.device=cpu", "task.name=symbol", "task.template=chat",
+            "rollout.prompts_per_step=4", "rollout.group_size=4", "rollout.max_new_tokens=4", "train.steps=3",
+            "train.mini_batches=2", "eval.every=0", "checkpoint.every=0", "log_samples=0",
+            "algorithm.layer_policy.layer=1", "algorithm.layer_policy.steps=2",
+            f"algorithm.routing_replay={mode}", f"run_dir={run_dir}", "--no-progress"]
+    assert main(argv) == 0
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["layer_policy_active"] for r in rows] == [1.0, 1.0, 0.0]
+    for r in rows:
+        assert r["routing_mismatch"] == r["routing_mismatch"]  # measured (not nan) in every step
+    # in the layer phase only layer 0's router runs: no layer-1 figure; after it both layers are compared
+    assert "routing_mismatch/layer_1" not in rows[0] and "routing_mismatch/layer_1" in rows[2]
+    if mode != "none":
+        assert rows[0]["routing_mismatch/layer_0"] == 0.0  # replayed exactly
