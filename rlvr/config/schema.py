@@ -179,11 +179,13 @@ class LayerPolicyConfig(_Strict):
     learn; the samples and their rewards still come from the full model; then training goes on as usual."""
 
     layer: int = Field(ge=1)
-    """K, 1-indexed (1: the bottom layer); checked against the model's depth before training starts."""
+    """K, 1-indexed (1: the bottom layer); checked against the model's depth before training starts. BuPO's
+    `internal_layer = k` (an index into hidden_states, whose entry 0 is the embeddings) is layer = k + 1."""
     steps: int = Field(ge=1)
     """S: steps trained on pi_K (BuPO's recipes: 30 of 300)."""
     final_norm: bool = False
-    """pi_K from norm(h_K) (the classic logit lens) instead of the raw h_K (BuPO's code)."""
+    """pi_K from norm(h_K) (the classic logit lens) instead of the raw h_K (BuPO's code); at the top layer
+    pi_L is always the model's policy, through the norm, as in BuPO's code."""
 
 
 class AlgorithmConfig(_Strict):

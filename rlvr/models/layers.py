@@ -6,9 +6,15 @@ W_u gives a samplable distribution over the vocabulary, the internal layer polic
     pi_l(. | context) = softmax(W_u h_l)                 (final_norm=False: the BuPO reference code's choice)
     pi_l(. | context) = softmax(W_u norm(h_l))           (final_norm=True: the classic logit lens)
 
-where `norm` is the model's final norm (the one that precedes its output projection). For l = L with
-final_norm=True this is the model's own policy. BuPO's code (Trae1ounG/BuPO, `mid_layer_logits`) applies
-lm_head to the raw hidden state of layer k, without the final norm; rlvr defaults to that and offers both.
+where `norm` is the model's final norm (the one that precedes its output projection). At the top layer
+l = L both settings give the model's own policy softmax(W_u norm(h_L)): the raw h_L is not a policy the
+model ever samples from, and BuPO's code reads the normed one there too (below).
+
+Mapping to BuPO's code (Trae1ounG/BuPO, `mid_layer_logits`): its `internal_layer = k` is
+`lm_head(hidden_states[k + 1])` of a Hugging Face forward with output_hidden_states, whose entry 0 is the
+embeddings, entry j (1 <= j < L) the raw output of decoder layer j, and entry L the output of the top layer
+*after* the final norm. So BuPO's k is rlvr's `layer = k + 1` with final_norm=False (rlvr counts decoder
+layers from 1, BuPO indexes hidden_states from 0), and BuPO's top entry is normed, as rlvr's layer L is.
 
 `layer_hidden_states` runs the backbone only up to layer l (a forward hook stops it there), so an update
 that uses pi_l never computes, and never sends gradient to, the layers above l.
@@ -55,7 +61,8 @@ def _output(output) -> Tensor:
 
 def layer_hidden_states(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, layer: int, *,
                         final_norm: bool = False) -> Tensor:
-    """The residual stream [N, L, H] after decoder layer `layer` (1-indexed), through the final norm if asked."""
+    """The residual stream [N, L, H] after decoder layer `layer` (1-indexed), through the final norm if asked
+    and always at the top layer (the module docstring)."""
     from rlvr.models.logprobs import _decoder, position_ids_from_mask
 
     check_layer(model, layer)
@@ -75,7 +82,8 @@ def layer_hidden_states(model: nn.Module, input_ids: Tensor, attention_mask: Ten
     finally:
         handle.remove()
     hidden = captured["h"]
-    return decoder.norm(hidden) if final_norm else hidden
+    # the top layer's policy is the model's own, through the final norm (module docstring)
+    return decoder.norm(hidden) if final_norm or layer == len(decoder_layers(model)) else hidden
 
 
 @torch.no_grad()

@@ -62,10 +62,28 @@ def test_layer_k_logprobs_are_the_logit_lens_computed_by_hand():
                 want = torch.log_softmax(z, -1).gather(-1, ids[:, -t:, None]).squeeze(-1)
                 got, _ = response_logprobs(model, ids, mask, t, temperature=0.7, layer=layer, final_norm=final_norm)
                 torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
-        # the top layer through the final norm is the model's own policy
+        # the top layer is the model's own policy, with or without final_norm (BuPO's hidden_states[L] is normed)
         full, _ = response_logprobs(model, ids, mask, t, packed=False)
-        top, _ = response_logprobs(model, ids, mask, t, layer=3, final_norm=True)
-        torch.testing.assert_close(top, full, rtol=0, atol=1e-6)
+        for final_norm in (True, False):
+            top, _ = response_logprobs(model, ids, mask, t, layer=3, final_norm=final_norm)
+            torch.testing.assert_close(top, full, rtol=0, atol=1e-6)
+
+
+def test_bupo_internal_layer_k_is_rlvr_layer_k_plus_1():
+    """BuPO's code takes lm_head(hidden_states[k + 1]) for internal_layer = k: rlvr's layer k + 1, raw below the
+    top and normed at the top (Hugging Face's last hidden state is after the final norm). Guards the mapping
+    that the docs state, and the top layer's raw pi_L, which was not the policy (off by the final norm)."""
+    model, tokenizer = make_tiny_model(seed=2, num_layers=3)
+    ids = torch.tensor([tokenizer.encode("(1+2)=3")])
+    mask = torch.ones_like(ids)
+    t = 3
+    with torch.no_grad():
+        hidden_states = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        for k in range(3):  # BuPO's internal_layer
+            z = model.lm_head(hidden_states[k + 1])[:, -t - 1 : -1].float()
+            bupo = torch.log_softmax(z, -1).gather(-1, ids[:, -t:, None]).squeeze(-1)
+            ours, _ = response_logprobs(model, ids, mask, t, layer=k + 1, final_norm=False)
+            torch.testing.assert_close(ours, bupo, rtol=0, atol=1e-5)
 
 
 def test_a_layer_beyond_the_models_depth_is_refused_before_training(tiny_dir, tmp_path):
