@@ -464,8 +464,9 @@ class RLStep:
         # On an exactly on-policy update the IS weights pi_old / pi_sampler need no pass of their own either:
         # each micro-batch takes them from its own forward (detached) before its backward (_optimizer_step).
         recompute = off_policy or kl_in_reward or stale or layer_phase or smoothing
-        deferred_is = (alg.is_correction.enabled and not recompute and self.routing is None
-                       and self.defer_is_weights)
+        # Deferred only where nothing is replayed: r2 / r3 need the old forward's routes (or its replay).
+        deferred_is = (alg.is_correction.enabled and not recompute and self.defer_is_weights
+                       and (self.routing is None or not self.routing.replays))
         if recompute or (alg.is_correction.enabled and not deferred_is):
             around = self.routing.old_forward(b, acc) if self.routing is not None else None
             b.old_logprobs = self._logprobs_no_grad(self.model, b, around=around)
@@ -733,7 +734,9 @@ class RLStep:
     @torch.no_grad()
     def _covariance_selection(self, b: TrainBatch, rows: list[int], loss_params: dict, seed: int) -> Tensor:
         """Clip-Cov / KL-Cov's selected tokens over the mini-batch `rows`, as a [N, T] mask of the batch."""
-        current = self._logprobs_no_grad(self.model, b, rows)[rows]  # summed over ranks: the whole mini-batch
+        # routed like the update forwards that use the selection (r2 / r3 replay the recorded experts)
+        around = self.routing.replay_forward if self.routing is not None else None
+        current = self._logprobs_no_grad(self.model, b, rows, around=around)[rows]  # summed over ranks
         old = b.old_logprobs[rows] if b.old_logprobs is not None else current
         selected = covariance_selection(
             self.cfg.algorithm.loss.name, logprobs=current, old_logprobs=old, advantages=b.advantages[rows],

@@ -97,7 +97,22 @@ class RoutingReplay:
 
         return around
 
+    @property
+    def replays(self) -> bool:
+        """Whether the update forwards route through recorded experts (r2, r3) rather than freely (none)."""
+        return self.mode != "none"
+
     # --- the update forwards -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def replay_forward(self, mb: TrainBatch):
+        """Around a no-grad forward that must route as the update forwards do (Clip-Cov / KL-Cov's selection):
+        replay under r2 / r3, free under none; no metrics."""
+        if mb.routes is None or not self.replays:
+            yield
+            return
+        with self.hooks.replay(mb.routes):
+            yield
 
     @contextlib.contextmanager
     def update_forward(self, mb: TrainBatch, acc: MetricSums):
@@ -105,7 +120,7 @@ class RoutingReplay:
         if mb.routes is None:  # none, and no old-policy forward ran: the update forward is the old policy
             yield
             return
-        with self.hooks.replay(mb.routes, apply=self.mode != "none") as mismatch:
+        with self.hooks.replay(mb.routes, apply=self.replays) as mismatch:
             yield
         _add_mismatch(acc, "routing_mismatch", mismatch, mb, per_layer=True)
         if mb.old_logprobs is not None:

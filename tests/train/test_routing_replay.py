@@ -139,3 +139,51 @@ def test_an_moe_run_with_replay_checkpoints_and_resumes_exactly(tiny_moe_dir, tm
 
     saved = AutoModelForCausalLM.from_pretrained(full / "checkpoints" / "step_000004" / "model")
     assert type(saved).__name__ == "Qwen3MoeForCausalLM"
+
+
+@pytest.mark.parametrize("loss", ["clip_cov", "kl_cov"])
+def test_the_covariance_selection_forward_replays_like_the_update(tiny_moe_dir, tmp_path, monkeypatch, loss):
+    """r2 with Clip-Cov / KL-Cov: the no-grad forward that picks the tokens routes through the replayed experts,
+    as the update forwards that use its selection do. Guards the selection forward that routed freely."""
+    cfg = tiny_config(tiny_moe_dir, tmp_path / loss, *OFF_POLICY, "algorithm.routing_replay=r2",
+                      f"algorithm.loss={loss}")
+    trainer = build(cfg)
+    calls = _spy_on_update_forwards(trainer, monkeypatch)
+    in_selection: list[int] = []
+    select = trainer._covariance_selection
+
+    def spy(*args, **kwargs):
+        before = len(calls)
+        out = select(*args, **kwargs)
+        in_selection.extend(range(before, len(calls)))
+        return out
+
+    monkeypatch.setattr(trainer, "_covariance_selection", spy)
+    stream = PromptStream(trainer.task.examples("train"), cfg.seed)
+    metrics = trainer.run(stream, 1)
+    assert in_selection, "the selection forward did not replay"
+    for i in in_selection:
+        routes, seen, apply, _ = calls[i]
+        assert apply
+        for layer, indices in enumerate(seen):
+            want = routes[:, :, layer].reshape(-1, routes.shape[-1]).long()
+            known = want[:, 0] >= 0
+            assert known.any() and torch.equal(indices[known], want[known])
+    # the selection's replays add no mismatch figures of their own: the step's counts are the update's
+    assert 0 <= metrics["routing_mismatch"] <= 1
+
+
+@pytest.mark.parametrize(("mode", "passes"), [("none", 0), ("r2", 1)])
+def test_on_policy_is_weights_are_deferred_on_an_moe_model_when_nothing_is_replayed(tiny_moe_dir, tmp_path, mode,
+                                                                                   passes):
+    """An exactly on-policy step with the IS correction on: without replay the weights come from the update's own
+    forward (no old-policy pass), as for a dense model; r2 needs the old forward's routes. Guards MoE models that
+    always paid the extra pass, also with routing_replay=none."""
+    cfg = tiny_config(tiny_moe_dir, tmp_path / mode, "rollout.dtype=bfloat16", f"algorithm.routing_replay={mode}")
+    trainer = build(cfg)
+    assert trainer.cfg.algorithm.is_correction.enabled
+    counted = []
+    no_grad = trainer._logprobs_no_grad
+    trainer._logprobs_no_grad = lambda *a, **k: counted.append(1) or no_grad(*a, **k)
+    m = trainer.run(PromptStream(trainer.task.examples("train"), cfg.seed), 1)
+    assert len(counted) == passes and "is_weight_mean" in m
