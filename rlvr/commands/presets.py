@@ -36,6 +36,9 @@ def preset_rows() -> list[dict[str, str]]:
         cfg = resolve({"algorithm": {"preset": name}})
         alg, train = cfg.algorithm, cfg.train
         loss = spec.get("loss", {})
+        advantage = spec.get("advantage", "")
+        if isinstance(advantage, dict):
+            advantage = advantage["name"] + "".join(f" {k}={v}" for k, v in advantage.items() if k != "name")
         loss_txt = loss.get("name", "") + "".join(f" {k}={v}" for k, v in loss.items() if k != "name")
         schedule = f"{train.epochs} epoch{'s' if train.epochs > 1 else ''} x {train.mini_batches} mini-batch"
         schedule += "es" if train.mini_batches > 1 else ""
@@ -45,11 +48,12 @@ def preset_rows() -> list[dict[str, str]]:
             kl = "off"
         else:
             est, place = alg.kl.estimator, alg.kl.placement
-            when = "" if alg.kl.coef > 0 else " when kl.coef > 0"
-            kl = f"{est} in the {place}{when}: {kl_gradient(est, place)}"
+            follows = f"{est} in the {place}: {kl_gradient(est, place)}"
+            kl = (f"{follows}, coef {alg.kl.coef:g}" if alg.kl.coef > 0 else
+                  f"off (kl.coef 0); with algorithm.kl.coef > 0: {follows}")
         rest = {k: v for k, v in spec.items() if k not in ("advantage", "loss", "aggregation", "kl")}
         rows.append({
-            "preset": name, "advantage": spec.get("advantage", ""), "loss": loss_txt,
+            "preset": name, "advantage": advantage, "loss": loss_txt,
             "aggregation": AGGREGATION_TEXT.get(alg.aggregation, alg.aggregation), "schedule": schedule, "kl": kl,
             "also": ", ".join(_flat(rest)),
         })

@@ -76,6 +76,11 @@ def _cos(a: Tensor, b: Tensor) -> float:
     return float(torch.dot(a, b) / (a.norm() * b.norm()))
 
 
+def _rel_error(a: Tensor, b: Tensor) -> float:
+    """||a - b|| / ||b||: how far an expected gradient is from a true one, direction and size together."""
+    return float((a - b).norm() / b.norm())
+
+
 def kl_gradient_agreement(policy, reference, prompt: list[int], vocab: list[int], length: int, *,
                           placements=PLACEMENTS, batches: int = 16, samples: int = 16,
                           seed: int = 0) -> dict[str, Any]:
@@ -125,6 +130,10 @@ def kl_gradient_agreement(policy, reference, prompt: list[int], vocab: list[int]
             "cos_expected_to_token_reverse": _cos(expected, g_token_reverse),
             "cos_expected_to_token_forward": _cos(expected, g_token_forward),
             "norm_ratio_to_reverse": float(expected.norm() / g_reverse.norm()),
+            "rel_error_to_reverse": _rel_error(expected, g_reverse),
+            "rel_error_to_forward": _rel_error(expected, g_forward),
+            "rel_error_to_token_reverse": _rel_error(expected, g_token_reverse),
+            "rel_error_to_token_forward": _rel_error(expected, g_token_forward),
             "batch_cos_to_reverse": mean_interval(cosines),
             "trace_cov": stats["trace_cov"],
             "relative_variance_to_reverse": stats["trace_cov"]["mean"] / float(g_reverse.pow(2).sum()),
@@ -179,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{p['cos_expected_to_token_reverse']:+.4f} {p['cos_expected_to_token_forward']:+.4f}"
                   f"   {p['norm_ratio_to_reverse']:.3f}   {p['batch_cos_to_reverse']['mean']:+.3f}"
                   f"   {p['relative_variance_to_reverse']:.3f}")
+        print("  placement         ||E[g] - grad|| / ||grad|| of: seq rev / seq fwd / token rev / token fwd KL")
+        for name, p in r["placements"].items():
+            print(f"  {name:16s}  {p['rel_error_to_reverse']:.2e} {p['rel_error_to_forward']:.2e} "
+                  f"{p['rel_error_to_token_reverse']:.2e} {p['rel_error_to_token_forward']:.2e}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)

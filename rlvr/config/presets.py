@@ -42,7 +42,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "kl": {"estimator": "k1", "placement": "reward"},
     },
     "ppo": {
-        "advantage": "gae",
+        # GAE's lambda 0.95: TRL's PPOTrainer and OpenRLHF (gamma 1, as both use for LLMs)
+        "advantage": {"name": "gae", "lam": 0.95},
         "loss": {"name": "ppo_clip"},
         "aggregation": "token_mean",
         "critic": {"enabled": True},

@@ -145,7 +145,7 @@ class OverlongConfig(_Strict):
 
 
 class DifferentialSmoothingConfig(_Strict):
-    """Differential Smoothing (arXiv 2511.19942; rlvr.core.shaping.differential_smoothing): after the
+    """Differential Smoothing (arXiv 2511.19942, its DS-GRPO form, Eq. 6; rlvr.core.shaping): after the
     estimator, a correct response's advantage gets -gamma_p * log pi_old(y), a wrong one's +gamma_n *
     log pi_old(y) (sequence log-probability under the trainer's old policy)."""
 

@@ -19,21 +19,29 @@ caller masks and aggregates them.
 Which gradient a placement follows. An estimator's *value* being an unbiased KL estimate says nothing
 about its *gradient*: in the loss, the samples y ~ pi are held fixed and autograd differentiates the
 estimator itself; in the reward, the estimate is a constant that reaches the policy only through the
-score function, E[k * grad log pi]. With r = pi_ref / pi at a sampled token (Tang & Munos 2025,
+score function, E[k * grad log pi]. With r = pi_ref / pi at a sampled token, the identities below hold
+*per visited state* s_t (one token's distribution pi(. | s_t), the state held fixed) (Tang & Munos 2025,
 "On a few pitfalls in KL divergence gradient estimation for RL", arXiv:2506.09477; "A Comedy of
 Estimators", arXiv:2512.21852):
 
-| estimator | in the loss: E_pi[grad k]                         | in the reward: E_pi[k grad log pi]          |
+| estimator | in the loss, per visited state: E_pi[grad k]      | in the reward: E_pi[k grad log pi]          |
 | --------- | ------------------------------------------------- | ------------------------------------------- |
 | k1        | E[grad log pi] = 0: no gradient at all (refused)  | grad KL(pi || pi_ref), the reverse KL        |
 | k2        | E[log(pi/pi_ref) grad log pi] = grad KL(pi||pi_ref), reverse KL | not a KL gradient (grad E[k2] - grad KL(pi||pi_ref)) |
 | k3        | -E[r grad log pi] = grad KL(pi_ref || pi), the forward KL (GRPO) | grad KL(pi||pi_ref) - grad KL(pi_ref||pi): no KL grad |
 | abs       | E[sign(log pi/pi_ref) grad log pi] = grad sum_v abs(pi - pi_ref): total variation, not a KL | not a KL gradient |
 
-For the reward placement the penalty is credited as a reward-to-go (each token gets the KL terms from
-itself on), which makes k1 in the reward the exact policy gradient of -coef * KL(pi || pi_ref) of the
-whole response. `kl_gradient(estimator, placement)` returns the table's verdict as text (shown by
-`rlvr presets`).
+For a whole response the two placements differ. A loss-placed estimator follows sum_t grad KL_t at the
+states the samples visited, with the distribution of those states held fixed: it ignores how a token
+changes the states (and so the KL) after it. Only the reward placement credits each token with the KL
+terms from itself on (a reward-to-go), which makes k1 in the reward the exact policy gradient of
+-coef * KL(pi || pi_ref) of the whole response. Exact enumeration on a tiny model (every 4-token response
+over 3 tokens; `python -m rlvr.compare.kl_placement`, docs/studies/kl_placement/kl_gradients.txt): the
+expected gradient of k1 in the reward equals the response-level reverse-KL gradient to float32 rounding
+(relative error 4e-7 to 9e-7); k2 in the loss equals the per-state reverse KL's and is 7-13 % off the
+response-level reverse KL's; k3 in the loss equals the per-state forward KL's and is 16-72 % off the
+response-level forward KL's (the larger errors the farther pi is from pi_ref). `kl_gradient(estimator,
+placement)` returns the table's verdict as text (shown by `rlvr presets`).
 """
 
 from __future__ import annotations
@@ -111,10 +119,10 @@ def kl_divergence(
 
 _KL_GRADIENTS = {
     ("k1", "loss"): "none: k1 in the loss has zero expected gradient (refused)",
-    ("k2", "loss"): "reverse KL(pi||pi_ref)",
-    ("k3", "loss"): "forward KL(pi_ref||pi)",
-    ("abs", "loss"): "total variation sum|pi - pi_ref| (not a KL)",
-    ("k1", "reward"): "reverse KL(pi||pi_ref)",
+    ("k2", "loss"): "reverse KL(pi||pi_ref) per visited state",
+    ("k3", "loss"): "forward KL(pi_ref||pi) per visited state",
+    ("abs", "loss"): "total variation sum|pi - pi_ref| per visited state (not a KL)",
+    ("k1", "reward"): "reverse KL(pi||pi_ref) of the whole response",
     ("k2", "reward"): "biased: not the gradient of a KL",
     ("k3", "reward"): "biased: grad KL(pi||pi_ref) - grad KL(pi_ref||pi)",
     ("abs", "reward"): "biased: not the gradient of a KL",

@@ -119,11 +119,12 @@ def differential_smoothing(advantages: Tensor, loss_mask: Tensor, seq_logprobs: 
     and a wrong response is pushed down more the likelier it is (-gamma_n * grad(H_W + P(W))); both
     identities are checked by exact enumeration in tests/core/test_shaping.py.
 
-    The paper's key observation is that the diversity fix is needed on the correct responses only
-    (gamma_n = 0, the default here). Departure: the paper states the method as a reward modification; this
-    applies it to the estimator's advantages, after any group normalisation, as the issue specifies, so a
-    group of all-correct responses (zero GRPO advantage) still gets the smoothing term. We could not read the
-    paper's body from this machine (only its abstract): gamma_p, gamma_n have no paper defaults here.
+    This is the paper's practical DS-GRPO form (its Eq. 6): the shift is applied to the estimator's advantages,
+    after any group normalisation, with the old policy's sequence log-probability, so a group of all-correct
+    responses (zero GRPO advantage) still gets the smoothing term. The paper's Eq. 4 states the same idea as a
+    reward modification with the base policy pi_base in place of pi_old. The paper's key observation is that
+    the diversity fix is needed on the correct responses only (gamma_n = 0, the default here); gamma_p has no
+    default (a recipe sets it).
 
     >>> adv = torch.tensor([[0.5, 0.5], [-0.5, 0.0]])
     >>> mask = torch.tensor([[True, True], [True, False]])

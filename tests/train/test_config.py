@@ -25,7 +25,8 @@ def test_default_recipe_resolves_to_grpo_on_the_embedded_model():
 def test_every_preset_resolves(preset):
     cfg = resolve({"algorithm": {"preset": preset}})
     spec = PRESETS[preset]
-    assert cfg.algorithm.advantage.name == spec["advantage"]
+    advantage = spec["advantage"] if isinstance(spec["advantage"], dict) else {"name": spec["advantage"]}
+    assert all(getattr(cfg.algorithm.advantage, k) == v for k, v in advantage.items())
     assert cfg.algorithm.loss.name == spec["loss"]["name"]
     assert cfg.algorithm.aggregation == spec["aggregation"]
 
@@ -99,7 +100,7 @@ def test_cli_rejects_bad_config_before_any_work(capsys, tmp_path):
 def test_cli_print_config_and_presets(capsys):
     assert main(["train", "--print-config", "algorithm.preset=ppo"]) == 0
     out = capsys.readouterr().out
-    assert "advantage:\n    name: gae\n    gamma: 1.0\n    lam: 1.0\n    whiten: true" in out and "enabled: true" in out
+    assert "advantage:\n    name: gae\n    gamma: 1.0\n    lam: 0.95\n    whiten: true" in out and "enabled: true" in out
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
     for name in PRESETS:
@@ -132,16 +133,31 @@ def test_presets_show_aggregation_schedule_and_kl_gradient():
     assert rows["gspo"]["schedule"] == "1 epoch x 4 mini-batches"
     assert rows["ppo"]["schedule"] == "4 epochs x 1 mini-batch"
     assert rows["grpo"]["schedule"].endswith("(on-policy)")
-    assert "forward KL(pi_ref||pi)" in rows["grpo"]["kl"]
-    assert "reverse KL(pi||pi_ref)" in rows["rloo"]["kl"]
+    assert "forward KL(pi_ref||pi) per visited state" in rows["grpo"]["kl"]
+    assert "reverse KL(pi||pi_ref) of the whole response" in rows["rloo"]["kl"]
     assert rows["dapo"]["kl"] == "off"
+    # a KL whose coefficient is 0 by default says so (rloo, reinforce_pp and ppo name k1 in the reward)
+    for name in ("rloo", "reinforce_pp", "ppo", "grpo"):
+        assert rows[name]["kl"].startswith("off (kl.coef 0); with algorithm.kl.coef > 0: "), name
+    assert rows["ppo"]["advantage"] == "gae lam=0.95"
+
+
+def test_ppo_preset_uses_the_gae_lambda_of_trl_and_openrlhf():
+    cfg = resolve({"algorithm": {"preset": "ppo"}})
+    assert cfg.algorithm.advantage.name == "gae" and cfg.algorithm.advantage.lam == 0.95
+    assert cfg.algorithm.advantage.gamma == 1.0
+    # a recipe's own lambda wins; another estimator does not inherit it
+    assert resolve({"algorithm": {"preset": "ppo", "advantage": {"lam": 1.0}}}).algorithm.advantage.lam == 1.0
+    other = resolve({"algorithm": {"preset": "ppo"}}, ["algorithm.advantage=grpo", "algorithm.critic.enabled=false"])
+    assert other.algorithm.advantage.name == "grpo"
 
 
 def test_kl_gradient_table():
     from rlvr.core.kl import kl_gradient
 
-    assert kl_gradient("k3", "loss") == "forward KL(pi_ref||pi)"
-    assert kl_gradient("k2", "loss") == kl_gradient("k1", "reward") == "reverse KL(pi||pi_ref)"
+    assert kl_gradient("k3", "loss") == "forward KL(pi_ref||pi) per visited state"
+    assert kl_gradient("k2", "loss") == "reverse KL(pi||pi_ref) per visited state"
+    assert kl_gradient("k1", "reward") == "reverse KL(pi||pi_ref) of the whole response"
     assert "zero expected gradient" in kl_gradient("k1", "loss")
     with pytest.raises(KeyError):
         kl_gradient("k9", "loss")
