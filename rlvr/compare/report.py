@@ -155,6 +155,46 @@ def _interval(d: dict) -> str:
     return f"{_fmt(d['mean'])} [{_fmt(d['low'])}, {_fmt(d['high'])}]"
 
 
+def _bound(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else _fmt(x)
+
+
+def _relative_variance(r: dict) -> str:
+    """The noise-to-signal cell: "unresolved" when the batches do not resolve the mean gradient from the
+    noise, [low, inf) when the interval is unbounded above."""
+    rel = r["relative_variance"]
+    if not isinstance(rel, dict):  # a record without the resolved estimate: recomputed from T, ||gbar|| and R
+        signal = r["mean_grad_norm"] ** 2 - r["trace_cov"]["mean"] / r["batches"]
+        rel = {"estimate": r["trace_cov"]["mean"] / signal if signal > 0 else None, "low": None, "high": None,
+               "unresolved": signal <= 0}
+    point = "unresolved" if rel["unresolved"] else _fmt(rel["estimate"])
+    if rel["low"] is None:
+        return point
+    return f"{point} [{_fmt(rel['low'])}, {'inf)' if rel['high'] is None else _fmt(rel['high']) + ']'}"
+
+
+def grad_variance_lines(gv: dict) -> list[str]:
+    """The report section of one grad_variance*.json (rlvr.compare.grad_variance)."""
+    batches = next(iter(gv["estimators"].values()), {}).get("batches")
+    lines = ["", f"## Gradient variance: {gv['policy']} (same policy, same prompts, paired rollout batches)", "",
+             f"Policy `{gv['policy']}`, {gv['prompts']} prompts, {batches} rollout batches, aggregation "
+             f"`{gv['aggregation']}`." + (f" Critic: {gv['critic']}." if gv.get("critic") else ""), "",
+             "tr Cov: the total variance of one batch's gradient; ‖E g‖²: the squared norm of the expected "
+             "gradient, unbiased (the noise of the mean removed; negative when the noise hides it); their ratio "
+             "with Fieller's 95% interval, \"unresolved\" when ‖E g‖² is estimated <= 0; the cosine of each "
+             "batch's gradient with the mean of the other batches.", "",
+             "| estimator | tr Cov [95%] | ‖E g‖² | tr Cov / ‖E g‖² [95%] | leave-one-out cosine |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, r in gv["estimators"].items():
+        trace = r["trace_cov"]
+        trace_cell = _fmt(trace["mean"]) + ("" if _bound(trace["low"]) == "n/a"
+                                            else f" [{_fmt(trace['low'])}, {_fmt(trace['high'])}]")
+        signal = r.get("signal", r["mean_grad_norm"] ** 2 - trace["mean"] / r["batches"])
+        cosine = r.get("cosine_loo", {}).get("mean")
+        lines.append(f"| {name} | {trace_cell} | {_fmt(signal)} | {_relative_variance(r)} | {_bound(cosine)} |")
+    return lines
+
+
 def write_report(study: Study) -> Path:
     """report.md, report.json and figures/<metric>.png in the study directory; returns report.md."""
     summary = summarize_study(study)
@@ -193,17 +233,7 @@ def write_report(study: Study) -> Path:
         lines += ["", "An interval that excludes 0 separates the variant from the baseline at this number of "
                   "seeds; one that covers 0 does not (which is not evidence that they are equal)."]
     for gv_path in sorted(out.glob("grad_variance*.json")):
-        gv = json.loads(gv_path.read_text())
-        lines += ["", f"## Gradient variance: {gv['policy']} (same policy, same prompts, paired rollout batches)", "",
-                  f"Policy `{gv['policy']}`, {gv['prompts']} prompts, aggregation `{gv['aggregation']}`."
-                  + (f" Critic: {gv['critic']}." if gv.get("critic") else ""), "",
-                  "| estimator | total variance tr Cov [95%] | mean gradient norm | tr Cov / norm^2 | "
-                  "cosine to the mean gradient [95%] |",
-                  "| --- | --- | --- | --- | --- |"]
-        for name, r in gv["estimators"].items():
-            rel = r.get("relative_variance", r["trace_cov"]["mean"] / max(r["mean_grad_norm"], 1e-30) ** 2)
-            lines.append(f"| {name} | {_interval(r['trace_cov'])} | {_fmt(r['mean_grad_norm'])} | {_fmt(rel)} | "
-                         f"{_interval(r['cosine_to_mean'])} |")
+        lines += grad_variance_lines(json.loads(gv_path.read_text()))
     lines += ["", "## Curves (mean over seeds, 95% band)", ""] if figures else []
     for metric, path in figures.items():
         lines.append(f"![{metric}](figures/{path.name})")

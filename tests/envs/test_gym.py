@@ -117,7 +117,8 @@ def test_ppo_preset_learns_cartpole_through_rlvr_train(tmp_path):
 
 
 def test_gym_gradient_variance_matches_brute_force():
-    """The statistics of every estimator against a computation that keeps every gradient (same episodes)."""
+    """The statistics of every estimator (trace, signal, ratio, leave-one-out cosines) against a computation that
+    keeps every gradient (same episodes)."""
     from rlvr.envs.gym import (
         episode_advantages,
         fit_value,
@@ -148,9 +149,15 @@ def test_gym_gradient_variance_matches_brute_force():
             grads.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(policy.parameters()))]))
         g = torch.stack(grads).double()
         mean = g.mean(0)
-        assert got[e]["trace_cov"]["mean"] == pytest.approx(float(((g - mean) ** 2).sum() / 2), rel=1e-5), e
-        cos = [float(torch.dot(x, mean) / (x.norm() * mean.norm())) for x in g]
-        assert got[e]["cosine_to_mean"]["mean"] == pytest.approx(sum(cos) / 3, rel=1e-5), e
+        trace = float(((g - mean) ** 2).sum() / 2)
+        assert got[e]["trace_cov"]["mean"] == pytest.approx(trace, rel=1e-5), e
+        signal = float(mean.pow(2).sum()) - trace / 3  # ||mean||^2 less the noise of the mean of 3 batches
+        assert got[e]["signal"] == pytest.approx(signal, rel=1e-5, abs=1e-9), e
+        if signal > 0:
+            assert got[e]["relative_variance"]["estimate"] == pytest.approx(trace / signal, rel=1e-4), e
+        loo = [torch.cat([g[:b], g[b + 1:]]).mean(0) for b in range(3)]  # each batch against the other two
+        cos = [float(torch.dot(x, m) / (x.norm() * m.norm())) for x, m in zip(g, loo)]
+        assert got[e]["cosine_loo"]["mean"] == pytest.approx(sum(cos) / 3, rel=1e-5), e
     assert len({round(got[e]["trace_cov"]["mean"], 10) for e in estimators}) == len(estimators)
 
 
