@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import DeepseekV3Config, Qwen3MoeConfig
+from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3TopkRouter
+from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeTopKRouter
 
 from rlvr.models.moe import NO_ROUTE, RoutingHooks, find_routers, replayed_weights, routes_from_rows
 from rlvr.models.tiny import make_tiny_model
@@ -77,18 +80,22 @@ def test_replay_routes_through_exactly_the_recorded_experts_and_the_router_still
         assert router.weight.grad is not None and router.weight.grad.abs().sum() > 0
 
 
-def test_replayed_gate_weights_are_the_current_softmax_restricted_to_the_replayed_experts():
+def test_replayed_gate_weights_follow_the_routers_own_formula_worked_by_hand():
+    """Guards the formula table against a hand computation: Qwen3-MoE takes the softmax over all experts at the
+    replayed ones, renormalised only when norm_topk_prob; DeepSeek-V3 takes the sigmoid, renormalises and scales
+    by routed_scaling_factor."""
     logits = torch.tensor([[2.0, 0.0, -1.0, 1.0]])
     indices = torch.tensor([[3, 1]])
-
-    class Router(torch.nn.Module):
-        norm_topk_prob = True
-
+    qwen = Qwen3MoeTopKRouter(Qwen3MoeConfig(hidden_size=8, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True))
     p = torch.softmax(logits, -1)[0]
-    want = torch.stack([p[3], p[1]]) / (p[3] + p[1])
-    torch.testing.assert_close(replayed_weights(Router(), logits, indices)[0], want)
-    Router.norm_topk_prob = False  # Qwen-MoE without renormalisation: the plain softmax probabilities
-    torch.testing.assert_close(replayed_weights(Router(), logits, indices)[0], torch.stack([p[3], p[1]]))
+    torch.testing.assert_close(replayed_weights(qwen, logits, indices, logits)[0], torch.stack([p[3], p[1]]) / (p[3] + p[1]))
+    qwen.norm_topk_prob = False
+    torch.testing.assert_close(replayed_weights(qwen, logits, indices, logits)[0], torch.stack([p[3], p[1]]))
+    deepseek = DeepseekV3TopkRouter(DeepseekV3Config(hidden_size=8, n_routed_experts=4, num_experts_per_tok=2, n_group=1,
+                                                     topk_group=1, routed_scaling_factor=2.5))
+    q = torch.sigmoid(logits)[0]
+    want = 2.5 * torch.stack([q[3], q[1]]) / (q[3] + q[1])
+    torch.testing.assert_close(replayed_weights(deepseek, logits, indices, logits)[0], want)
 
 
 def test_replaying_the_routers_own_choice_changes_nothing(moe):
