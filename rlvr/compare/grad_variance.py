@@ -18,8 +18,11 @@ rho / (1 + rho/R) for a true ratio rho, which is capped near R. D removes that t
 D <= 0 the R batches do not resolve the mean gradient from the noise (rho is of the order of R or
 more): the ratio is reported as unresolved (None and `unresolved: true`), not as a number. T / D is a
 ratio whose denominator can come near 0, so its mean is dominated by rare huge values once rho is
-near R; what it gets right there is its median, to a few % (counting unresolved as +inf), and where
-D is well above its noise (rho well below R) its mean as well (tests/compare/test_grad_variance.py).
+near R. Where D is well above its noise (rho well below R) its mean is right to a few %. Near R what
+it gets right is its median (counting unresolved as +inf), to a few % when the noise is spread over
+many directions (rho = 18, R = 8, effective rank 50: 3% high); with the noise in a few directions the
+median too reads high (effective rank 6: 35% high, a quarter of the measurements unresolved), and
+the interval below is the number to read (tests/compare/test_grad_variance.py).
 
 The cosine leaves g_b out of the mean it is compared with: the full mean contains g_b, which inflates
 the cosine (at rho = 18 and R = 8, 0.41 where independent batches agree by 0.12). The LOO cosine is an
