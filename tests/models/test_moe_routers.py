@@ -321,3 +321,15 @@ def test_replaying_a_bfloat16_models_own_routes_changes_nothing(model_type, extr
         got = model(input_ids=ids).logits
     assert not any(m.any() for m in mismatch.per_layer)
     torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_a_family_without_a_replay_formula_still_trains_without_replay():
+    """PhiMoE's routes cannot be replayed exactly (refused under r2 / r3), but with routing_replay=none the trainer
+    only records and compares them: building its routing part must not refuse the model."""
+    from rlvr.train.routing import RoutingReplay
+
+    model = _tiny_causal_lm("phimoe", num_local_experts=4, num_experts_per_tok=2)
+    routing = RoutingReplay.build(model, "none")
+    assert routing is not None and not routing.replays
+    with pytest.raises(ValueError, match="PhimoeTopKRouter|PhiMoE"):
+        RoutingReplay.build(model, "r2")
