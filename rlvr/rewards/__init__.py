@@ -12,6 +12,7 @@ from rlvr.rewards.format import extract_answer_tag, format_reward
 from rlvr.rewards.gsm8k import extract_gsm8k_answer, gsm8k_reward, last_number, last_number_reward, parse_number
 from rlvr.rewards.knights_knaves import knights_knaves_reward, parse_knights_knaves
 from rlvr.rewards.math_answer import MathCheck, MathVerifier, math_check, math_reward, math_verify_stats
+from rlvr.rewards.math_dapo import extract_dapo_answer, math_dapo_reward, normalize_dapo_answer
 from rlvr.rewards.simple import exact_reward, symbol_reward
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "exact_reward",
     "extract_answer_tag",
     "extract_countdown_expression",
+    "extract_dapo_answer",
     "extract_gsm8k_answer",
     "format_reward",
     "gsm8k_reward",
@@ -37,8 +39,10 @@ __all__ = [
     "last_number",
     "last_number_reward",
     "math_check",
+    "math_dapo_reward",
     "math_reward",
     "math_verify_stats",
+    "normalize_dapo_answer",
     "parse_knights_knaves",
     "parse_number",
     "symbol_reward",

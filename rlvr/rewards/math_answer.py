@@ -11,6 +11,12 @@ Calls are safe from any thread (they take turns on one worker).
 
 The gold answer is given math delimiters if it has none ("1/2" -> "$1/2$", "\\frac{1}{2}" ->
 "$\\frac{1}{2}$"), so plain numbers and bare LaTeX both parse.
+
+Percentages: math-verify reads "25\\%" as 25/100 and accepts either reading, so a gold "25\\%" is
+matched by "25", "0.25" and "25\\%" alike (and a gold "25" by "25\\%"). String-matching scorers
+reject "25" for "25\\%": DAPO's (`math_dapo` here, verl's math_dapo.py) and verl's gsm8k scorer.
+(verl's math_verify scorer, math-verify itself with the gold in \\boxed{}, accepts it, measured with
+math-verify 0.9.0.)
 """
 
 from __future__ import annotations
@@ -101,7 +107,8 @@ def math_check(response: str, answer: Any, *, timeout_s: float = 5.0) -> MathChe
 def math_reward(response: str, answer: Any, *, timeout_s: float = 5.0) -> float:
     """1.0 if math-verify finds the gold `answer` in `response` within `timeout_s` seconds, else 0.0.
 
-    Timeouts score 0 and are counted in `math_verify_stats()["timeouts"]`.
+    Timeouts score 0 and are counted in `math_verify_stats()["timeouts"]`. A percentage gold accepts
+    its number too: "25" is right for "25\\%" (see the module docstring; DAPO's scorer says wrong).
 
     >>> math_reward("so the answer is \\\\boxed{\\\\frac{1}{2}}", "0.5")
     1.0

@@ -12,7 +12,9 @@ Larger spaces are sampled with the seed, each draw kept only in the split its ha
 
 Grading (`answer_from`): "last_number" (default) takes the last number in the response, so "8",
 "3 + 5 = 8" and "The answer is 8." are right and "8, or maybe 9" is wrong; "exact" needs the
-stripped response to be the number alone.
+stripped response to be the number alone; "math_dapo" is DAPO's reward (rlvr.rewards.math_dapo:
++1 when the value after the last "Answer:" is the number, else -1; ask for that line in
+`instruction`).
 
 Measured starting point: SmolLM2-135M-Instruct (embedded), chat template with its default system
 message, sampling at temperature 1.0 with at most 24 new tokens, gets 21.5% (43 of the 200 default
@@ -27,11 +29,12 @@ from typing import Any
 
 from rlvr.rewards.arithmetic import evaluate_arithmetic
 from rlvr.rewards.gsm8k import last_number, last_number_reward
+from rlvr.rewards.math_dapo import extract_dapo_answer, math_dapo_reward
 from rlvr.tasks.base import TASKS, Example, Task, canonical_number, hash_unit, repeat_to_size, split_by_hash
 
 _ENUMERATE_LIMIT = 200_000
 _DEFAULT_SAMPLED_TRAIN = 10_000
-ANSWER_FROM = ("last_number", "exact")
+ANSWER_FROM = ("last_number", "exact", "math_dapo")
 
 
 @TASKS.register("arithmetic")
@@ -116,15 +119,22 @@ class ArithmeticTask(Task):
     def answer_reward(self, response: str, answer: Any) -> float:
         if self.answer_from == "exact":
             return 1.0 if response.strip() == str(answer) else 0.0
+        if self.answer_from == "math_dapo":
+            return math_dapo_reward(response, answer)
         return last_number_reward(response, answer)
 
     def canonical_answer(self, text: str) -> str | None:
         """"last_number": the last number, canonical ("3 + 5 = 8.0" -> "8"); "exact": the stripped text,
-        since that grader tells "8" from "8.0" and the vote must not merge them.
+        since that grader tells "8" from "8.0" and the vote must not merge them; "math_dapo": DAPO's
+        normalised "Answer:" value, the string its grader compares.
 
         >>> ArithmeticTask().canonical_answer("So 9 + 9 = $18.00")
+        '18'
+        >>> ArithmeticTask(answer_from="math_dapo").canonical_answer("9 + 9 = 18\\nAnswer: 18")
         '18'
         """
         if self.answer_from == "exact":
             return text.strip() or None
+        if self.answer_from == "math_dapo":
+            return extract_dapo_answer(text)
         return canonical_number(last_number(text))

@@ -9,7 +9,9 @@ numbers in 1..99); `n_numbers=4, max_number=99` gives puzzles of the same kind.
 
 Splits: a puzzle's key is its sorted numbers and target; its hash puts it in train or test
 (test_fraction), and each split draws with its own seed and keeps only its own, distinct puzzles.
-Grading: rlvr.rewards.countdown (each number at most once, or exactly once with use_all=True).
+Grading: rlvr.rewards.countdown (each number at most once, or exactly once with use_all=True; an
+answer "expression = value" needs the right value; its docstring lists the differences from
+TinyZero's scorer).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import random
 from typing import Any
 
 from rlvr.rewards.arithmetic import UnsafeExpression, constants, evaluate_arithmetic, normalize_expression, parse_arithmetic
-from rlvr.rewards.countdown import countdown_reward, extract_countdown_expression
+from rlvr.rewards.countdown import countdown_reward, extract_countdown_answer
+from rlvr.rewards.gsm8k import parse_number
 from rlvr.tasks.base import TASKS, Example, Task, hash_unit
 
 _INSTRUCTION = (
@@ -112,20 +115,26 @@ def countdown_answer_key(text: str) -> tuple[str, tuple[int, ...]] | None:
     The grader's verdict depends on exactly these two things (the value must be the target, the
     numbers must be available), so equivalent solutions vote together ("(6 + 4) * 3" and
     "3 * (4 + 6)" -> ("30", (3, 4, 6))) and no right answer shares a key with a wrong one.
-    The value is `str(Fraction)`, e.g. "5/2".
+    The value is `str(Fraction)`, e.g. "5/2". An answer "expression = value" whose value is not the
+    expression's (which the grader refuses) has no key.
 
     >>> countdown_answer_key("<answer>3 * (4 + 6)</answer>")
     ('30', (3, 4, 6))
     >>> countdown_answer_key("6 + 4 * 3 = 18") == countdown_answer_key("4*3+6")
     True
+    >>> countdown_answer_key("6 + 4 * 3 = 19") is None
+    True
     """
-    expression = extract_countdown_expression(text)
-    if expression is None:
+    found = extract_countdown_answer(text)
+    if found is None:
         return None
+    expression, stated = found
     try:
         normalized = normalize_expression(expression)
         used = constants(parse_arithmetic(normalized))
         value = evaluate_arithmetic(normalized)
     except UnsafeExpression:
+        return None
+    if stated is not None and parse_number(stated) != value:
         return None
     return str(value), tuple(sorted(used))

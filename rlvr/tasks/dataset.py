@@ -13,9 +13,13 @@ row missing a field (with the fields the row has).
 
 Majority voting (`extract_answer`) follows the named reward: the final number in canonical form for
 `gsm8k` and `last_number`, the expression's value and numbers for `countdown`, the assignment for
-`knights_knaves`, the first character for `symbol`, the stripped text for `exact`, and for `math` a
+`knights_knaves`, the first character for `symbol`, the stripped text for `exact`, DAPO's normalised
+"Answer:" value for `math_dapo` (its boxed text for `math_dapo_strict_box`), and for `math` a
 string normalisation of the last \\boxed{} (else the last $...$ span, else the last number) that
 needs no math-verify (`normalize_math_answer`). Other rewards vote on the whitespace-collapsed text.
+
+With `answer_in_tags`, the reward and the vote get the content of the answer tag; `knights_knaves`
+then reads all of it (every line), as its own rule does for a tagged response.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from typing import Any
 from rlvr.rewards.base import REWARDS
 from rlvr.rewards.choice import parse_choice
 from rlvr.rewards.gsm8k import last_number, response_number
+from rlvr.rewards.knights_knaves import knights_knaves_reward
+from rlvr.rewards.math_dapo import dapo_answer_key, dapo_boxed_key
 from rlvr.tasks.base import TASKS, Example, Task, canonical_number, hash_unit
 from rlvr.tasks.countdown import countdown_answer_key
 from rlvr.tasks.knights_knaves import knights_knaves_answer_key
@@ -137,6 +143,8 @@ class DatasetTask(Task):
         if not 0 < test_fraction < 1:
             raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction}")
         self.reward_fn: Callable[[str, Any], float] = REWARDS[reward]
+        if self.answer_in_tags and reward in TAG_CONTENT_REWARDS:
+            self.reward_fn = TAG_CONTENT_REWARDS[reward]
         self.reward_name = reward
         self.path, self.hub_id, self.hub_config = path, hub_id, hub_config
         self.hub_splits = {"train": "train", "test": "test", **(hub_splits or {})}
@@ -169,7 +177,8 @@ class DatasetTask(Task):
         return self.reward_fn(response, answer)
 
     def canonical_answer(self, text: str) -> Hashable | None:
-        key_fn = ANSWER_KEYS.get(self.reward_name)
+        keys = TAG_CONTENT_KEYS if self.answer_in_tags and self.reward_name in TAG_CONTENT_KEYS else ANSWER_KEYS
+        key_fn = keys.get(self.reward_name)
         return key_fn(text) if key_fn is not None else super().canonical_answer(text)
 
 
@@ -246,8 +255,21 @@ ANSWER_KEYS: dict[str, Callable[[str], Hashable | None]] = {
     "symbol": symbol_answer_key,
     "choice": lambda text: parse_choice(text, 26),
     "code": lambda text: None,  # programs do not vote
+    "math_dapo": dapo_answer_key,
+    "math_dapo_strict_box": dapo_boxed_key,
 }
 """Reward name -> the answer key a dataset task with that reward votes on (see the module docstring)."""
+
+TAG_CONTENT_REWARDS: dict[str, Callable[[str, Any], float]] = {
+    "knights_knaves": lambda text, answer: knights_knaves_reward(text, answer, whole_text=True),
+}
+"""Rewards whose rule for an untagged text reads only part of it: what grades the content of the
+answer tag instead under `answer_in_tags` (all of it)."""
+
+TAG_CONTENT_KEYS: dict[str, Callable[[str], Hashable | None]] = {
+    "knights_knaves": lambda text: knights_knaves_answer_key(text, whole_text=True),
+}
+"""The answer keys that go with `TAG_CONTENT_REWARDS`."""
 
 
 @TASKS.register("jsonl")

@@ -13,14 +13,21 @@ statements over person indices, whatever the names) is hashed into train or test
 structure is ever trained on, even under other names; within a split, question texts are distinct.
 `Example.answer` is {name: True if truth-teller}; `meta["answer_text"]` is reasoning-gym's answer.
 reasoning-gym is imported on first use (it takes a few seconds).
+
+Grading: rlvr.rewards.knights_knaves. With `answer_in_tags`, all of the last <answer> tag is read,
+every line of it (Logic-RL's one-person-per-line answers); without, the last <answer> block, else
+the last non-empty line. `format_rule` picks the format reward added with `format_weight`: "r1"
+(default, rlvr's strict R1 rule) or "logic_rl" (Logic-RL's published rule: the four tags once
+each and in order, other text allowed around them); see rlvr.rewards.format.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from rlvr.rewards.format import extract_answer_tag
-from rlvr.rewards.knights_knaves import knights_knaves_reward, parse_knights_knaves
+from rlvr.rewards.base import CompositeReward
+from rlvr.rewards.format import FORMAT_RULES
+from rlvr.rewards.knights_knaves import knights_knaves_answer_text, knights_knaves_reward, parse_knights_knaves
 from rlvr.tasks.base import TASKS, Example, Task, hash_unit
 
 _TEST_SEED_OFFSET = 10**9
@@ -41,9 +48,18 @@ class KnightsKnavesTask(Task):
         test_size: int = 200,
         test_fraction: float = 0.2,
         seed: int = 0,
+        format_rule: str = "r1",
         **common: Any,
     ):
+        """format_rule: "r1" or "logic_rl", the format reward weighted by `format_weight` (module docstring)."""
         super().__init__(**common)
+        if format_rule not in FORMAT_RULES:
+            raise ValueError(f"unknown format_rule {format_rule!r}; known: {', '.join(FORMAT_RULES)}")
+        self.format_rule = format_rule
+        if "format" in self.reward.components:
+            components = dict(self.reward.components)
+            components["format"] = (FORMAT_RULES[format_rule], self.format_weight)
+            self.reward = CompositeReward(components, correct_from="answer")
         if n_people < 2 or depth_constraint < 1 or width_constraint < 2:
             # width < 2 crashes reasoning-gym's sampler ("and"/"or" join at least two clauses)
             raise ValueError(
@@ -94,23 +110,25 @@ class KnightsKnavesTask(Task):
         )
 
     def answer_reward(self, response: str, answer: Any) -> float:
-        return knights_knaves_reward(response, answer)
+        # With answer_in_tags, `response` is already the tag's content: read all of it.
+        return knights_knaves_reward(response, answer, whole_text=self.answer_in_tags)
 
     def canonical_answer(self, text: str) -> tuple[tuple[str, bool | None], ...] | None:
-        return knights_knaves_answer_key(text)
+        return knights_knaves_answer_key(text, whole_text=self.answer_in_tags)
 
 
-def knights_knaves_answer_key(text: str) -> tuple[tuple[str, bool | None], ...] | None:
+def knights_knaves_answer_key(text: str, *, whole_text: bool = False) -> tuple[tuple[str, bool | None], ...] | None:
     """The stated assignment as a sorted tuple of (lower-cased name, is truth-teller), read from the
-    text the grader reads (the last <answer> block if any, else the last non-empty line).
+    text the grader reads (all of `text` if `whole_text`, it being the content of the answer tag;
+    else the whole last <answer> block if any, else the last non-empty line).
     A person given both roles maps to None. Role words are folded (saint == knight). Names the
     puzzle does not have are kept (the gold answer is unknown here), so an answer with an extra
     name votes apart from the same answer without it.
 
     >>> knights_knaves_answer_key("Ethan is a knave, and Zoey is a saint.")
     (('ethan', False), ('zoey', True))
+    >>> knights_knaves_answer_key("(1) Zoey is a saint\\n(2) Ethan is a knave", whole_text=True)
+    (('ethan', False), ('zoey', True))
     """
-    tagged = extract_answer_tag(text)
-    lines = [line for line in text.splitlines() if line.strip()]
-    said = parse_knights_knaves(tagged if tagged is not None else lines[-1] if lines else "")
+    said = parse_knights_knaves(knights_knaves_answer_text(text, whole_text=whole_text))
     return tuple(sorted(said.items())) or None

@@ -53,7 +53,12 @@ REGISTRY_CASES = {
     "symbol": ("bbbbbbbb", "b"),
     "choice": ("The answer is (B).", "B"),
     "code": ("```python\ndef f():\n    return 4\n```", ["assert f() == 4"]),
+    "math_dapo": ("2 + 2\nAnswer: 4", "4"),
+    "math_dapo_strict_box": ("so \\boxed{4}", "4"),
+    "format_logic_rl": ("<think>x</think><answer>4</answer><|im_end|>", None),
+    "format_logic_rl_think_prefilled": ("x</think><answer>4</answer>", None),
 }
+WRONG_SCORE = {"math_dapo": -1.0, "math_dapo_strict_box": -1.0}  # DAPO's scale is +1 / -1
 
 
 @pytest.mark.parametrize("name", sorted(REWARDS))
@@ -65,7 +70,7 @@ def test_every_registered_reward_scores_a_right_and_a_wrong_answer(name):
         return out.reward if isinstance(out, RewardResult) else out
 
     assert value(REWARDS[name](response, answer)) == 1.0
-    assert value(REWARDS[name]("nothing useful", answer)) == 0.0
+    assert value(REWARDS[name]("nothing useful", answer)) == WRONG_SCORE.get(name, 0.0)
 
 
 def test_unknown_reward_name():

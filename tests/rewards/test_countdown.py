@@ -114,3 +114,32 @@ def test_extract_expression():
     assert extract_countdown_expression("line one\n\n  4 * 5 = 20.  \n\n") == "4 * 5"
     assert extract_countdown_expression("   \n ") is None
     assert countdown_reward("", [1], 1) == 0.0
+
+
+@pytest.mark.parametrize(
+    "response, expected",
+    [
+        ("<answer>2 * 5 * 7 * 4 = 280</answer>", 1.0),
+        ("<answer>2 * 5 * 7 * 4 = 280.0</answer>", 1.0),  # a number equal to the value
+        ("<answer>2 * 5 * 7 * 4 = 281</answer>", 0.0),  # the stated value is not the expression's
+        ("<answer>2 * 5 * 7 * 4 = 280 = 280</answer>", 0.0),  # a second "="
+        ("<answer>2 * 5 * 7 * 4 = two hundred eighty</answer>", 0.0),  # not a number
+        ("<answer>2 * 5 * 7 * 4 =</answer>", 0.0),
+        ("<answer>2 * 5 * 7 * 3 = 210</answer>", 0.0),  # true, but not the target (3 not given either)
+    ],
+)
+def test_the_right_hand_side_of_an_equation_is_checked(response, expected):
+    """`expr = value` with a wrong value used to score full marks (only the left side was read)."""
+    assert countdown_reward(response, [2, 5, 7, 4], 280, use_all=True) == expected
+
+
+def test_a_wrong_stated_value_says_why():
+    assert "states 281" in check_countdown("2 * 5 * 7 * 4", [2, 4, 5, 7], 280, stated="281")
+    assert "not a number" in check_countdown("2 * 5 * 7 * 4", [2, 4, 5, 7], 280, stated="280 = 280")
+
+
+def test_a_final_period_is_removed_without_comment():
+    """Documented rule: "expr." is "expr" (TinyZero would fail "(...)." and pass "... * 4." only as a float)."""
+    assert countdown_reward("<answer>(6 + 4) * 3.</answer>", NUMBERS, TARGET) == 1.0
+    assert countdown_reward("<answer>3 * (6 + 4).</answer>", NUMBERS, TARGET) == 1.0
+    assert countdown_reward("<answer>3 * (6 + 4) = 30.</answer>", NUMBERS, TARGET) == 1.0

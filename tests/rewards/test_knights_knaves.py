@@ -47,3 +47,35 @@ def test_solution_forms_and_errors():
         knights_knaves_reward("A is a knight", {"A": "wizard"})
     with pytest.raises(TypeError, match="solution must be"):
         knights_knaves_reward("A is a knight", ["A"])
+
+
+LOGIC_RL_ANSWER = "(1) Zoey is a knight\n(2) Ethan is a knave\n(3) Ava is a knight"
+REASONING_GYM_ANSWER = "Zoey is a knight, Ethan is a knave, and Ava is a knight."
+
+
+@pytest.mark.parametrize("answer", [LOGIC_RL_ANSWER, REASONING_GYM_ANSWER, "Zoey is a knight,\nEthan is a knave,\nand Ava is a knight."])
+def test_every_line_of_the_answer_tag_is_read(answer):
+    """Logic-RL's one-person-per-line answers: the whole tag is graded, also when a task passes only its content."""
+    assert knights_knaves_reward(f"<think>...</think>\n<answer>\n{answer}\n</answer>", SOLUTION) == 1.0
+    assert knights_knaves_reward(answer, SOLUTION, whole_text=True) == 1.0
+    wrong = answer.replace("Ethan is a knave", "Ethan is a knight")
+    assert knights_knaves_reward(wrong, SOLUTION, whole_text=True) == 0.0
+
+
+def test_agrees_with_reasoning_gyms_scorer_on_full_credit():
+    """reasoning-gym 0.1.25's scorer reads the whole answer; both formats get its full score and ours."""
+    import reasoning_gym
+
+    dataset = reasoning_gym.create_dataset("knights_knaves", n_people=3, seed=1, size=1)
+    entry = dataset[0]
+    names, truthful = entry["metadata"]["names"], entry["metadata"]["solution"]
+    knight, knave = entry["metadata"]["knight_knave_terms"]["knight"], entry["metadata"]["knight_knave_terms"]["knave"]
+    roles = [knight if t else knave for t in truthful]
+    lines = "\n".join(f"({i}) {n} is a {r}" for i, (n, r) in enumerate(zip(names, roles), start=1))
+    for answer in (entry["answer"], lines):
+        assert dataset.score_answer(answer, entry) == 1.0
+        assert knights_knaves_reward(f"<answer>{answer}</answer>", entry["answer"]) == 1.0
+        assert knights_knaves_reward(answer, entry["answer"], whole_text=True) == 1.0
+    flipped = lines.replace(f"{names[0]} is a {roles[0]}", f"{names[0]} is a {knave if truthful[0] else knight}")
+    assert dataset.score_answer(flipped, entry) < 1.0
+    assert knights_knaves_reward(flipped, entry["answer"], whole_text=True) == 0.0

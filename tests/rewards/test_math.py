@@ -124,3 +124,16 @@ def test_bad_timeout():
         MathVerifier(timeout_s=0)
     with pytest.raises(ValueError, match="timeout_s must be > 0"):
         math_reward("1", "1", timeout_s=-1)
+
+
+@pytest.mark.parametrize("response", ["The answer is 25.", "\\boxed{25}", "0.25", "\\boxed{25\\%}", "25%"])
+def test_a_percentage_gold_accepts_its_number(response):
+    """Pinned, documented behaviour: math-verify reads 25\\% as 25/100 and accepts 25 or 0.25 for it."""
+    assert math_reward(response, "25\\%") == 1.0
+
+
+def test_a_percentage_gold_still_rejects_other_numbers():
+    """Other numbers stay wrong; DAPO's string-matching scorer (`math_dapo`) rejects 25 for 25\\%."""
+    assert math_reward("The answer is 26.", "25\\%") == 0.0
+    assert math_reward("25%", "25") == 1.0  # and a plain gold accepts the percentage
+    assert REWARDS["math_dapo"]("Answer: 25", "25\\%") == -1.0
