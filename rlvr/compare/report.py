@@ -161,15 +161,15 @@ def _bound(x) -> str:
 
 def _relative_variance(r: dict) -> str:
     """The noise-to-signal cell: "unresolved" when the batches do not resolve the mean gradient from the
-    noise, [low, inf) when the interval is unbounded above."""
+    noise, [low, inf) when the interval is unbounded above, "(no interval)" when there is none."""
     rel = r["relative_variance"]
     if not isinstance(rel, dict):  # a record without the resolved estimate: recomputed from T, ||gbar|| and R
         signal = r["mean_grad_norm"] ** 2 - r["trace_cov"]["mean"] / r["batches"]
         rel = {"estimate": r["trace_cov"]["mean"] / signal if signal > 0 else None, "low": None, "high": None,
                "unresolved": signal <= 0}
     point = "unresolved" if rel["unresolved"] else _fmt(rel["estimate"])
-    if rel["low"] is None:
-        return point
+    if rel["low"] is None:  # fewer than 3 batches, or tr Cov itself not resolved
+        return f"{point} (no interval)"
     return f"{point} [{_fmt(rel['low'])}, {'inf)' if rel['high'] is None else _fmt(rel['high']) + ']'}"
 
 
