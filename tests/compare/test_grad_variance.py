@@ -176,3 +176,7 @@ def test_unresolved_when_the_noise_hides_the_mean_gradient():
     lines = grad_variance_lines({"policy": "p", "prompts": 2, "aggregation": "seq_mean_token_sum_norm",
                                  "estimators": {"noise": record}})
     assert "| noise |" in lines[-1] and "unresolved" in lines[-1]
+    two = variance_statistics(["x"], 2, lambda b, e: grads[b + 2])["x"]  # 2 batches: estimates, no interval
+    assert two["relative_variance"]["low"] is None and math.isnan(two["trace_cov"]["low"])
+    lines = grad_variance_lines({"policy": "p", "prompts": 2, "aggregation": "a", "estimators": {"x": two}})
+    assert "unresolved (no interval)" in lines[-1]
