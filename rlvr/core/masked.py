@@ -78,7 +78,7 @@ def masked_var(values: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
     mask = as_bool_mask(mask, "mask")
     # Zero the masked-out elements first: an inf there would otherwise turn (inf - mean)**2 into a
     # nan gradient (0 * inf) for every element, even though the forward value ignores it.
-    values = torch.where(mask.bool(), values, torch.zeros((), dtype=values.dtype, device=values.device))
+    values = torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device))
     mean = masked_mean(values, mask)
     sq = masked_sum((values - mean) ** 2, mask)
     count = mask.sum().to(values.dtype)
@@ -96,10 +96,10 @@ def masked_whiten(values: Tensor, mask: Tensor, shift_mean: bool = True, eps: fl
     check_same_shape(values=values, mask=mask)
     mask = as_bool_mask(mask, "mask")
     # As in masked_var: masked-out inf/nan must not reach the backward pass.
-    values = torch.where(mask.bool(), values, torch.zeros((), dtype=values.dtype, device=values.device))
+    values = torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device))
     mean = masked_mean(values, mask)
     var = masked_var(values, mask)
     whitened = (values - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         whitened = whitened + mean
-    return torch.where(mask.bool(), whitened, torch.zeros_like(whitened))
+    return torch.where(mask, whitened, torch.zeros_like(whitened))
