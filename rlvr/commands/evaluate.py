@@ -66,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
     from rlvr.config.commands import EvalRunConfig
 
     extra = [f"k={json.dumps(_parse_k(args.k))}"] if args.k is not None else []
+    from rlvr.train.preflight import preflight
+
     cfg = command_config(EvalRunConfig, args, FLAGS, extra)
+    preflight(cfg)
     if args.print_config:
         print_config(cfg)
         return 0

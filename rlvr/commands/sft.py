@@ -218,7 +218,10 @@ def run_with_config(schema: type, args: argparse.Namespace, flags: dict[str, str
     """Resolve the command's config; print it (--print-config) or run `body(cfg, args, console)` -> run_dir."""
     from rich.console import Console
 
+    from rlvr.train.preflight import preflight
+
     cfg = resolve_command_line(schema, args, flags, sft_section)
+    preflight(cfg)
     if args.print_config:
         print_config(cfg)
         return 0

@@ -43,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         recipe = load_recipe(recipe_arg)
     cfg = resolve(recipe, overrides)
+    from rlvr.train.preflight import preflight
+
+    preflight(cfg)
     if args.print_config:
         sys.stdout.write(to_yaml(cfg))
         return 0

@@ -1,7 +1,8 @@
 """The schema of a run: pydantic models for every section of a recipe (`RunConfig` and its parts).
 
 Unknown keys are rejected (`extra="forbid"`), values are checked as they are set, and `RunConfig`
-runs the cross-field checks of rlvr.config.validation after every change. `algorithm.loss` and
+runs the cross-field checks of rlvr.config.validation after every change (checks that need more than the
+config, such as whether a task or a package exists, are rlvr.train.preflight's). `algorithm.loss` and
 `algorithm.advantage` are built from the registered functions themselves (rlvr.core.losses,
 rlvr.core.advantages): each one's keyword options, their defaults and constraints are declared once, in
 its signature, and become its config section here (`{name: gae, lam: 0.95}`; a bare name is short for
@@ -15,6 +16,8 @@ import typing
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+
+from rlvr.config.budgets import response_budget
 
 GROUP_ESTIMATORS = {"grpo", "dr_grpo", "rloo", "reinforce_pp_baseline"}
 
@@ -274,15 +277,17 @@ class TaskConfig(_Strict):
 
 
     @model_validator(mode="after")
-    def _known(self) -> TaskConfig:
-        """Unknown task names and options and a user's reward that cannot load, for every command that has a
-        task section (train, sft, expert-iter, eval), found without reading any data."""
-        from rlvr.config.validation import task_problems
+    def _rewards(self) -> TaskConfig:
+        """`reward` and `rewards` together, or two rewards logged under one name, for every command that has a
+        task section (train, sft, expert-iter, eval). Whether the task and the rewards exist is the
+        preflight's question (rlvr.train.preflight), asked before any model loads."""
+        from rlvr.config.validation import reward_problems
 
-        problems = task_problems(self)
+        problems = reward_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
 
 class RolloutConfig(_Strict):
     engine: str = "hf"
@@ -295,7 +300,7 @@ class RolloutConfig(_Strict):
     group_size: int = Field(8, ge=1)
     max_new_tokens: int | None = Field(None, ge=1)
     """Response length limit; None: the task's response budget (arithmetic 64, gsm8k 256, code 512, ...;
-    rlvr.tasks.base.response_budget), the same default every command uses."""
+    rlvr.config.budgets), the same default every command uses."""
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)
@@ -416,8 +421,6 @@ class RunConfig(_Strict):
         rollout, task = (v.model_dump() if isinstance(v, BaseModel) else v for v in (data.get("rollout"), data.get("task")))
         rollout = {} if rollout is None else rollout
         if isinstance(rollout, dict) and rollout.get("max_new_tokens") is None:
-            from rlvr.tasks.base import response_budget
-
             name = task.get("name", "arithmetic") if isinstance(task, dict) else "arithmetic"
             data = {**data, "rollout": {**rollout, "max_new_tokens": response_budget(str(name))}}
         return data

