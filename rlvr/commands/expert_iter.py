@@ -65,8 +65,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(cfg, args: argparse.Namespace, console) -> Path:
-    import dataclasses
-
     import torch
 
     from rlvr.logging.jsonl import JsonlWriter
@@ -74,7 +72,7 @@ def _run(cfg, args: argparse.Namespace, console) -> Path:
     from rlvr.train.expert_iter import expert_iteration
     from rlvr.train.sft import save_final_model
 
-    config = dataclasses.replace(cfg.expert_iter, seed=cfg.seed, sft=dataclasses.replace(cfg.expert_iter.sft, seed=cfg.seed))
+    config = cfg.expert_iter.model_copy(update={"seed": cfg.seed, "sft": cfg.expert_iter.sft.model_copy(update={"seed": cfg.seed})})
     task = make_task(cfg.task, "chat")
     try:
         train_size, test_size = len(task.examples("train")), len(task.examples("test", limit=config.eval_size))

@@ -232,14 +232,12 @@ def run_with_config(schema: type, args: argparse.Namespace, flags: dict[str, str
 
 
 def _run(cfg, args: argparse.Namespace, console) -> Path:
-    import dataclasses
-
     import torch
 
     from rlvr.logging.jsonl import JsonlWriter
     from rlvr.train.sft import evaluate_loss, save_final_model, sft, task_accuracy
 
-    config = dataclasses.replace(cfg.sft, seed=cfg.seed)
+    config = cfg.sft.model_copy(update={"seed": cfg.seed})
     task = make_task(cfg.task, cfg.template) if cfg.task is not None else None
     template = cfg.template or (task.template if task is not None else "chat")
     torch.manual_seed(cfg.seed)

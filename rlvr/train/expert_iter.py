@@ -37,56 +37,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
+from rlvr.config.commands import ExpertIterConfig
 from rlvr.rollout import SamplingParams, get_engine
 from rlvr.train.data import PromptStream
-from rlvr.train.sft import SFTConfig, SFTRecord, sft, task_accuracy
-
-
-@dataclass
-class ExpertIterConfig:
-    rounds: int = 3
-    """Sample / filter / fine-tune rounds."""
-    prompts: int = 64
-    """Training problems sampled per round."""
-    k: int = 4
-    """Responses sampled per problem."""
-    temperature: float = 1.0
-    """Sampling temperature (also of the sampled held-out evaluation)."""
-    top_p: float = 1.0
-    max_new_tokens: int | None = None
-    """Response length limit, for sampling and evaluation; None: the task's response budget
-    (`Task.max_new_tokens`: arithmetic 64, gsm8k 256, ...), as every command."""
-    max_per_prompt: int | None = None
-    """Most distinct correct responses kept per problem; None: all."""
-    keep_truncated: bool = False
-    """Keep correct responses that hit max_new_tokens (see the module docstring)."""
-    restart_from_base: bool = False
-    """Fine-tune the base weights each round (STaR) instead of the current ones."""
-    eval_size: int = 200
-    """Held-out examples for the sampled accuracy (greedy uses their distinct problems)."""
-    seed: int = 0
-    sft: SFTConfig = field(default_factory=SFTConfig)
-
-    def check(self) -> None:
-        problems = []
-        for name in ("rounds", "prompts", "k", "max_new_tokens", "eval_size"):
-            value = getattr(self, name)
-            if name == "max_new_tokens" and value is None:
-                continue
-            if not isinstance(value, int) or value < (0 if name == "rounds" else 1):
-                problems.append(f"{name} must be an integer >= {0 if name == 'rounds' else 1} (got {value!r})")
-        if not self.temperature > 0:
-            problems.append(f"temperature must be > 0: expert iteration needs varied samples (got {self.temperature!r})")
-        if not 0 < self.top_p <= 1:
-            problems.append(f"top_p must be in (0, 1] (got {self.top_p!r})")
-        if self.max_per_prompt is not None and (not isinstance(self.max_per_prompt, int) or self.max_per_prompt < 1):
-            problems.append(f"max_per_prompt must be an integer >= 1 or None (got {self.max_per_prompt!r})")
-        if problems:
-            raise ValueError("invalid expert-iteration settings: " + "; ".join(problems))
-        self.sft.check()
+from rlvr.train.sft import SFTRecord, sft, task_accuracy
 
 
 @dataclass
@@ -199,7 +156,7 @@ def expert_iteration(
         if filtered.records:
             if base_state is not None:
                 model.load_state_dict(base_state)
-            sft_config = replace(config.sft, seed=config.sft.seed * 1_000_003 + rnd)
+            sft_config = config.sft.model_copy(update={"seed": config.sft.seed * 1_000_003 + rnd})
             result = sft(model, tokenizer, filtered.records, config=sft_config)
             row.update(sft_loss=result.loss_mean, sft_steps=result.steps)
         else:

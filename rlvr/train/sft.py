@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rlvr.core.aggregation import AGGREGATIONS
+from rlvr.config.commands import SFTConfig
 from rlvr.core.losses import sft_loss
 from rlvr.models.logprobs import response_logprobs
 from rlvr.rollout.base import RolloutBatch
@@ -51,46 +51,6 @@ class SFTRecord:
 
     prompt: str
     response: str
-
-
-@dataclass
-class SFTConfig:
-    epochs: int = 1
-    """Passes over the records."""
-    lr: float = 1e-5
-    """AdamW learning rate (constant)."""
-    batch_size: int = 8
-    """Records per optimizer step."""
-    micro_batch_size: int | None = None
-    """Records per forward/backward pass (gradient accumulation); None: the whole batch."""
-    aggregation: str = "token_mean"
-    """How per-token losses become the batch loss (rlvr.core.aggregation)."""
-    max_len: int = 512
-    """Longest prompt + response in tokens (see the module docstring for what is cut)."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    max_grad_norm: float | None = 1.0
-    """Clip the gradient's global norm to this; None: no clipping."""
-    seed: int = 0
-    """Seed of the per-epoch shuffles."""
-
-    def check(self) -> None:
-        problems = []
-        for name in ("epochs", "batch_size", "max_len"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                problems.append(f"{name} must be an integer >= 1 (got {getattr(self, name)!r})")
-        if self.micro_batch_size is not None and (not isinstance(self.micro_batch_size, int) or self.micro_batch_size < 1):
-            problems.append(f"micro_batch_size must be an integer >= 1 or None (got {self.micro_batch_size!r})")
-        if not self.lr > 0:
-            problems.append(f"lr must be > 0 (got {self.lr!r})")
-        if self.weight_decay < 0:
-            problems.append(f"weight_decay must be >= 0 (got {self.weight_decay!r})")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            problems.append(f"max_grad_norm must be > 0 or None (got {self.max_grad_norm!r})")
-        if self.aggregation not in AGGREGATIONS:
-            problems.append(f"unknown aggregation {self.aggregation!r}; known: {', '.join(AGGREGATIONS)}")
-        if problems:
-            raise ValueError("invalid SFT settings: " + "; ".join(problems))
 
 
 @dataclass
@@ -209,6 +169,7 @@ def sft(
 ) -> SFTResult:
     """Fine-tune `model` in place on `records` (see the module docstring); returns the step history.
 
+    `config`: an SFTConfig (rlvr.config.commands; the `sft` section of `rlvr sft`), default its defaults.
     `optimizer`: default AdamW(lr, weight_decay) over the model's parameters; pass one to keep its
     state across calls or to use another. `on_step(row)` is called after each optimizer step with its
     metrics; `on_epoch_end(epoch, step)` after each epoch (1-based epoch, steps so far), e.g. for a
