@@ -1,8 +1,8 @@
-"""The responses' attention of the packed training forward, in one padded block or in length buckets (issue 15,
-target 1: where the update's time goes).
+"""The responses' attention of the packed training forward, in one padded block or in length buckets (where
+the update's time goes).
 
 `rlvr.models.llama.predicting_hidden_packed` runs the attention of the response tokens on a padded view, and a
-masked flash attention computes the whole padded rectangle of queries by keys. Since session 15 the rows go in
+masked flash attention computes the whole padded rectangle of queries by keys. The trainer puts the rows in
 up to `MAX_LENGTH_BUCKETS` groups of similar length, each padded to its own longest (`length_buckets`). This
 benchmark times one layer's response attention, forward and backward (`scaled_dot_product_attention` with the
 packed forward's mask: the prompt's keys, then causal over the response), on the shapes a GSM8K-shaped batch

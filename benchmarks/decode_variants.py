@@ -1,5 +1,5 @@
-"""The fast decoder's decode step in each of its layouts, on the model and on a rollout copy (issue 15, targets 2
-and 4: where long generations spend their time).
+"""The fast decoder's decode step in each of its layouts, on the model and on a rollout copy (where long
+generations spend their time).
 
 `rlvr.rollout.decoders.LlamaDecoder` has two choices per decode step: the projections as x W^T or weight-major
 (W x^T)^T (`weight_major`), and the attention over the cache as two grouped matmuls or one fused

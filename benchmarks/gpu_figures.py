@@ -1,4 +1,4 @@
-"""GPU figures of the 1-GPU path (issue 11): training tokens/s and MFU of the update, generation tokens/s of
+"""GPU figures of the 1-GPU path: training tokens/s and MFU of the update, generation tokens/s of
 the hf engine, peak GPU memory. One short script for a lent GPU machine (no internet, no pretrained
 weights): the models are built from real configurations with random weights.
 

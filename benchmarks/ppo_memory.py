@@ -1,4 +1,4 @@
-"""PPO's peak memory against GRPO's on the same recipe (issue 15, target 5: PPO <= 1.6x GRPO's peak RSS).
+"""PPO's peak memory against GRPO's on the same recipe: what the critic's packed forward and recomputation save.
 
 Each configuration runs in its own process (so that each peak is its own), one after another in this
 run: `--steps` training steps of the recipe (default: the default recipe on the embedded model) with
@@ -7,7 +7,7 @@ run: `--steps` training steps of the recipe (default: the default recipe on the 
   ppo               algorithm.preset=ppo as rlvr runs it: the critic on the packed forward, its layers
                     recomputed in the backward pass (algorithm.critic.checkpoint_activations)
   ppo-no-ckpt       the same without the critic's activation checkpointing
-  ppo-padded-critic the critic on the padded forward, no checkpointing (rlvr before both changes)
+  ppo-padded-critic the critic on the padded forward, no checkpointing (neither saving)
 
 and prints each one's peak RSS (ru_maxrss) and median step time, and the ratios to grpo. Timing is
 noisy and these runs are long: read the memory ratios first. Usage:

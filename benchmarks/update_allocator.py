@@ -1,4 +1,4 @@
-"""The update's forward + backward under glibc's allocator regimes (issue 15, target 1: where the update's time goes).
+"""The update's forward + backward under glibc's allocator regimes (where the update's time goes).
 
 A GSM8K-shaped batch (groups of 8 responses of 64-256 tokens, normal around 180, after prompts of 100-140
 tokens sharing a 40-token system prefix, as `--response-tokens 256 --prompt-tokens 140` give; random token
@@ -20,11 +20,11 @@ each, the first of which is warm-up:
                     the update runs as under `heap` (glibc's mallopt settings do not reach it)
 
 With `--buckets K1 K2 ...` each regime runs once per K, the response attention in at most K length buckets
-(`rlvr.models.llama.MAX_LENGTH_BUCKETS`; 1: every row padded to the longest response, as before session 15).
+(`rlvr.models.llama.MAX_LENGTH_BUCKETS`; 1: every row padded to the longest response).
 
 With `--rounds R` the regimes run R times, in alternating order, and the medians are over all timed
 updates. Prints each regime's median forward, backward and update time and its peak RSS (ru_maxrss), and
-each against `release` (rlvr before huge pages). Usage:
+each against `release` (the mapped regime without huge pages). Usage:
 
     python benchmarks/update_allocator.py [--model NAME_OR_DIR] [--groups 2] [--reps 3] [--rounds 1] [--threads 2] [--json out.json]
 """

@@ -546,7 +546,7 @@ def summarise(runs: list[dict], gflops: float) -> dict:
     return out
 
 
-# workload -> issue 15's targets (step time, peak RSS as fractions of TRL's)
+# workload -> the goals printed beside each ratio (step time, peak RSS as fractions of TRL's)
 TARGETS = {"addition": (0.30, 1.00), "gsm8k": (0.35, 0.60)}
 
 
