@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 
@@ -47,9 +46,3 @@ def print_config(cfg: Any) -> None:
     import yaml
 
     sys.stdout.write(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-
-
-def write_config(run_dir: Path, cfg: Any) -> None:
-    import yaml
-
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

@@ -34,11 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rlvr.commands.sft import CommandError, load_model_or_fail
     from rlvr.config import ConfigError, ModelConfig, TaskConfig, resolve_as
     from rlvr.models.layers import entropy_table, layer_entropies, num_layers, plot_entropies
     from rlvr.rollout import SamplingParams, get_engine
     from rlvr.tasks import build_task
+    from rlvr.train.supervised_runs import InputError as CommandError
+    from rlvr.train.supervised_runs import load_model_or_fail
 
     if args.limit < 1 or args.n < 1 or args.batch_size < 1:
         raise CommandError("--limit, --n and --batch-size must be >= 1")

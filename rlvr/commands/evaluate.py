@@ -98,8 +98,8 @@ def _run(cfg, console) -> int:
     if not examples:
         raise EvalCommandError(f"task {task_name!r} split {cfg.split!r} has no problems (check --data and --limit)")
 
-    from rlvr.commands.sft import load_model_or_fail
     from rlvr.rollout import get_engine
+    from rlvr.train.supervised_runs import load_model_or_fail
 
     model, tokenizer = load_model_or_fail(cfg.model.model_copy(update={"name": str(model_path)}))
     device = str(next(model.parameters()).device)

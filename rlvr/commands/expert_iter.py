@@ -2,7 +2,7 @@
 [--task-kwargs k=v ...] --rounds 3 --prompts 64 --k 4 --out RUN_DIR`: the config is
 rlvr.config.commands.ExpertIterRunConfig (`--print-config` shows it), in the same idiom as `rlvr train`.
 
-Expert iteration / STaR (rlvr.train.expert_iter): each round samples k responses to `--prompts`
+Expert iteration / STaR (rlvr.train.expert_iter; the run: rlvr.train.supervised_runs): each round samples k responses to `--prompts`
 training problems, keeps the verified ones, fine-tunes on them and measures held-out accuracy
 (greedy and sampled at --temperature). RUN_DIR gets metrics.jsonl (one row per round, round 0 being
 the starting model), samples.jsonl (every sample with whether it was kept and why not), config.yaml,
@@ -12,20 +12,9 @@ the final model in RUN_DIR/model and the checkpoints/ layout that `rlvr eval RUN
 from __future__ import annotations
 
 import argparse
-import time
-from pathlib import Path
 
-from rlvr.commands._config import add_config_arguments, write_config
-from rlvr.commands.sft import (
-    CommandError,
-    add_run_arguments,
-    add_sft_arguments,
-    add_task_arguments,
-    load_model_or_fail,
-    make_task,
-    prepare_run_dir,
-    run_with_config,
-)
+from rlvr.commands._config import add_config_arguments
+from rlvr.commands.sft import add_run_arguments, add_sft_arguments, add_task_arguments, run_with_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,65 +49,7 @@ FLAGS = {"model": "model.name", "task": "task.name", "template": "task.template"
 
 def run(args: argparse.Namespace) -> int:
     from rlvr.config.commands import ExpertIterRunConfig
+    from rlvr.train.supervised_runs import run_expert_iteration
 
-    return run_with_config(ExpertIterRunConfig, args, FLAGS, "expert_iter.sft", _run)
-
-
-def _run(cfg, args: argparse.Namespace, console) -> Path:
-    import torch
-
-    from rlvr.logging.jsonl import JsonlWriter
-    from rlvr.rollout import get_engine
-    from rlvr.train.expert_iter import expert_iteration
-    from rlvr.train.sft import save_final_model
-
-    config = cfg.expert_iter.model_copy(update={"seed": cfg.seed, "sft": cfg.expert_iter.sft.model_copy(update={"seed": cfg.seed})})
-    task = make_task(cfg.task, "chat")
-    try:
-        train_size, test_size = len(task.examples("train")), len(task.examples("test", limit=config.eval_size))
-    except (ValueError, KeyError, ImportError, OSError) as err:
-        raise CommandError(f"cannot read the problems of task {cfg.task.name!r}: {err}") from None
-    if not train_size or not test_size:
-        raise CommandError(f"task {cfg.task.name!r} has {train_size} training and {test_size} held-out problems; "
-                           "it needs both")
-    torch.manual_seed(cfg.seed)
-    t0 = time.perf_counter()
-    model, tokenizer = load_model_or_fail(cfg.model)
-    try:
-        engine = get_engine(cfg.engine, model, tokenizer)
-        task.prompt(task.examples("train", limit=1)[0], tokenizer)  # a template the tokenizer lacks fails here
-    except (ValueError, KeyError, ImportError) as err:
-        raise CommandError(str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)) from None
-    run_dir = prepare_run_dir(cfg.run_dir, args.overwrite)
-    write_config(run_dir, cfg.model_copy(update={"task": cfg.task.model_copy(update={"template": task.template})}))
-    console.print(f"run directory: {run_dir}")
-    console.print(f"loaded in {time.perf_counter() - t0:.1f}s; {train_size} training problems, {test_size} held-out")
-    metrics, samples = JsonlWriter(run_dir / "metrics.jsonl"), JsonlWriter(run_dir / "samples.jsonl")
-
-    def log_samples(rnd: int, rows: list[dict]) -> None:
-        for row in rows:
-            samples.write({"round": rnd, **row})
-
-    rows = expert_iteration(model, tokenizer, task, config=config, engine=engine, on_round=metrics.write,
-                            on_samples=log_samples, log=console.print)
-    save_final_model(run_dir, model, tokenizer, step=config.rounds)
-    _summary(console, rows)
-    return run_dir
-
-
-def _summary(console, rows: list[dict]) -> None:
-    from rich.table import Table
-
-    columns = ("round", "kept", "sft_loss", "eval_accuracy_greedy", "eval_accuracy", "round_time_s")
-    table = Table(title="expert iteration")
-    for col in columns:
-        table.add_column(col, justify="right")
-    for row in rows:
-        table.add_row(*(_fmt(row.get(col)) for col in columns))
-    console.print(table)
-
-
-def _fmt(value) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+    return run_with_config(ExpertIterRunConfig, args, FLAGS, "expert_iter.sft",
+                           lambda cfg, console: run_expert_iteration(cfg, overwrite=args.overwrite, console=console))

@@ -2,7 +2,7 @@
 [--eval-data test.jsonl] [--task NAME] --out RUN_DIR`: the config is rlvr.config.commands.SFTRunConfig
 (`--print-config` shows it), in the same idiom as `rlvr train`.
 
-Supervised fine-tuning on (prompt, response) JSONL rows (rlvr.train.sft). The prompt field holds the
+Supervised fine-tuning on (prompt, response) JSONL rows (rlvr.train.sft; the run: rlvr.train.supervised_runs). The prompt field holds the
 user message (a string) or a list of chat messages ({"role", "content"}); it is rendered with
 --template (default: the model's chat template). The response is what the model is trained to write.
 
@@ -16,18 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import time
-from pathlib import Path
 from typing import Any
 
-from rlvr.commands._config import add_config_arguments, command_config, print_config, write_config
+from rlvr.commands._config import add_config_arguments, command_config, print_config
+from rlvr.train.supervised_runs import InputError as CommandError
 
 TEMPLATES = ("chat", "plain", "r1_zero")
-
-
-class CommandError(ValueError):
-    """Bad input, reported by rlvr.cli as one line without a traceback."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -125,97 +119,20 @@ def parse_task_kwargs(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def make_task(task_cfg, template: str | None):
-    """The task of a command's `task` section, its template defaulting to `template` (else the task's own)."""
-    from rlvr.tasks import build_task
-
-    if task_cfg.template is None and template is not None:
-        task_cfg = task_cfg.model_copy(update={"template": template})
-    try:
-        return build_task(task_cfg)
-    except (ValueError, TypeError, KeyError, OSError) as err:
-        raise CommandError(f"cannot build task {task_cfg.name!r}: {_message(err)}") from None
-
-
-def prepare_run_dir(out: str, overwrite: bool) -> Path:
-    run_dir = Path(out)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise CommandError(f"run_dir {run_dir} is a file; give a directory")
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise CommandError(f"run directory {run_dir} already exists; pass --overwrite to replace it, or choose "
-                               "another --out / run_dir=...")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
-def load_model_or_fail(model_cfg):
-    """(model, tokenizer) of a `model` section (on cuda when available and model.device is auto)."""
-    import torch
-
-    from rlvr.models import ModelLoadError, load_model
-    from rlvr.train.distributed import Topology
-
-    device = Topology().device(model_cfg.device)
-    try:
-        return load_model(model_cfg.name, dtype=getattr(torch, model_cfg.dtype), device=str(device),
-                          trust_remote_code=model_cfg.trust_remote_code, cache_dir=model_cfg.cache_dir)
-    except (ModelLoadError, RuntimeError, ValueError, KeyError, OSError) as err:
-        raise CommandError(f"cannot load model {model_cfg.name!r}: {_message(err)}") from None
-
-
-def _message(err: BaseException) -> str:
-    return str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-
-
-# --- data -----------------------------------------------------------------------------------------------
-
-
-def read_records(path: str, prompt_field: str, response_field: str, tokenizer, template: str, system_prompt: str | None):
-    """SFTRecords of a JSONL file, prompts rendered with `template`; errors name the file and line."""
-    from rlvr.tasks.dataset import field_of, read_jsonl
-    from rlvr.tasks.templates import render_prompt
-    from rlvr.train.sft import SFTRecord
-
-    if not Path(path).is_file():
-        raise CommandError(f"{path}: no such file")
-    try:
-        rows = read_jsonl(path)
-        records = []
-        for row, where in rows:
-            prompt, response = field_of(row, prompt_field, where), field_of(row, response_field, where)
-            if not isinstance(response, str):
-                raise ValueError(f"{where}: field {response_field!r} must be a string, got {type(response).__name__}")
-            messages = _messages(prompt, prompt_field, where, system_prompt)
-            records.append(SFTRecord(render_prompt(tokenizer, messages, template), response))
-    except (ValueError, KeyError) as err:
-        raise CommandError(_message(err)) from None
-    if not records:
-        raise CommandError(f"{path} has no rows")
-    return records
-
-
-def _messages(prompt: Any, field: str, where: str, system_prompt: str | None) -> list[dict[str, str]]:
-    if isinstance(prompt, str):
-        return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [{"role": "user", "content": prompt}]
-    if isinstance(prompt, list) and prompt and all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in prompt):
-        return [{"role": str(m["role"]), "content": str(m["content"])} for m in prompt]
-    raise ValueError(f"{where}: field {field!r} must be a string or a list of {{'role', 'content'}} messages; "
-                     f"got {type(prompt).__name__}")
-
-
 # --- run ------------------------------------------------------------------------------------------------
 
 
 def run(args: argparse.Namespace) -> int:
     from rlvr.config.commands import SFTRunConfig
+    from rlvr.train.supervised_runs import run_sft
 
-    return run_with_config(SFTRunConfig, args, SFT_FLAGS, "sft", _run)
+    return run_with_config(SFTRunConfig, args, SFT_FLAGS, "sft",
+                           lambda cfg, console: run_sft(cfg, overwrite=args.overwrite, console=console,
+                                                        progress=not args.no_progress))
 
 
 def run_with_config(schema: type, args: argparse.Namespace, flags: dict[str, str], sft_section: str, body) -> int:
-    """Resolve the command's config; print it (--print-config) or run `body(cfg, args, console)` -> run_dir."""
+    """Resolve the command's config; print it (--print-config) or run `body(cfg, console)` -> run_dir."""
     from rich.console import Console
 
     from rlvr.train.preflight import preflight
@@ -226,59 +143,6 @@ def run_with_config(schema: type, args: argparse.Namespace, flags: dict[str, str
         print_config(cfg)
         return 0
     console = Console(soft_wrap=True)
-    run_dir = body(cfg, args, console)
+    run_dir = body(cfg, console)
     console.print(f"done: {run_dir}")
     return 0
-
-
-def _run(cfg, args: argparse.Namespace, console) -> Path:
-    import torch
-
-    from rlvr.logging.jsonl import JsonlWriter
-    from rlvr.train.sft import evaluate_loss, save_final_model, sft, task_accuracy
-
-    config = cfg.sft.model_copy(update={"seed": cfg.seed})
-    task = make_task(cfg.task, cfg.template) if cfg.task is not None else None
-    template = cfg.template or (task.template if task is not None else "chat")
-    torch.manual_seed(cfg.seed)
-    t0 = time.perf_counter()
-    model, tokenizer = load_model_or_fail(cfg.model)
-    data = cfg.data
-    system_prompt = data.system_prompt if data.system_prompt is not None else getattr(task, "system_prompt", None)
-    try:
-        records = read_records(data.path, data.prompt_field, data.response_field, tokenizer, template, system_prompt)
-        eval_records = (read_records(data.eval_path, data.prompt_field, data.response_field, tokenizer, template,
-                                     system_prompt) if data.eval_path else [])
-        eval_examples = task.examples("test", limit=cfg.eval.size) if task is not None else []
-    except ValueError as err:  # e.g. a chat template missing from a base model's tokenizer
-        raise CommandError(str(err)) from None
-    run_dir = prepare_run_dir(cfg.run_dir, args.overwrite)
-    if cfg.task is not None:  # `rlvr eval RUN_DIR` reads the task, with the template the data was rendered with
-        cfg = cfg.model_copy(update={"task": cfg.task.model_copy(update={"template": template})})
-    write_config(run_dir, cfg)
-    console.print(f"run directory: {run_dir}")
-    console.print(f"loaded in {time.perf_counter() - t0:.1f}s; {len(records)} training rows")
-    metrics = JsonlWriter(run_dir / "metrics.jsonl")
-
-    def held_out(epoch: int, step: int) -> None:
-        row: dict[str, Any] = {"step": step, "epoch": epoch}
-        if eval_records:
-            row["eval_loss"] = evaluate_loss(model, tokenizer, eval_records, max_len=config.max_len)["loss"]
-        if eval_examples:
-            row["eval_accuracy_greedy"] = task_accuracy(model, tokenizer, task, eval_examples, temperature=0.0,
-                                                        max_new_tokens=cfg.eval.max_new_tokens, seed=cfg.seed)["accuracy"]
-        if len(row) > 2:
-            metrics.write(row)
-            shown = ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith("eval"))
-            console.print(f"held-out after epoch {epoch}: {shown}")
-
-    held_out(0, 0)
-    result = sft(model, tokenizer, records, config=config, on_step=metrics.write, on_epoch_end=held_out,
-                 console=console, progress=not args.no_progress)
-    t = result.tokenize
-    if t.truncated or t.dropped:
-        console.print(f"[yellow]{t.truncated} rows cut to max_len {config.max_len} (they lose their eos); "
-                      f"{t.dropped} rows dropped (prompt alone fills max_len)")
-    save_final_model(run_dir, model, tokenizer, result.steps)
-    console.print(f"{result.steps} steps, mean training loss {result.loss_mean:.4f}; model: {run_dir / 'model'}")
-    return run_dir
