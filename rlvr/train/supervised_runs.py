@@ -14,11 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rlvr.config.commands import ExpertIterRunConfig, SFTRunConfig
-
-
-class InputError(ValueError):
-    """Bad input, reported by rlvr.cli as one line without a traceback."""
-
+from rlvr.eval.from_config import InputError, load_model_or_fail
 
 # --- what both runs need --------------------------------------------------------------------------------
 
@@ -46,21 +42,6 @@ def prepare_run_dir(out: str, overwrite: bool) -> Path:
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
-
-
-def load_model_or_fail(model_cfg):
-    """(model, tokenizer) of a `model` section (on cuda when available and model.device is auto)."""
-    import torch
-
-    from rlvr.models import ModelLoadError, load_model
-    from rlvr.train.distributed import Topology
-
-    device = Topology().device(model_cfg.device)
-    try:
-        return load_model(model_cfg.name, dtype=getattr(torch, model_cfg.dtype), device=str(device),
-                          trust_remote_code=model_cfg.trust_remote_code, cache_dir=model_cfg.cache_dir)
-    except (ModelLoadError, RuntimeError, ValueError, KeyError, OSError) as err:
-        raise InputError(f"cannot load model {model_cfg.name!r}: {_message(err)}") from None
 
 
 def write_config(run_dir: Path, cfg: Any) -> None:
