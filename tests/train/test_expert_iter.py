@@ -1,16 +1,14 @@
 """Expert iteration: the filter keeps exactly the verified, distinct, allowed samples; the loop's rows
-are what happened; the tiny model learns the symbol task; and the `rlvr expert-iter` command."""
+are what happened; the tiny model learns the symbol task (the command: tests/commands/test_expert_iter.py)."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 import torch
 
 import rlvr.train.expert_iter as ei
-from rlvr.cli import main
 from rlvr.models.tiny import make_tiny_model
 from rlvr.rollout.base import RolloutBatch
 from rlvr.tasks import get_task
@@ -170,41 +168,3 @@ def test_bad_settings_are_named():
         ExpertIterConfig(max_per_prompt=0).check()
     with pytest.raises(ValueError, match="unknown aggregation"):
         ExpertIterConfig(sft=SFTConfig(aggregation="sum")).check()
-
-
-# --- the command --------------------------------------------------------------------------------------
-
-
-def test_cli_run_writes_rows_samples_and_model(tiny_dir, tmp_path, capsys):
-    out = tmp_path / "run"
-    code = main([
-        "expert-iter", "--model", str(tiny_dir), "--task", "symbol", "--template", "plain",
-        "--task-kwargs", "symbols=ab", "n_variants=5", "--rounds", "2", "--prompts", "4", "--k", "4",
-        "--max-new-tokens", "1", "--keep-truncated", "--lr", "1e-2", "--eval-size", "4", "--out", str(out),
-        "--no-progress",
-    ])
-    err = capsys.readouterr().err
-    assert code == 0, err
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["round"] for r in rows] == [0, 1, 2]
-    for row in rows[1:]:
-        assert {"kept", "kept_frac", "sft_loss", "eval_accuracy", "eval_accuracy_greedy"} <= set(row)
-    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 2 * 4 * 4
-    for rnd in (1, 2):
-        assert rows[rnd]["kept"] == sum(s["kept"] for s in samples if s["round"] == rnd)
-    assert all(s["response"][:1] in "ab" for s in samples if s["kept"])
-    assert (out / "model" / "model.safetensors").is_file()
-    assert (out / "checkpoints" / "latest").read_text().strip() == "step_000002"
-    config = (out / "config.yaml").read_text()
-    assert "symbols: ab" in config and "template: plain" in config
-
-
-def test_cli_errors(tiny_dir, tmp_path, capsys):
-    common = ["expert-iter", "--model", str(tiny_dir), "--out", str(tmp_path / "r")]
-    assert main([*common, "--task", "symbol", "--temperature", "0"]) == 2
-    assert "temperature must be > 0" in capsys.readouterr().err
-    assert main([*common, "--task", "arithmetc"]) == 2
-    assert "did you mean 'arithmetic'" in capsys.readouterr().err
-    assert main([*common, "--task", "symbol", "--task-kwargs", "digits"]) == 2
-    assert "is not KEY=VALUE" in capsys.readouterr().err
