@@ -1,8 +1,8 @@
 """The report of a study: curves with 95% bands over seeds, final values with intervals, paired differences.
 
 Statistics (seeds are the unit of replication):
-- the value of a metric for one run at a step is what its metrics.jsonl logged at that step; a run's
-  *final* value is the last logged one;
+- the value of a metric for one run at a step is what its metrics.jsonl (metrics.jsonl.gz once the
+  study has finished the run) logged at that step; a run's *final* value is the last logged one;
 - mean over seeds with a 95% Student-t interval, mean +- t(0.975, S - 1) * sd / sqrt(S), clipped to
   [0, 1] for rates; no interval with one seed or when all seeds agree exactly (a zero-width interval
   would claim a certainty the seeds cannot give);
@@ -11,7 +11,9 @@ Statistics (seeds are the unit of replication):
   diverge, the same sampling draws), then the same t-interval over seeds. An interval that excludes
   0 separates the variants at this number of seeds; one that covers 0 does not.
 
-`write_report` writes report.md, report.json (every number in the report) and one PNG per metric.
+`write_report` writes report.md, report.json (every number in the report) and one PNG per metric;
+`report_markdown` and `report_json` are the two texts, so that a kept study can be checked against the
+runs it keeps.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rlvr.compare.study import Study
-from rlvr.logging.jsonl import read_jsonl
+from rlvr.logging.jsonl import jsonl_path, read_jsonl
 
 # Two-sided 95% quantiles of Student's t, t(0.975, df) for df = 1..30.
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -71,10 +73,10 @@ def _series(rows: list[dict], metric: str) -> dict[int, float]:
 
 
 def collect(study: Study) -> dict[str, dict[int, list[dict]]]:
-    """label -> seed -> metrics rows (runs without a metrics.jsonl are left out)."""
+    """label -> seed -> metrics rows (runs without a metrics.jsonl or metrics.jsonl.gz are left out)."""
     out: dict[str, dict[int, list[dict]]] = {}
     for variant, seed in study.runs():
-        path = study.run_dir(variant, seed) / "metrics.jsonl"
+        path = jsonl_path(study.run_dir(variant, seed) / "metrics.jsonl")
         if path.exists():
             out.setdefault(variant.label, {})[seed] = read_jsonl(path)
     return out
@@ -198,8 +200,22 @@ def grad_variance_lines(gv: dict) -> list[str]:
 def write_report(study: Study) -> Path:
     """report.md, report.json and figures/<metric>.png in the study directory; returns report.md."""
     summary = summarize_study(study)
+    figures = _plot(summary, study.out / "figures")
+    report = study.out / "report.md"
+    report.write_text(report_markdown(study, summary, figures))
+    (study.out / "report.json").write_text(report_json(summary))
+    return report
+
+
+def report_json(summary: dict[str, Any]) -> str:
+    """report.json: every number of the report (`summarize_study`)."""
+    return json.dumps(summary, indent=1, default=lambda x: None) + "\n"
+
+
+def report_markdown(study: Study, summary: dict[str, Any], figures: dict[str, Path]) -> str:
+    """report.md: the tables of `summary`, the study's grad_variance*.json, and links to `figures` (metric ->
+    its PNG in the study's figures/)."""
     out = study.out
-    figures = _plot(summary, out / "figures")
     labels = summary["variants"]
     lines = [f"# Study: {study.name}", ""]
     lines += [f"Base recipe `{study.base}`" + (f" with `{' '.join(study.overrides)}`" if study.overrides else "")
@@ -237,10 +253,7 @@ def write_report(study: Study) -> Path:
     lines += ["", "## Curves (mean over seeds, 95% band)", ""] if figures else []
     for metric, path in figures.items():
         lines.append(f"![{metric}](figures/{path.name})")
-    report = out / "report.md"
-    report.write_text("\n".join(lines) + "\n")
-    (out / "report.json").write_text(json.dumps(summary, indent=1, default=lambda x: None) + "\n")
-    return report
+    return "\n".join(lines) + "\n"
 
 
 def _plot(summary: dict, folder: Path) -> dict[str, Path]:
@@ -270,3 +283,4 @@ def _plot(summary: dict, folder: Path) -> dict[str, Path]:
         plt.close(fig)
         written[metric] = path
     return written
+

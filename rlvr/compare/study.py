@@ -28,6 +28,9 @@ the paired differences as `<label>:<metric>`; e.g. a harder split than the train
 Runs live in OUT/<label>/seed<k>/. A run that finished has a `DONE` file and is skipped, so an
 interrupted study resumes where it stopped (a run interrupted mid-way resumes from its checkpoint).
 Every run's config is resolved before any run starts, so a bad override fails the study up front.
+A finished run's metrics.jsonl is gzipped to metrics.jsonl.gz (what the report reads, with config.yaml and
+the evaluations' eval.json): a study kept in the repository keeps those, and its samples, logs, plots and
+weights can be left out of it, since rerunning the study makes them again.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from rlvr.logging.jsonl import compress_jsonl
 
 DEFAULT_METRICS = ["eval_accuracy", "eval_accuracy_greedy", "reward_mean", "accuracy", "entropy", "response_len_mean"]
 DONE = "DONE"
@@ -252,8 +257,17 @@ def _run_job(study: Study, variant: Variant, seed: int) -> _Job:
     else:
         cmd += [study.base_of(variant), *study.run_overrides(variant, seed), "--overwrite"]
     name = f"{variant.label} seed {seed}" + (" (resumed)" if resume else "")
-    return _Job(name, cmd, run_dir.parent / f"{run_dir.name}.log",
-                lambda: (run_dir / DONE).write_text("ok\n"))
+    return _Job(name, cmd, run_dir.parent / f"{run_dir.name}.log", lambda: _finish_run(run_dir))
+
+
+def _finish_run(run_dir: Path) -> None:
+    """Gzip the finished run's metrics and mark it done. The plain file goes last, so that a study stopped
+    at any point leaves a run that is either rerun (no DONE) or done with its metrics whole."""
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.exists():
+        compress_jsonl(metrics)
+    (run_dir / DONE).write_text("ok\n")
+    metrics.unlink(missing_ok=True)
 
 
 def _eval_job(study: Study, variant: Variant, seed: int, evaluation: Evaluation) -> _Job:

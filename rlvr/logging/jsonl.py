@@ -1,7 +1,13 @@
-"""Append-only JSONL sinks that a resumed run trims back to its checkpoint."""
+"""Append-only JSONL sinks that a resumed run trims back to its checkpoint, and their readers.
+
+A finished run of a study keeps its metrics gzipped (metrics.jsonl.gz, `compress_jsonl`: about a fifth
+of the bytes), so that the studies kept in the repository stay small; `read_jsonl` reads either form and
+`jsonl_path` finds the one a run directory holds.
+"""
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 from pathlib import Path
@@ -33,9 +39,29 @@ class JsonlWriter:
         self.path.write_text("".join(line + "\n" for line in kept))
 
 
+def jsonl_path(path: str | Path) -> Path:
+    """`path` (e.g. RUN_DIR/metrics.jsonl), or `path`.gz where only the gzipped copy exists; `path` when
+    neither does (so that a "not found" message names the usual file)."""
+    path = Path(path)
+    gz = path.with_name(path.name + ".gz")
+    return gz if not path.exists() and gz.exists() else path
+
+
+def compress_jsonl(path: str | Path) -> Path:
+    """Write `path`.gz next to `path` (left for the caller to remove) and return it. The bytes depend on the
+    content only (no file name or time stamp in the gzip header), so the same rows give the same file."""
+    path = Path(path)
+    gz = path.with_name(path.name + ".gz")
+    with gz.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as f:
+        f.write(path.read_bytes())
+    return gz
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a JSONL file, gzipped or not (by its `.gz` suffix)."""
+    path = Path(path)
     rows = []
-    with Path(path).open() as f:
+    with (gzip.open(path, "rt") if path.suffix == ".gz" else path.open()) as f:
         for lineno, line in enumerate(f, 1):
             if line.strip():
                 try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rlvr.logging.jsonl import read_jsonl
+from rlvr.logging.jsonl import jsonl_path, read_jsonl
 
 PANELS = [
     ("reward", ["reward_mean"]),
@@ -43,7 +43,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
-    metrics_path = run_dir / "metrics.jsonl"
+    metrics_path = jsonl_path(run_dir / "metrics.jsonl")  # a finished study run keeps metrics.jsonl.gz
     if not metrics_path.exists():
         raise FileNotFoundError(f"{metrics_path} not found: is {run_dir} a run directory of rlvr train, sft or "
                                 "expert-iter?")

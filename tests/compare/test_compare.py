@@ -52,13 +52,16 @@ def test_tiny_study_runs_resumes_and_reports(tmp_path, tiny_dir, capsys):
     out = tmp_path / "study"
     for label in ("grpo", "rloo"):
         for seed in (0, 1):
-            assert (out / label / f"seed{seed}" / "DONE").exists()
+            run = out / label / f"seed{seed}"
+            # a finished run keeps its metrics gzipped, the plain file gone
+            assert (run / "DONE").exists() and (run / "metrics.jsonl.gz").exists()
+            assert not (run / "metrics.jsonl").exists()
     report = json.loads((out / "report.json").read_text())
     # numbers checked against the run directories
     finals = {}
     for label in ("grpo", "rloo"):
         for seed in (0, 1):
-            rows = read_jsonl(out / label / f"seed{seed}" / "metrics.jsonl")
+            rows = read_jsonl(out / label / f"seed{seed}" / "metrics.jsonl.gz")
             finals[label, seed] = [r["eval_accuracy"] for r in rows if "eval_accuracy" in r][-1]
         want = mean_interval([finals[label, 0], finals[label, 1]])
         got = report["final"]["eval_accuracy"][label]
@@ -69,7 +72,7 @@ def test_tiny_study_runs_resumes_and_reports(tmp_path, tiny_dir, capsys):
     text = (out / "report.md").read_text()
     assert "Paired differences against `grpo`" in text and "figures/eval_accuracy.png" in text
     # the seeds are really different runs, and the two variants really differ
-    rows = {k: read_jsonl(out / k[0] / f"seed{k[1]}" / "metrics.jsonl") for k in finals}
+    rows = {k: read_jsonl(out / k[0] / f"seed{k[1]}" / "metrics.jsonl.gz") for k in finals}
     assert rows["grpo", 0][1] != rows["grpo", 1][1]
     # a second call skips the finished runs; --report re-renders
     capsys.readouterr()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from rlvr.logging.jsonl import compress_jsonl
 from rlvr.logging.plots import _panels, plot_run
 
 
@@ -33,3 +36,17 @@ def test_an_expert_iteration_run_is_drawn_by_round(tmp_path):
                                                            "sft_loss": 1.2, "eval_accuracy": 0.5}]
     assert [t for t, _ in _panels(rows)] == ["accuracy", "held-out accuracy", "loss"]
     assert "loss.png" in _run(tmp_path, rows)
+
+
+def test_a_finished_study_run_is_drawn_from_its_gzipped_metrics(tmp_path):
+    rows = [{"step": s, "reward_mean": r, "entropy": e} for s, r, e in ((1, 0.2, 1.0), (2, 0.6, 0.8))]
+    plain = tmp_path / "metrics.jsonl"
+    plain.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    compress_jsonl(plain)
+    plain.unlink()
+    assert sorted(p.name for p in plot_run(tmp_path)) == ["entropy.png", "overview.png", "reward.png"]
+
+
+def test_a_directory_without_metrics_is_refused_with_the_usual_file_name(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"metrics\.jsonl not found: is .* a run directory"):
+        plot_run(tmp_path)
