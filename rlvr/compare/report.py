@@ -144,10 +144,13 @@ def summarize_study(study: Study) -> dict[str, Any]:
 
 
 def _fmt(x: float) -> str:
-    """3 decimals; 3 significant digits below 0.01, so that a small variance does not print as 0.000."""
+    """3 decimals; 3 significant digits below 0.01, so that a small variance does not print as 0.000. Within
+    1e-12 of 0 is the float rounding of an exact 0 (the mean of paired differences that cancel): 0.000."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
-    return f"{x:.3g}" if x != 0 and abs(x) < 0.01 else f"{x:.3f}"
+    if abs(x) <= 1e-12:
+        return "0.000"
+    return f"{x:.3g}" if abs(x) < 0.01 else f"{x:.3f}"
 
 
 def _interval(d: dict) -> str:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from rlvr.compare.report import summarize_study
+from rlvr.compare.report import _fmt, _interval, summarize_study
 from rlvr.compare.study import DONE, Study, Variant, _finish_run
 from rlvr.logging.jsonl import compress_jsonl, jsonl_path, read_jsonl
 
@@ -77,3 +77,11 @@ def test_the_report_reads_gzipped_and_plain_runs_alike(tmp_path):
     assert summary["final"]["reward_mean"]["b"]["per_seed"] == {"0": 0.2, "1": 0.6}
     assert summary["paired"]["reward_mean"]["b"]["mean"] == pytest.approx(-0.2, abs=1e-12)
 
+
+def test_a_zero_that_float_rounding_leaves_prints_as_zero():
+    """The paired difference of bupo-norm's greedy accuracy against grpo's: per seed +0.05, +0.10, -0.15
+    (each a float difference of two accuracies), whose mean is 0 but computes to 3.7e-17."""
+    assert _fmt(3.700743415417188e-17) == "0.000" and _fmt(-1e-13) == "0.000"
+    assert _fmt(0.0) == "0.000" and _fmt(0.5) == "0.500"
+    assert _fmt(-0.00204) == "-0.00204" and _fmt(1.09e-4) == "0.000109"  # small values keep 3 digits
+    assert _interval({"mean": 3.7e-17, "low": -0.3286, "high": 0.3286, "n": 3}) == "0.000 [-0.329, 0.329]"
