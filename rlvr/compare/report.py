@@ -282,8 +282,21 @@ def _plot(summary: dict, folder: Path) -> dict[str, Path]:
         ax.legend(fontsize=8)
         path = folder / f"{metric}.png"
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
+        _save_palette_png(fig, path)
         plt.close(fig)
         written[metric] = path
     return written
 
+
+def _save_palette_png(fig, path: Path) -> None:
+    """The figure at 100 dpi as a PNG of at most 256 colours: the same size and, to the eye, the same picture
+    in about a third of the bytes (a line plot's anti-aliased shades need no more), so that the figures
+    kept in docs/studies stay small."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    image = Image.open(buffer).convert("RGB")
+    image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)

@@ -68,7 +68,10 @@ def test_tiny_study_runs_resumes_and_reports(tmp_path, tiny_dir, capsys):
         assert got["mean"] == pytest.approx(want["mean"]) and got["n"] == 2
     diff = report["paired"]["eval_accuracy"]["rloo"]
     assert diff["mean"] == pytest.approx(((finals["rloo", 0] - finals["grpo", 0]) + (finals["rloo", 1] - finals["grpo", 1])) / 2)
-    assert (out / "figures" / "reward_mean.png").exists()
+    from PIL import Image
+
+    with Image.open(out / "figures" / "reward_mean.png") as figure:  # 6 x 4 in at 100 dpi, a palette of <= 256
+        assert figure.size == (600, 400) and figure.mode == "P"
     text = (out / "report.md").read_text()
     assert "Paired differences against `grpo`" in text and "figures/eval_accuracy.png" in text
     # the seeds are really different runs, and the two variants really differ
