@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from rlvr.models.layers import entropy_table, layer_entropies, num_layers, plot_entropies
     from rlvr.rollout import SamplingParams, get_engine
     from rlvr.tasks import build_task
+    from rlvr.train.preflight import check_task
     from rlvr.train.supervised_runs import InputError as CommandError
     from rlvr.train.supervised_runs import load_model_or_fail
 
@@ -45,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--limit, --n and --batch-size must be >= 1")
     try:
         kwargs = {"path": args.data} if args.data else {}
-        task = build_task(resolve_as(TaskConfig, {"name": args.task, "kwargs": kwargs}))
+        task_cfg = resolve_as(TaskConfig, {"name": args.task, "kwargs": kwargs})
+        check_task(task_cfg)
+        task = build_task(task_cfg)
         examples = task.examples(args.split, limit=args.limit)
     except (ConfigError, ValueError, KeyError, OSError) as err:
         raise CommandError(f"cannot build task {args.task!r}: {err}") from None

@@ -27,12 +27,15 @@ def measure_grad_variance(study, batches: int, checkpoint: str | None):
 
     from rlvr.compare.grad_variance import gradient_variance
     from rlvr.config import load_recipe, resolve
+    from rlvr.train.preflight import preflight
     from rlvr.train.runner import build
 
     recipe = load_recipe(study.base)
     first = study.variants[0]
     cfg = resolve(recipe, study.run_overrides(first, study.seeds[0]))
     configs = {v.label: resolve(recipe, study.run_overrides(v, study.seeds[0])) for v in study.variants}
+    for variant_cfg in configs.values():
+        preflight(variant_cfg)
     estimators = {c.algorithm.advantage.name: c.algorithm.advantage.options()
                   for c in sorted(configs.values(), key=lambda c: c.algorithm.advantage.name)}
     if cfg.task.name.startswith("gym:"):
