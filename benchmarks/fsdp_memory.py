@@ -33,14 +33,14 @@ torch.set_num_threads(1)
 from rlvr.config import load_recipe, resolve
 from rlvr.train.data import PromptStream
 from rlvr.train.distributed import Topology
-from rlvr.train.runner import build
+from rlvr.train.build import build
 recipe, steps, overrides, out = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
 topo = Topology.from_env()
 cfg = resolve(load_recipe(recipe), overrides + [f"train.steps={steps}", "eval.every=0", "checkpoint.every=0"])
 trainer = build(cfg, log=lambda *a, **k: None, topology=topo)
 loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-stream = PromptStream(trainer.task.examples("train"), cfg.seed)
-times = [trainer.run(stream, step)["step_time_s"] for step in range(1, steps + 1)]
+stream = PromptStream(trainer.models.task.examples("train"), cfg.seed)
+times = [trainer.step(stream, step)["step_time_s"] for step in range(1, steps + 1)]
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
 rows = topo.all_gather_objects({"rank": topo.rank, "peak_gib": peak, "loaded_gib": loaded,
                                 "median_step_s": statistics.median(times[1:] or times)})

@@ -37,14 +37,14 @@ if sys.argv[2] == "padded":
     critic.ValueModel.forward = lambda self, *a, packed=None, **k: forward(self, *a, packed=False, **k)
 from rlvr.config import load_recipe, resolve
 from rlvr.train.data import PromptStream
-from rlvr.train.runner import build
+from rlvr.train.build import build
 cfg = resolve(load_recipe(sys.argv[3]), json.loads(sys.argv[5]))
 trainer = build(cfg)
-stream = PromptStream(trainer.task.examples("train"), cfg.seed)
+stream = PromptStream(trainer.models.task.examples("train"), cfg.seed)
 times = []
 for step in range(1, int(sys.argv[4]) + 1):
     t0 = time.perf_counter()
-    trainer.run(stream, step)
+    trainer.step(stream, step)
     times.append(time.perf_counter() - t0)
 peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print("RESULT " + json.dumps({"peak_gib": peak_kib / 2**20, "step_s": statistics.median(times)}))

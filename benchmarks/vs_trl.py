@@ -1,4 +1,4 @@
-"""One GRPO step: rlvr's RLStep against TRL's GRPOTrainer on the same work, on this CPU.
+"""One GRPO step: rlvr's Trainer against TRL's GRPOTrainer on the same work, on this CPU.
 
     .venv/bin/python benchmarks/vs_trl.py                       # 1 warm-up + 7 timed steps per side
     .venv/bin/python benchmarks/vs_trl.py --steps 11 --rounds 2 --json out.json
@@ -31,7 +31,7 @@ TRL's generation_kwargs min_new_tokens = max_new_tokens), so that both generate 
 number of tokens whatever they sample: the cost sweeps then compare the same work, not two draws of lengths.
 
 Method. Each side runs in its own fresh subprocess with 2 torch threads (OMP/MKL too), loads the
-model, runs `--steps` steps and reports per-step wall times (rlvr: RLStep.run's step_time_s; TRL: a
+model, runs `--steps` steps and reports per-step wall times (rlvr: Trainer.step's step_time_s; TRL: a
 TrainerCallback from on_step_begin to on_step_end, which spans generation, reward, forward, backward,
 clipping and the optimizer), generation time, token counts, rewards, CPU time, and its own peak RSS
 (getrusage ru_maxrss: every byte the process ever had resident, model and imports included). The
@@ -153,18 +153,18 @@ def run_rlvr(args) -> dict:
     _setup_threads(args.threads)
     import torch
 
+    from rlvr.train.build import build
     from rlvr.train.data import PromptStream
-    from rlvr.train.runner import build
 
     w = work(args)
     cfg = rlvr_config(args.steps, args.seed, args.model, w)
     trainer = build(cfg, log=lambda *a, **k: None)
-    _, plan = planned_prompts(trainer.tokenizer, args.steps, args.seed, w)
-    stream = PromptStream(trainer.task.examples("train"), cfg.seed)
-    params = sum(p.numel() for p in trainer.model.parameters())
+    _, plan = planned_prompts(trainer.models.tokenizer, args.steps, args.seed, w)
+    stream = PromptStream(trainer.models.task.examples("train"), cfg.seed)
+    params = sum(p.numel() for p in trainer.models.policy.parameters())
     rss_loaded = _rss_mib()
     gen_cpu = []
-    generate = trainer.engine.generate
+    generate = trainer.models.engine.generate
 
     def timed_generate(*a, **k):  # CPU time of generation (the engine reports only wall time)
         c0 = time.process_time()
@@ -173,15 +173,15 @@ def run_rlvr(args) -> dict:
         finally:
             gen_cpu.append(time.process_time() - c0)
 
-    trainer.engine.generate = timed_generate
+    trainer.models.engine.generate = timed_generate
     if w["ignore_eos"]:  # every response runs to max_new_tokens (as TRL's min_new_tokens below)
-        params_of = trainer.sampling_params
-        trainer.sampling_params = lambda *a, **k: dataclasses.replace(params_of(*a, **k), ignore_eos=True)
+        params_of = trainer.collector.sampling_params
+        trainer.collector.sampling_params = lambda *a, **k: dataclasses.replace(params_of(*a, **k), ignore_eos=True)
     steps = []
     for step in range(1, args.steps + 1):
         cpu0 = time.process_time()
-        m = trainer.run(stream, step)
-        r = trainer.last_scored.rollout
+        m = trainer.step(stream, step)
+        r = trainer.last_rollouts
         assert [p for p in r.prompt_ids[::w["samples"]]] == [ids for _, _, ids in plan[step - 1]], "prompt plan drifted"
         gen = sum(r.response_lengths)
         prompt = sum(len(p) for p in r.prompt_ids)
@@ -280,7 +280,7 @@ def run_trl(args) -> dict:
     timer = Timer()
     trainer = TimedGRPO(model=model_dir, reward_funcs=task_reward, args=config, train_dataset=data,
                         processing_class=tokenizer, callbacks=[timer])
-    params = sum(p.numel() for p in trainer.model.parameters())
+    params = sum(p.numel() for p in trainer.models.policy.parameters())
     rss_loaded = _rss_mib()
     trainer.train()
     out_dir.cleanup()
@@ -306,14 +306,13 @@ def profile_rlvr(args) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    import rlvr.train.rl as rl_module
+    from rlvr.train.build import build
     from rlvr.train.data import PromptStream
-    from rlvr.train.runner import build
 
     cfg = rlvr_config(args.steps + 1, args.seed, args.model, work(args))
     trainer = build(cfg, log=lambda *a, **k: None)
-    stream = PromptStream(trainer.task.examples("train"), cfg.seed)
-    trainer.run(stream, 1)
+    stream = PromptStream(trainer.models.task.examples("train"), cfg.seed)
+    trainer.step(stream, 1)
     phases: dict[str, list[float]] = {}
     peaks: dict[str, float] = {}  # the highest RSS (MiB) sampled while each phase ran, this step
     active: list[list[float]] = []  # [peak] of each phase now running, raised by the sampler
@@ -350,15 +349,18 @@ def profile_rlvr(args) -> dict:
     def grad_or_not(*a, **k):
         return "forward (log-probs)" if torch.is_grad_enabled() else "old log-probs (no grad)"
 
-    rl_module.response_logprobs = timed(grad_or_not, rl_module.response_logprobs)
-    for name in ("compute_advantages", "rl_objective"):
-        setattr(rl_module, name, timed("advantages + loss math", getattr(rl_module, name)))
+    from rlvr.train import optimize, passes, prepare
+
+    for module in (passes, optimize):  # the no-grad passes, and the update's forwards
+        module.response_logprobs = timed(grad_or_not, module.response_logprobs)
+    for module, name in ((prepare, "compute_advantages"), (optimize, "rl_objective")):
+        setattr(module, name, timed("advantages + loss math", getattr(module, name)))
     torch.Tensor.backward = timed("backward", torch.Tensor.backward)
     torch.nn.utils.clip_grad_norm_ = timed("grad-norm clip", torch.nn.utils.clip_grad_norm_)
-    trainer.optimizer.step = timed("optimizer step", trainer.optimizer.step)
-    trainer.engine.generate = timed("generation", trainer.engine.generate)
-    trainer.score = timed("reward (decode + score)", trainer.score)
-    trainer.prompt_ids = timed("prompt render + tokenise", trainer.prompt_ids)
+    trainer.optimizers.policy.step = timed("optimizer step", trainer.optimizers.policy.step)
+    trainer.models.engine.generate = timed("generation", trainer.models.engine.generate)
+    trainer.collector.score = timed("reward (decode + score)", trainer.collector.score)
+    trainer.collector.prompt_ids = timed("prompt render + tokenise", trainer.collector.prompt_ids)
     names = ["generation", "prompt render + tokenise", "reward (decode + score)", "old log-probs (no grad)",
              "forward (log-probs)", "advantages + loss math", "backward", "grad-norm clip", "optimizer step"]
 
@@ -367,9 +369,9 @@ def profile_rlvr(args) -> dict:
         peaks.clear()
         load = os.getloadavg()[0]
         c0 = time.process_time()
-        m = timed("step", trainer.run)(stream, step)
+        m = timed("step", trainer.step)(stream, step)
         phases.pop("step")
-        r = trainer.last_scored.rollout
+        r = trainer.last_rollouts
         row = {k: phases.get(k, [0.0, 0.0]) for k in names}
         row["other"] = [m["step_time_s"] - sum(v[0] for v in row.values()),
                         time.process_time() - c0 - sum(v[1] for v in row.values())]

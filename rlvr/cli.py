@@ -64,6 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     if known.command is None:
         parser.print_help()
         return 0
+    from rlvr.core.plugins import load_plugins
+
+    try:
+        load_plugins()  # RLVR_PLUGINS: before any config is built, so that what they register has its section
+    except Exception as err:  # noqa: BLE001 - a broken plugin is the user's input
+        if debug:
+            raise
+        print(f"rlvr {known.command}: {describe_error(err)}", file=sys.stderr)
+        return 2
     module = importlib.import_module(f"rlvr.commands.{known._module}")
     sub = argparse.ArgumentParser(prog=f"rlvr {known.command}", description=COMMANDS[known.command][1],
                                   epilog="--debug (anywhere): show the full traceback of an error")

@@ -64,9 +64,7 @@ def run(args: argparse.Namespace) -> int:
     device = next(model.parameters()).device
     for lo in range(0, len(batch), args.batch_size):
         rows = list(range(lo, min(len(batch), lo + args.batch_size)))
-        from rlvr.train.batch import select_rows
-
-        part = select_rows(batch, rows, [batch.prompt_index[r] for r in rows])
+        part = batch.select(rows)
         t = part.to_tensors(pad)
         count = int(t["loss_mask"].sum())
         if not count:

@@ -28,7 +28,7 @@ def measure_grad_variance(study, batches: int, checkpoint: str | None):
     from rlvr.compare.grad_variance import gradient_variance
     from rlvr.config import load_recipe, resolve
     from rlvr.train.preflight import preflight
-    from rlvr.train.runner import build
+    from rlvr.train.build import build
 
     recipe = load_recipe(study.base)
     first = study.variants[0]
@@ -46,8 +46,8 @@ def measure_grad_variance(study, batches: int, checkpoint: str | None):
         cfg = next(c for c in configs.values() if c.algorithm.critic.enabled)
     trainer = build(cfg, model_path=checkpoint)
     if critic_state is not None:
-        trainer.topo.load_module_state(trainer.critic, critic_state)
-    examples = trainer.task.examples("train")[: cfg.rollout.prompts_per_step]
+        trainer.topo.load_module_state(trainer.models.critic, critic_state)
+    examples = trainer.models.task.examples("train")[: cfg.rollout.prompts_per_step]
     result = gradient_variance(trainer, examples, estimators, batches=batches, seed=cfg.seed,
                                aggregation=aggregation)
     study.out.mkdir(parents=True, exist_ok=True)

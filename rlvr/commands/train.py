@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -49,9 +50,15 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         sys.stdout.write(to_yaml(cfg))
         return 0
-    from rlvr.train.runner import train
+    if cfg.task.name.startswith("gym:"):  # a classic RL environment on the same core (rlvr.envs)
+        from rlvr.envs.runner import train_gym_recipe
 
-    run_dir = train(cfg, resume=bool(args.resume), overwrite=args.overwrite, console=console,
-                    progress=not args.no_progress)
+        run_dir = train_gym_recipe(cfg, resume=bool(args.resume), overwrite=args.overwrite, console=console,
+                                   distributed=int(os.environ.get("WORLD_SIZE", "1")) > 1)
+    else:
+        from rlvr.train.runner import train
+
+        run_dir = train(cfg, resume=bool(args.resume), overwrite=args.overwrite, console=console,
+                        progress=not args.no_progress)
     console.print(f"done: {run_dir}")
     return 0

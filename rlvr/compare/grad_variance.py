@@ -65,7 +65,7 @@ from typing import Any
 import torch
 
 from rlvr.compare.report import t975
-from rlvr.core.advantages import compute_advantages, outcome_to_token_rewards
+from rlvr.core.advantages import ADVANTAGE_ESTIMATORS, compute_advantages, outcome_to_token_rewards
 from rlvr.core.objective import rl_objective
 from rlvr.models.logprobs import response_logprobs
 from rlvr.train.batch import TrainBatch
@@ -82,12 +82,13 @@ def gradient_variance(trainer, examples: list[Any], estimators: list[str] | dict
     options = dict(estimators) if isinstance(estimators, dict) else {e: {} for e in estimators}
     if batches < 2:
         raise ValueError(f"batches must be >= 2 to estimate a variance, got {batches}")
-    params = [p for p in trainer.model.parameters() if p.requires_grad]
-    usable = [e for e in options if e != "gae" or trainer.critic is not None]
+    params = [p for p in trainer.models.policy.parameters() if p.requires_grad]
+    usable = [e for e in options if "values" not in ADVANTAGE_ESTIMATORS.needs(e) or trainer.models.critic is not None]
+    greedy = any("baseline_rewards" in ADVANTAGE_ESTIMATORS.needs(e) for e in usable)
     rollouts = []
     for b in range(batches):
-        scored = trainer.generate_shared(examples, derive_seed(seed, GRAD_VARIANCE, b))
-        baseline = trainer.greedy_baseline(scored, b) if "remax" in usable else None
+        scored = trainer.collector.generate(examples, derive_seed(seed, GRAD_VARIANCE, b))
+        baseline = trainer.greedy_baseline(scored, b) if greedy else None
         rollouts.append((scored, baseline))
 
     def gradient(b: int, e: str) -> torch.Tensor:
@@ -95,7 +96,7 @@ def gradient_variance(trainer, examples: list[Any], estimators: list[str] | dict
         return _gradient(trainer, params, scored, baseline, e, options[e], aggregation)
 
     out = variance_statistics(usable, batches, gradient)
-    trainer.model.zero_grad(set_to_none=True)
+    trainer.models.policy.zero_grad(set_to_none=True)
     return out
 
 
@@ -194,20 +195,20 @@ def _gradient(trainer, params, scored, baseline, estimator: str, options: dict[s
     """The flattened policy gradient of the `pg` loss with `estimator`'s advantages on one batch."""
     cfg = trainer.cfg
     device = params[0].device
-    b = TrainBatch.from_rollout(scored.rollout, trainer.pad_id, device)
-    rewards = scored.rewards.to(device)
-    group_ids = torch.tensor(scored.rollout.prompt_index, device=device)
-    values = trainer._values_no_grad(b) if estimator == "gae" else None
+    b = TrainBatch.from_rollout(scored, trainer.models.pad_id, device)
+    rewards = scored.reward_tensor().to(device)
+    group_ids = torch.tensor(scored.prompt_index, device=device)
+    values = trainer.forwards.values(trainer.models.critic, b) if "values" in ADVANTAGE_ESTIMATORS.needs(estimator) else None
     adv, _ = compute_advantages(
         estimator, rewards=rewards, loss_mask=b.loss_mask, group_ids=group_ids, values=values,
         baseline_rewards=None if baseline is None else baseline.to(device),
         token_rewards=outcome_to_token_rewards(rewards, b.loss_mask), **options,
     )
-    trainer.model.zero_grad(set_to_none=True)
+    trainer.models.policy.zero_grad(set_to_none=True)
     num_tokens, num_sequences = b.loss_mask.sum(), b.loss_mask.any(-1).sum()
     for mb in b.micro_batches(range(b.loss_mask.shape[0]), cfg.train.micro_batch_size):
-        lp, _ = response_logprobs(trainer.model, mb.input_ids, mb.attention_mask, mb.t, packed=trainer.packed,
-                                  **trainer._filter())
+        lp, _ = response_logprobs(trainer.models.policy, mb.input_ids, mb.attention_mask, mb.t, packed=trainer.forwards.packed,
+                                  **trainer.forwards.filter())
         loss, _ = rl_objective(lp, loss_mask=mb.loss_mask, advantages=adv[mb.rows, : mb.t], loss="pg",
                                aggregation=aggregation, num_tokens=num_tokens, num_sequences=num_sequences,
                                constant=cfg.rollout.max_new_tokens)

@@ -227,7 +227,7 @@ def _estimator(name: str, needs: tuple[str, ...] = ()) -> Callable:
             with torch.no_grad():
                 return fn(**kwargs, **options)
 
-        ADVANTAGE_ESTIMATORS.register(name)(wrapped)
+        ADVANTAGE_ESTIMATORS.register(name, needs=needs)(wrapped)
         return wrapped
 
     return decorator

@@ -270,7 +270,7 @@ def cispo(
     }
 
 
-@POLICY_LOSSES.register("clip_cov")
+@POLICY_LOSSES.register("clip_cov", needs=("covariance_selection",))
 def clip_cov(
     logprobs: Tensor,
     old_logprobs: Tensor,
@@ -340,7 +340,7 @@ def _given_selection(selected: Tensor, mask: Tensor) -> Tensor:
     return selected.bool() & mask
 
 
-@POLICY_LOSSES.register("kl_cov")
+@POLICY_LOSSES.register("kl_cov", needs=("covariance_selection",))
 def kl_cov(
     logprobs: Tensor,
     old_logprobs: Tensor,
@@ -389,7 +389,8 @@ def _kl_cov_select(cov: Tensor, mask: Tensor, ratio_frac: float) -> Tensor:
     return mask & (_rank(keys, descending=True) < _count_to_select(mask, ratio_frac))
 
 
-COVARIANCE_LOSSES = ("clip_cov", "kl_cov")
+COVARIANCE_LOSSES = POLICY_LOSSES.having("covariance_selection")
+"""The losses registered with `needs=("covariance_selection",)`: they choose their tokens over a whole mini-batch."""
 
 
 def covariance_selection(

@@ -1,4 +1,6 @@
-"""Named registries: `dict[str, fn]` that refuse duplicates and explain unknown names."""
+"""Named registries: `dict[str, fn]` that refuse duplicates, explain unknown names, and keep what each entry
+declares at registration (`needs`: the inputs it reads beyond the common ones, which the trainer, the config
+checks and the studies ask for by capability, never by name)."""
 
 from __future__ import annotations
 
@@ -24,15 +26,30 @@ class Registry(dict, Generic[F]):
     def __init__(self, kind: str):
         super().__init__()
         self.kind = kind
+        self._needs: dict[str, tuple[str, ...]] = {}
 
-    def register(self, name: str) -> Callable[[F], F]:
+    def register(self, name: str, *, needs: tuple[str, ...] = ()) -> Callable[[F], F]:
+        """Register the decorated function as `name`; `needs` names what it reads beyond the common inputs
+        (e.g. an advantage estimator's "group_ids", "values", "baseline_rewards"; a loss's
+        "covariance_selection")."""
+
         def decorator(fn: F) -> F:
             if name in self:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
             self[name] = fn
+            self._needs[name] = tuple(needs)
             return fn
 
         return decorator
+
+    def needs(self, name: str) -> tuple[str, ...]:
+        """What `name` declared it needs at registration (an unknown name raises the registry's KeyError)."""
+        self[name]  # noqa: B018 (the lookup explains an unknown name)
+        return self._needs.get(name, ())
+
+    def having(self, need: str) -> tuple[str, ...]:
+        """The names registered with `need` among their needs, in registration order."""
+        return tuple(name for name in self if need in self._needs.get(name, ()))
 
     def __missing__(self, name: str):
         raise KeyError(unknown_name_message(self.kind, name, self))

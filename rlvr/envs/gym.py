@@ -28,9 +28,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rlvr.core.advantages import compute_advantages
-from rlvr.core.losses import COVARIANCE_LOSSES, covariance_selection
+from rlvr.core.advantages import ADVANTAGE_ESTIMATORS, compute_advantages
+from rlvr.core.losses import POLICY_LOSSES, covariance_selection
 from rlvr.core.objective import rl_objective, value_objective
+
+
+def _needs(estimator: str, what: str) -> bool:
+    """Whether the advantage estimator declared `what` among its inputs at registration (rlvr.core.registry)."""
+    return what in ADVANTAGE_ESTIMATORS.needs(estimator)
 
 
 def make_env(env_id: str, **kwargs):
@@ -205,7 +210,7 @@ def policy_objective(algo: GymAlgorithm, policy: MLPPolicy, ep: Episodes, adv: T
     logp = logp_all.gather(-1, actions[..., None]).squeeze(-1)
     entropy = -(logp_all.exp() * logp_all).sum(-1)
     params = dict(algo.loss_params)
-    if algo.loss in COVARIANCE_LOSSES:  # Clip-Cov / KL-Cov choose their tokens over the whole mini-batch
+    if "covariance_selection" in POLICY_LOSSES.needs(algo.loss):  # Clip-Cov / KL-Cov: over the whole mini-batch
         params["selected"] = covariance_selection(
             algo.loss, logprobs=logp.detach(), old_logprobs=old, advantages=a, loss_mask=mask,
             generator=torch.Generator().manual_seed(cov_seed), **params)
@@ -232,7 +237,7 @@ def train_gym(env_id: str = "CartPole-v1", algo: GymAlgorithm | None = None, *, 
     torch.manual_seed(seed)
     policy = new_policy(env_id, env_kwargs)
     opt = torch.optim.Adam(policy.parameters(), lr=lr)
-    critic = ValueNet(policy.net[0].in_features) if algo.estimator == "gae" else None
+    critic = ValueNet(policy.net[0].in_features) if _needs(algo.estimator, "values") else None
     critic_opt = torch.optim.Adam(critic.parameters(), lr=algo.value_lr) if critic is not None else None
     gen = torch.Generator().manual_seed(seed)
     curve = []
@@ -242,7 +247,7 @@ def train_gym(env_id: str = "CartPole-v1", algo: GymAlgorithm | None = None, *, 
         ep = collect(env_id, policy, seeds, group_size, max_steps, gen, env_kwargs=env_kwargs)
         curve.append(float(ep.returns.mean()))
         greedy = None
-        if algo.estimator == "remax":
+        if _needs(algo.estimator, "baseline_rewards"):  # ReMax: the greedy episode from the same start
             greedy = collect(env_id, policy, seeds, 1, max_steps, gen, greedy=True, env_kwargs=env_kwargs)
             greedy = greedy.returns.repeat_interleave(group_size)
         adv, returns = episode_advantages(algo, ep, critic=critic, greedy_returns=greedy)
@@ -327,15 +332,16 @@ def gym_gradient_variance(env_id: str, policy: MLPPolicy, estimators: dict[str, 
     from rlvr.train.seeds import GRAD_VARIANCE, derive_seed
 
     seeds = start_seeds(seed, 1_000_000, starts)  # start states no training iteration used
-    if "gae" in estimators and critic is None:
+    valued = [e for e in estimators if _needs(e, "values")]
+    if valued and critic is None:
         critic = fit_value(env_id, policy, seeds, group_size, max_steps, seed=derive_seed(seed, GRAD_VARIANCE, batches),
-                           gamma=float(estimators["gae"].get("gamma", 1.0)), env_kwargs=env_kwargs)
+                           gamma=float(estimators[valued[0]].get("gamma", 1.0)), env_kwargs=env_kwargs)
     episodes = []
     for b in range(batches):
         gen = torch.Generator().manual_seed(derive_seed(seed, GRAD_VARIANCE, b))
         episodes.append(collect(env_id, policy, seeds, group_size, max_steps, gen, env_kwargs=env_kwargs))
     greedy = None
-    if "remax" in estimators:  # greedy episodes are deterministic: one collection serves every batch
+    if any(_needs(e, "baseline_rewards") for e in estimators):  # greedy episodes are deterministic: one serves all
         greedy = collect(env_id, policy, seeds, 1, max_steps, torch.Generator(), greedy=True, env_kwargs=env_kwargs)
         greedy = greedy.returns.repeat_interleave(group_size)
     params = list(policy.parameters())
@@ -343,8 +349,8 @@ def gym_gradient_variance(env_id: str, policy: MLPPolicy, estimators: dict[str, 
     def gradient(b: int, e: str) -> Tensor:
         algo = GymAlgorithm(e, dict(estimators[e]), aggregation=aggregation)
         ep = episodes[b]
-        adv, _ = episode_advantages(algo, ep, critic=critic if e == "gae" else None,
-                                    greedy_returns=greedy if e == "remax" else None)
+        adv, _ = episode_advantages(algo, ep, critic=critic if _needs(e, "values") else None,
+                                    greedy_returns=greedy if _needs(e, "baseline_rewards") else None)
         loss, _ = policy_objective(algo, policy, ep, adv, slice(None), max_steps)
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])

@@ -36,6 +36,7 @@ import torch
 from rlvr.core.masked import masked_sum
 from rlvr.eval.metrics import per_problem_metrics, rate_metrics, summarize
 from rlvr.eval.result import EvalResult
+from rlvr.eval.scoring import score_rollouts
 
 
 def evaluate(
@@ -121,11 +122,10 @@ def evaluate(
             entropy_time += time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        for row, response_ids in enumerate(batch.response_ids):
+        scored = score_rollouts(batch, [examples[i] for i in chunk], task, tokenizer)
+        for row, response in enumerate(scored.texts):
             ex = examples[chunk[row // n]]
-            response = tokenizer.decode(list(response_ids), skip_special_tokens=True)
             try:
-                result = task.score(response, ex)
                 extracted = extract(response) if extract is not None else None
             except Exception as e:
                 raise RuntimeError(
@@ -139,10 +139,10 @@ def evaluate(
                     "question": ex.question,
                     "answer": ex.answer,
                     "response": response,
-                    "reward": float(result.reward),
-                    "correct": bool(result.correct),
+                    "reward": scored.rewards[row],
+                    "correct": scored.correct[row],
                     "extracted_answer": extracted,
-                    "components": {c: float(v) for c, v in (result.components or {}).items()},
+                    "components": {c: v[row] for c, v in scored.reward_components.items()},
                     "length": length,
                     "finish_reason": batch.finish_reasons[row],
                     "entropy": None if entropy_sums[row] is None or length == 0 else entropy_sums[row] / length,

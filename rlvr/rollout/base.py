@@ -9,6 +9,7 @@ concatenated without knowing about tensors); `RolloutBatch.to_tensors` builds rl
 from __future__ import annotations
 
 import abc
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -103,13 +104,19 @@ def _is_number(x: Any) -> bool:
 
 @dataclass
 class RolloutBatch:
-    """N generated samples in prompt-major order (sample j of prompt i at row i*n + j).
+    """N samples in prompt-major order (sample j of prompt i at row i*n + j): what an engine generated and,
+    once scored (`rlvr.eval.scoring.score_rollouts`), what the reward made of it.
 
-    Every list field has one entry per sample, so `[field[i] for i in rows]` selects samples.
+    One object carries a batch from the engine to the loss: every per-sample field is a list with one
+    entry per sample (`rewards[i]` is sample i's), the per-group fields one entry per prompt (`examples`);
+    `select` and `concat` handle each field by name, and `to_tensors` builds the training layout. Fields
+    that a multi-turn or asynchronous rollout needs are per sample or per token from the start:
+    `policy_versions` (the weights each sample was drawn with) and `token_masks` (which response tokens the
+    policy chose; tokens that a tool inserted are False and stay out of the loss).
     """
 
     prompt_index: list[int]
-    """Which prompt (position in the `prompt_ids` passed to `generate`) each sample answers."""
+    """The group of each sample: which prompt (position in the `prompt_ids` passed to `generate`) it answers."""
     prompt_ids: list[list[int]]
     """The prompt of each sample, after any truncation."""
     response_ids: list[list[int]]
@@ -124,11 +131,104 @@ class RolloutBatch:
     extra: dict[str, Any] = field(default_factory=dict)
     """Engine-specific diagnostics (not per sample)."""
     policy_version: int = 0
-    """The weights version (`RolloutEngine.update_weights`) the samples were drawn with."""
+    """The weights version (`RolloutEngine.update_weights`) the engine stamped the batch with; after `concat`,
+    the oldest of the parts'."""
     routes: list[Tensor] | None = None
     """Mixture-of-experts models, when the engine records them (routing replay R3): per sample, the experts
     each of its tokens was routed to while sampling, int16 [len(prompt) + len(response), layers, top_k]
     (rlvr.models.moe; -1 where a token was never fed through the model, e.g. the last response token)."""
+    policy_versions: list[int] | None = None
+    """Per sample, the weights version it was drawn with (None: `policy_version` for every sample)."""
+    token_masks: list[list[bool]] | None = None
+    """Per sample, per response token: True where the policy chose the token (None: every token). A
+    multi-turn rollout marks the tokens of tool outputs False: they are context, not actions."""
+    # --- filled by scoring (rlvr.eval.scoring.score_rollouts) -------------------------------------------
+    examples: list[Any] | None = None
+    """Per prompt (group): the task example it was made from."""
+    texts: list[str] | None = None
+    """Per sample: the decoded response (special tokens skipped), as the reward saw it."""
+    rewards: list[float] | None = None
+    correct: list[bool] | None = None
+    reward_components: dict[str, list[float]] = field(default_factory=dict)
+    """Named parts of the reward (a composite reward's terms), per sample; 0 where a sample has none."""
+
+    PER_SAMPLE = ("prompt_index", "prompt_ids", "response_ids", "sampler_logprobs", "finish_reasons",
+                  "response_lengths", "routes", "policy_versions", "token_masks", "texts", "rewards", "correct")
+
+    def __post_init__(self) -> None:
+        if self.policy_versions is None:
+            self.policy_versions = [self.policy_version] * len(self.response_ids)
+
+    @property
+    def scored(self) -> bool:
+        return self.rewards is not None
+
+    @property
+    def num_groups(self) -> int:
+        """How many prompts (groups) the batch answers."""
+        if self.examples is not None:
+            return len(self.examples)
+        return max(self.prompt_index) + 1 if self.prompt_index else 0
+
+    def reward_tensor(self) -> Tensor:
+        return torch.tensor(self.rewards, dtype=torch.float32)
+
+    def correct_tensor(self) -> Tensor:
+        return torch.tensor(self.correct, dtype=torch.bool)
+
+    def component_tensors(self) -> dict[str, Tensor]:
+        return {k: torch.tensor(v) for k, v in self.reward_components.items()}
+
+    def select(self, rows: list[int], prompt_index: list[int] | None = None,
+               examples: list[Any] | None = None) -> RolloutBatch:
+        """The samples `rows`, in that order; their groups renumbered to `prompt_index` when given (with the
+        matching per-group `examples`), else kept."""
+        rows = list(rows)
+        changes: dict[str, Any] = {}
+        for name in self.PER_SAMPLE:
+            value = getattr(self, name)
+            changes[name] = None if value is None else [value[i] for i in rows]
+        if prompt_index is not None:
+            changes["prompt_index"] = list(prompt_index)
+        changes["examples"] = examples if examples is not None else self.examples
+        changes["reward_components"] = {k: [v[i] for i in rows] for k, v in self.reward_components.items()}
+        changes["num_generated_tokens"] = sum(changes["response_lengths"])
+        return dataclasses.replace(self, **changes)
+
+    def select_groups(self, groups: list[int]) -> RolloutBatch:
+        """The samples of the given groups (prompt indices), in that order, renumbered 0..len(groups)-1."""
+        rows_of: dict[int, list[int]] = {}
+        for i, p in enumerate(self.prompt_index):
+            rows_of.setdefault(p, []).append(i)
+        rows = [i for p in groups for i in rows_of.get(p, [])]
+        renumber = {p: j for j, p in enumerate(groups)}
+        examples = None if self.examples is None else [self.examples[p] for p in groups]
+        return self.select(rows, [renumber[self.prompt_index[i]] for i in rows], examples)
+
+    @staticmethod
+    def concat(parts: list[RolloutBatch]) -> RolloutBatch:
+        """Several batches as one: the groups of part k follow those of the parts before it."""
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        changes: dict[str, Any] = {}
+        for name in RolloutBatch.PER_SAMPLE:
+            values = [getattr(p, name) for p in parts]
+            changes[name] = None if any(v is None for v in values) else [x for v in values for x in v]
+        offsets, off = [], 0
+        for p in parts:
+            offsets.append(off)
+            off += p.num_groups
+        changes["prompt_index"] = [i + o for p, o in zip(parts, offsets) for i in p.prompt_index]
+        changes["examples"] = (None if any(p.examples is None for p in parts)
+                               else [ex for p in parts for ex in p.examples])
+        names = {k for p in parts for k in p.reward_components}
+        changes["reward_components"] = {
+            k: [x for p in parts for x in p.reward_components.get(k, [0.0] * len(p))] for k in names}
+        changes["num_generated_tokens"] = sum(p.num_generated_tokens for p in parts)
+        changes["gen_time_s"] = sum(p.gen_time_s for p in parts)
+        changes["policy_version"] = min(p.policy_version for p in parts)
+        return dataclasses.replace(first, **changes)
 
     def __len__(self) -> int:
         return len(self.response_ids)
@@ -138,9 +238,9 @@ class RolloutBatch:
 
         Returns `input_ids` [N, P+T] (prompt left-padded to P, response right-padded to T),
         `attention_mask` [N, P+T] long (1 on real tokens), `response_ids` [N, T], `loss_mask` [N, T] bool
-        (True on response tokens), `sampler_logprobs` [N, T] float32 (0 where loss_mask is False) and
-        `group_ids` [N] long (the prompt index); with `routes`, also `routes` [N, P+T, layers, top_k] int16 in
-        the input_ids layout (-1 on padding).
+        (True on response tokens; with `token_masks`, on the tokens the policy chose), `sampler_logprobs`
+        [N, T] float32 (0 on padding) and `group_ids` [N] long (the prompt index); with `routes`, also `routes`
+        [N, P+T, layers, top_k] int16 in the input_ids layout (-1 on padding).
         """
         n = len(self.response_ids)
         p = max((len(x) for x in self.prompt_ids), default=0)
@@ -157,7 +257,7 @@ class RolloutBatch:
             attention_mask[i, p - lp : p] = 1
             input_ids[i, p : p + lr] = torch.tensor(response, dtype=torch.long)
             attention_mask[i, p : p + lr] = 1
-            loss_mask[i, :lr] = True
+            loss_mask[i, :lr] = True if self.token_masks is None else torch.tensor(self.token_masks[i])
             logprobs[i, :lr] = torch.tensor(lps, dtype=torch.float32)
         out = {
             "input_ids": input_ids,

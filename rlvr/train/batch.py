@@ -1,29 +1,14 @@
-"""The data of one RL step: scored rollouts, the update's tensors, mini/micro-batching, metric sums."""
+"""The tensors of one RL update (TrainBatch), its mini- and micro-batches, and the sums its metrics are made of."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from rlvr.core.masked import masked_mean
-
-
-@dataclass
-class Scored:
-    """A generated batch with its rewards; rows in prompt-major order."""
-
-    rollout: Any
-    examples: list[Any]  # one per prompt
-    rewards: Tensor  # [N]
-    correct: Tensor  # [N] bool
-    components: dict[str, Tensor] = field(default_factory=dict)  # name -> [N]
-    responses: list[str] = field(default_factory=list)
-
 
 PER_TOKEN = (
     "loss_mask", "sampler_logprobs", "old_logprobs", "ref_logprobs", "values", "advantages", "returns", "is_weights",
@@ -57,6 +42,8 @@ class TrainBatch:
     rows: list[int] | None = None
     col0: int = 0
     """A micro-batch's first column in its parent batch's input_ids (micro-batches trim left padding)."""
+    own: set[int] | None = None
+    """The rows this rank trains on (data parallel: the samples of its share of the groups); None: all."""
 
     @classmethod
     def from_rollout(cls, rollout, pad_id: int, device) -> TrainBatch:
@@ -144,81 +131,3 @@ def minibatch_rows(prompt_index: list[int], num_minibatches: int, seed: int) -> 
     k = min(num_minibatches, len(keys))
     chunks = [keys[i * len(keys) // k : (i + 1) * len(keys) // k] for i in range(k)]
     return [[row for key in chunk for row in groups[key]] for chunk in chunks]
-
-
-def rollout_metrics(scored: Scored, max_new_tokens: int) -> dict[str, float]:
-    r = scored.rollout
-    lengths = torch.tensor(r.response_lengths, dtype=torch.float32)
-    out = {
-        "reward_mean": float(scored.rewards.mean()),
-        "reward_std": float(scored.rewards.std()) if len(scored.rewards) > 1 else 0.0,
-        "accuracy": float(scored.correct.float().mean()),
-        "response_len_mean": float(lengths.mean()),
-        "response_len_max": float(lengths.max()),
-        "truncated_frac": sum(f == "length" for f in r.finish_reasons) / len(r.finish_reasons),
-    }
-    for name, values in scored.components.items():
-        out[f"reward_{name}"] = float(values.mean())
-    return out
-
-
-def select_prompts(scored: Scored, prompts: list[int]) -> Scored:
-    """The rows of the given prompt indices, renumbered 0..len(prompts)-1."""
-    r = scored.rollout
-    keep = set(prompts)
-    rows = [i for i, p in enumerate(r.prompt_index) if p in keep]
-    renumber = {p: j for j, p in enumerate(prompts)}
-    return Scored(
-        rollout=select_rows(r, rows, [renumber[r.prompt_index[i]] for i in rows]),
-        examples=[scored.examples[p] for p in prompts],
-        rewards=scored.rewards[rows],
-        correct=scored.correct[rows],
-        components={k: v[rows] for k, v in scored.components.items()},
-        responses=[scored.responses[i] for i in rows],
-    )
-
-
-def concat_scored(parts: list[Scored]) -> Scored:
-    if len(parts) == 1:
-        return parts[0]
-    offsets, examples, off = [], [], 0
-    for p in parts:
-        offsets.append(off)
-        examples.extend(p.examples)
-        off += len(p.examples)
-    rollout = concat_rollouts([p.rollout for p in parts], offsets)
-    names = {k for p in parts for k in p.components}
-    return Scored(
-        rollout=rollout,
-        examples=examples,
-        rewards=torch.cat([p.rewards for p in parts]),
-        correct=torch.cat([p.correct for p in parts]),
-        components={k: torch.cat([p.components.get(k, torch.zeros(len(p.rewards))) for p in parts]) for k in names},
-        responses=[s for p in parts for s in p.responses],
-    )
-
-
-def select_rows(rollout, rows: list[int], prompt_index: list[int]):
-    """A RolloutBatch holding only `rows`, with the given prompt indices."""
-    n = len(rollout.prompt_index)
-    changes = {}
-    for f in dataclasses.fields(rollout):
-        value = getattr(rollout, f.name)
-        if isinstance(value, list) and len(value) == n:
-            changes[f.name] = [value[i] for i in rows]
-    changes["prompt_index"] = list(prompt_index)
-    changes["num_generated_tokens"] = sum(changes["response_lengths"])
-    return dataclasses.replace(rollout, **changes)
-
-
-def concat_rollouts(parts: list, offsets: list[int]):
-    """Several RolloutBatches as one; prompt indices of part k are shifted by offsets[k]."""
-    first = parts[0]
-    changes = {}
-    for f in dataclasses.fields(first):
-        if isinstance(getattr(first, f.name), list):
-            changes[f.name] = [x for p in parts for x in getattr(p, f.name)]
-    changes["prompt_index"] = [i + off for p, off in zip(parts, offsets) for i in p.prompt_index]
-    changes["num_generated_tokens"] = sum(p.num_generated_tokens for p in parts)
-    changes["gen_time_s"] = sum(p.gen_time_s for p in parts)
-    return dataclasses.replace(first, **changes)

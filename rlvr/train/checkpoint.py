@@ -99,3 +99,66 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 def load_trainer_state(path: str | Path) -> dict[str, Any]:
     return torch.load(Path(path) / "trainer.pt", map_location="cpu", weights_only=False)
+
+
+# --- an RL run's checkpoints (rlvr.train.runner) ---------------------------------------------------------------
+
+
+def _policy_weights(trainer) -> dict | None:
+    """The policy's full weights to save when they are sharded (a collective with FSDP), else None (the model's
+    own state dict)."""
+    m, topo = trainer.models, trainer.topo
+    if m.policy not in trainer.sharded:
+        return None
+    if m.lora is not None:
+        from rlvr.models.lora import is_adapter_weight
+
+        # the adapter only, gathered from its shards, under the PeftModel's names
+        return {k: v.cpu() for k, v in topo.full_weights(m.lora, keep=is_adapter_weight)}
+    weights = topo.module_state(m.policy)
+    if getattr(m.policy.config, "tie_word_embeddings", False):
+        weights.pop("lm_head.weight", None)  # tied to the input embeddings: written once, as HF does
+    return weights
+
+
+def save_run_checkpoint(trainer, stream, run_dir: Path, step: int) -> Path | None:
+    """Checkpoint `step` of an RL run, written by every rank together: the trainer's state and the prompt stream's
+    (trainer.pt), the policy (model/), every rank's optimizer shards (optimizer/, with checkpoint.optimizer).
+    Returns the checkpoint's path on rank 0, None on the others."""
+    topo, cfg = trainer.topo, trainer.cfg
+    state = {**trainer.state_dict(), "data": stream.state_dict()}  # a collective with FSDP (the critic's weights)
+    weights = _policy_weights(trainer)
+    staging = staging_dir(run_dir, step)
+    if topo.is_main:
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+    topo.barrier()
+    if cfg.checkpoint.optimizer:  # every rank writes its shards of the optimizer states (DCP)
+        topo.save_optimizers(staging / OPTIMIZER_DIR, trainer.optimizers_by_name())
+    topo.barrier()
+    path = None
+    if topo.is_main:
+        m = trainer.models
+        path = save_checkpoint(run_dir, step, m.lora or m.policy, m.tokenizer, state, cfg.checkpoint.keep_last,
+                               model_state=weights, staging=staging)
+    topo.barrier()
+    return path
+
+
+def restore_run_checkpoint(trainer, stream, state: dict[str, Any], ckpt: Path | None = None, log=print) -> None:
+    """Resume an RL run from checkpoint `ckpt` (its trainer.pt already loaded as `state`): optimizer moments,
+    the trainer's state, the prompt stream and the random generators."""
+    optimizers = trainer.optimizers_by_name()
+    if ckpt is not None and (ckpt / OPTIMIZER_DIR).is_dir():
+        trainer.topo.load_optimizers(ckpt / OPTIMIZER_DIR, optimizers)  # every rank its own shards
+    elif "optimizer" in state:  # a checkpoint of an older rlvr: the full states inside trainer.pt
+        for name, key in (("policy", "optimizer"), ("critic", "critic_optimizer")):
+            if name in optimizers and key in state:
+                optimizers[name][1].load_state_dict(state[key])
+    else:
+        log("this checkpoint holds no optimizer state (checkpoint.optimizer=false): the optimizer restarts from "
+            "zero moments, so the resumed run will not match an uninterrupted one exactly")
+    trainer.load_state_dict(state)
+    stream.load_state_dict(state["data"])
+    set_rng_state(state["rng"])

@@ -337,6 +337,18 @@ class Topology:
 
         set_model_state_dict(module, state, options=StateDictOptions(full_state_dict=True))
 
+    def micro_batches(self, batch, rows: list[int], size: int | None, *, lockstep: bool) -> list[tuple[Any, bool]]:
+        """(micro-batch, real) pairs: this rank's `rows` of `batch` in micro-batches of at most `size` rows
+        (TrainBatch.micro_batches); with `lockstep` (per-layer FSDP, where every forward and backward is a
+        collective) as many fillers (one row of the batch, its result unused) as make every rank run the same
+        number of forwards and backwards. A list, not a generator: the count is agreed before the first forward."""
+        pairs = [(mb, True) for mb in (batch.micro_batches(rows, size) if rows else [])]
+        if lockstep:
+            most = int(self.all_reduce_max(float(len(pairs))))
+            if len(pairs) < most:
+                pairs += [(batch.micro_batches([0], 1)[0], False)] * (most - len(pairs))
+        return pairs
+
     def shard(self, n: int) -> range:
         """The contiguous share [start, stop) of n items (prompt groups) this rank owns: n // world_size
         or one more (the first ranks take the remainder), possibly empty."""

@@ -13,7 +13,7 @@ import torch
 from rlvr.compare.grad_variance import _gradient, gradient_variance, variance_statistics
 from rlvr.compare.report import grad_variance_lines, t975
 from rlvr.config import resolve
-from rlvr.train.runner import build
+from rlvr.train.build import build
 from rlvr.train.seeds import GRAD_VARIANCE, derive_seed
 
 
@@ -67,14 +67,14 @@ def test_matches_brute_force(tiny_dir, tmp_path):
                        "rollout.prompts_per_step=4", "rollout.group_size=4", "rollout.max_new_tokens=4",
                        f"run_dir={tmp_path}"])
     trainer = build(cfg)
-    examples = trainer.task.examples("train")[:4]
+    examples = trainer.models.task.examples("train")[:4]
     names = ["reinforce", "grpo", "rloo", "remax"]
     got = gradient_variance(trainer, examples, names, batches=4, seed=5)
-    params = [p for p in trainer.model.parameters() if p.requires_grad]
+    params = [p for p in trainer.models.policy.parameters() if p.requires_grad]
     for e in names:
         grads = []
         for b in range(4):
-            scored = trainer.generate_shared(examples, derive_seed(5, GRAD_VARIANCE, b))
+            scored = trainer.collector.generate(examples, derive_seed(5, GRAD_VARIANCE, b))
             baseline = trainer.greedy_baseline(scored, b) if e == "remax" else None
             grads.append(_gradient(trainer, params, scored, baseline, e, {}, "seq_mean_token_sum_norm").double())
         _check_against_brute_force(got[e], torch.stack(grads), rel=1e-6)

@@ -69,7 +69,7 @@ def test_rlvr_train_runs_a_gym_task(tmp_path):
 
 def test_a_recipe_maps_onto_the_gym_loop_with_its_loss_and_schedule():
     from rlvr.config import resolve
-    from rlvr.train.runner import gym_algorithm
+    from rlvr.envs.runner import gym_algorithm
 
     ppo = gym_algorithm(resolve({}, ["task.name=gym:CartPole-v1", "algorithm.preset=ppo"]))
     assert (ppo.estimator, ppo.loss, ppo.aggregation, ppo.epochs) == ("gae", "ppo_clip", "token_mean", 4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rlvr.rewards.base import RewardResult
+from rlvr.rollout.base import RolloutBatch
 
 
 @dataclass
@@ -42,14 +43,6 @@ class EchoTask:
         return RewardResult(reward=reward, correct=correct, components=components)
 
 
-@dataclass
-class FakeBatch:
-    response_ids: list[list[int]]
-    response_lengths: list[int]
-    finish_reasons: list[str]
-    num_generated_tokens: int
-
-
 class ScriptedEngine:
     """Answers prompt i (in order of first sight) with `scripts[i]`; 'length' when a response has >= 3 tokens."""
 
@@ -61,14 +54,17 @@ class ScriptedEngine:
 
     def generate(self, prompt_ids, params):
         self.calls.append((prompt_ids, params))
-        responses, lengths, reasons = [], [], []
-        for _ in prompt_ids:
+        responses, lengths, reasons, prompts = [], [], [], []
+        for prompt in prompt_ids:
             script = self.scripts[self._next]
             self._next += 1
             assert len(script) == params.n
             for text in script:
                 ids = self.tokenizer.encode(text, add_special_tokens=False)
                 responses.append(ids)
+                prompts.append(list(prompt))
                 lengths.append(len(ids))
                 reasons.append("length" if len(ids) >= 3 else "stop")
-        return FakeBatch(responses, lengths, reasons, sum(lengths))
+        return RolloutBatch(prompt_index=[s // params.n for s in range(len(responses))], prompt_ids=prompts,
+                            response_ids=responses, sampler_logprobs=[[0.0] * len(r) for r in responses],
+                            finish_reasons=reasons, response_lengths=lengths, num_generated_tokens=sum(lengths))

@@ -150,13 +150,13 @@ def test_ignore_eos_makes_both_sides_generate_every_token(vs_trl, tmp_path):
 def test_profile_reports_each_phases_time_and_peak_memory(vs_trl, tmp_path, monkeypatch):
     import torch
 
-    import rlvr.train.rl as rl_module
     from rlvr.models import make_tiny_model_dir
+    from rlvr.train import optimize, passes, prepare
 
     # the profile wraps these from outside; put the originals back after the test
     for owner, name in ((torch.Tensor, "backward"), (torch.nn.utils, "clip_grad_norm_"),
-                        (rl_module, "response_logprobs"), (rl_module, "compute_advantages"),
-                        (rl_module, "rl_objective")):
+                        (passes, "response_logprobs"), (optimize, "response_logprobs"),
+                        (prepare, "compute_advantages"), (optimize, "rl_objective")):
         monkeypatch.setattr(owner, name, getattr(owner, name))
     model_dir = make_tiny_model_dir(tmp_path / "model")
     args = argparse.Namespace(steps=2, seed=0, threads=1, model=str(model_dir), max_new_tokens=4,

@@ -86,27 +86,27 @@ def test_a_rank_share_draws_what_one_process_draws(tiny):
 
 def test_weight_sync_keeps_parity_and_a_skipped_push_fails_the_check(vllm_tiny_dir, tmp_path):
     from rlvr.config import resolve
+    from rlvr.train.build import build
     from rlvr.train.data import PromptStream
-    from rlvr.train.runner import build
 
     overrides = [f"model.name={vllm_tiny_dir}", "model.device=cpu", "task.name=symbol", "task.template=chat",
                  "task.kwargs.max_len=4", "rollout.engine=vllm", "rollout.prompts_per_step=8", "rollout.group_size=8",
                  "rollout.max_new_tokens=4", "optim.lr=1e-2", "train.steps=3", "eval.every=0",
                  f"run_dir={tmp_path / 'run'}"]
     trainer = build(resolve({}, overrides))
-    stream = PromptStream(trainer.task.examples("train"), 0)
-    probe = trainer.engine.logprobs(*trainer._probe)
+    stream = PromptStream(trainer.models.task.examples("train"), 0)
+    probe = trainer.models.engine.logprobs(*trainer.sync.probe)
     for step in (1, 2, 3):
-        metrics = trainer.run(stream, step)
+        metrics = trainer.step(stream, step)
         assert metrics["grad_norm"] > 0 and metrics["policy_version"] == step
         assert metrics["logprob_mismatch"] < 1e-4, (step, metrics["logprob_mismatch"])
         assert metrics["weight_sync_max_diff"] < 1e-4
-    moved = max(abs(a - b) for a, b in zip(probe, trainer.engine.logprobs(*trainer._probe)))
+    moved = max(abs(a - b) for a, b in zip(probe, trainer.models.engine.logprobs(*trainer.sync.probe)))
     assert moved > 1e-3  # the engine follows weights that did change
     # negative control: an engine that ignores the push keeps its old weights, and the check says so
-    trainer.engine.update_weights = lambda model, version=None: None
+    trainer.models.engine.update_weights = lambda model, version=None: None
     with torch.no_grad():
-        for p in trainer.model.parameters():
+        for p in trainer.models.policy.parameters():
             p.add_(1e-2 * torch.randn_like(p))
     with pytest.raises(RuntimeError, match="weight sync failed at policy version"):
         trainer.push_weights()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+from rlvr.train.build import build
 from rlvr.train.data import PromptStream
-from rlvr.train.runner import build
 from tests.train.conftest import tiny_config
 
 PROGRAMS = [
@@ -31,8 +31,8 @@ def test_hostile_programs_cost_their_samples_not_the_step(tiny_dir, tmp_path):
                       "task.kwargs.timeout_s=2", "task.template=plain", "rollout.prompts_per_step=1",
                       "rollout.group_size=8", "train.steps=1")
     trainer = build(cfg)
-    trainer.tokenizer.batch_decode = lambda ids, **kwargs: [PROGRAMS[i % len(PROGRAMS)] for i in range(len(ids))]
-    metrics = trainer.run(PromptStream(trainer.task.examples("train"), 0), 1)
+    trainer.models.tokenizer.batch_decode = lambda ids, **kwargs: [PROGRAMS[i % len(PROGRAMS)] for i in range(len(ids))]
+    metrics = trainer.step(PromptStream(trainer.models.task.examples("train"), 0), 1)
     assert metrics["reward_mean"] == 1 / 8 and metrics["accuracy"] == 1 / 8
     assert metrics["reward_answer/timeout"] == 1 / 8
     assert metrics["reward_answer/blocked"] == 3 / 8  # fork, write, network

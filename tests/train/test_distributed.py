@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -35,9 +36,15 @@ BASE = [
 # every real gradient (1e-3 and up here) still gets Adam's normalised step.
 
 
+FAULTS = str(Path(__file__).with_name("faults.py"))
+"""The test plugin that injects faults (RLVR_FAULT_*), loaded at start-up by every rank when a test asks for one."""
+
+
 def _env(**extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RLVR_FAULT")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RLVR_FAULT", "RLVR_PLUGINS"))}
     env.update(OMP_NUM_THREADS="1", **extra)
+    if any(k.startswith("RLVR_FAULT") for k in extra):
+        env["RLVR_PLUGINS"] = FAULTS
     return env
 
 

@@ -7,16 +7,16 @@ import torch
 
 from rlvr.config import PRESET_SCHEDULES, resolve
 from rlvr.core.shaping import overlong_penalty
+from rlvr.train.build import build
 from rlvr.train.data import PromptStream
-from rlvr.train.runner import build
 from tests.train.conftest import tiny_config
 
 
 def one_step(tiny_dir, tmp_path, *overrides, preset="grpo", step=1):
     cfg = tiny_config(tiny_dir, tmp_path, *overrides, preset=preset)
     trainer = build(cfg)
-    stream = PromptStream(trainer.task.examples("train"), cfg.seed)
-    return trainer, stream, trainer.run(stream, step)
+    stream = PromptStream(trainer.models.task.examples("train"), cfg.seed)
+    return trainer, stream, trainer.step(stream, step)
 
 
 @pytest.mark.parametrize("filters", [["rollout.top_p=0.5"], ["rollout.top_k=5"]], ids=["top_p=0.5", "top_k=5"])
@@ -61,16 +61,16 @@ def test_off_policy_presets_go_off_policy(tiny_dir, tmp_path, preset):
 
 def test_every_epoch_draws_a_new_mini_batch_partition(tiny_dir, tmp_path, monkeypatch):
     """Finding 5: mini-batches are reshuffled per epoch (old: the same partition every epoch)."""
-    from rlvr.train import rl
+    from rlvr.train.optimize import Updater
 
     seen = []
-    original = rl.RLStep._optimizer_step
+    original = Updater.step
 
-    def record(self, b, rows, acc, seed):
+    def record(self, b, rows, acc, **kwargs):
         seen.append(tuple(sorted(rows)))
-        return original(self, b, rows, acc, seed)
+        return original(self, b, rows, acc, **kwargs)
 
-    monkeypatch.setattr(rl.RLStep, "_optimizer_step", record)
+    monkeypatch.setattr(Updater, "step", record)
     one_step(tiny_dir, tmp_path, "algorithm.loss.name=ppo_clip", "train.epochs=3", "train.mini_batches=4")
     epochs = [seen[i : i + 4] for i in range(0, 12, 4)]
     assert len(seen) == 12
@@ -82,26 +82,26 @@ def test_every_epoch_draws_a_new_mini_batch_partition(tiny_dir, tmp_path, monkey
 def test_dynamic_sampling_over_samples_by_the_keep_rate(tiny_dir, tmp_path, monkeypatch):
     """Finding 6: after a round keeps half the groups, the next asks for shortfall / keep rate prompts,
     and the step is full after two rounds (old: asked only the shortfall: 8 -> 4 + 2 + 1 = 7 groups)."""
-    from rlvr.train import rl
+    from rlvr.train import collect
 
     def every_other_group(rewards, group_ids):
         return (group_ids % 2 == 0)
 
-    monkeypatch.setattr(rl, "filter_groups", every_other_group)
+    monkeypatch.setattr(collect, "filter_groups", every_other_group)
     asked = []
     trainer, stream, _ = None, None, None
     cfg = tiny_config(tiny_dir, tmp_path, "algorithm.overlong.enabled=false", preset="dapo")
     trainer = build(cfg)
-    stream = PromptStream(trainer.task.examples("train"), cfg.seed)
+    stream = PromptStream(trainer.models.task.examples("train"), cfg.seed)
     original = stream.take
     stream.take = lambda k: asked.append(k) or original(k)
-    m = trainer.run(stream, 1)
+    m = trainer.step(stream, 1)
     assert asked == [8, 8]
     assert m["kept_groups"] == 8.0 and m["gen_rounds"] == 2.0
     assert m["keep_rate"] == 0.5
     # The next step starts from the observed rate: one round of 16 prompts fills it.
     asked.clear()
-    m = trainer.run(stream, 2)
+    m = trainer.step(stream, 2)
     assert asked == [16] and m["kept_groups"] == 8.0 and m["gen_rounds"] == 1.0
 
 
@@ -110,13 +110,13 @@ def test_critic_optimizer_takes_its_settings_from_config(tiny_dir, tmp_path):
     cfg = tiny_config(tiny_dir, tmp_path, "optim.weight_decay=0.0", "optim.scheduler=linear", "train.steps=4",
                       preset="ppo")
     trainer = build(cfg)
-    group = trainer.critic_optimizer.param_groups[0]
+    group = trainer.optimizers.critic.param_groups[0]
     assert group["weight_decay"] == 0.0 and group["lr"] == cfg.algorithm.critic.lr
-    stream = PromptStream(trainer.task.examples("train"), cfg.seed)
-    trainer.run(stream, 1)
+    stream = PromptStream(trainer.models.task.examples("train"), cfg.seed)
+    trainer.step(stream, 1)
     # 4 epochs x 1 mini-batch = 4 optimizer steps of 16 in all: the linear schedule is at 12/16
-    assert trainer.critic_optimizer.param_groups[0]["lr"] == pytest.approx(cfg.algorithm.critic.lr * 12 / 16)
-    assert trainer.scheduler.get_last_lr()[0] == pytest.approx(cfg.optim.lr * 12 / 16)
+    assert trainer.optimizers.critic.param_groups[0]["lr"] == pytest.approx(cfg.algorithm.critic.lr * 12 / 16)
+    assert trainer.optimizers.policy_schedule.get_last_lr()[0] == pytest.approx(cfg.optim.lr * 12 / 16)
 
 
 def test_remax_baseline_carries_the_samples_shaping(tiny_dir, tmp_path):
@@ -126,43 +126,45 @@ def test_remax_baseline_carries_the_samples_shaping(tiny_dir, tmp_path):
                       "rollout.max_new_tokens=6", preset="remax")
     trainer = build(cfg)
     with torch.no_grad():  # move the policy away from the reference so that the KL is not 0
-        for p in trainer.model.parameters():
+        for p in trainer.models.policy.parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    stream = PromptStream(trainer.task.examples("train"), cfg.seed)
+    stream = PromptStream(trainer.models.task.examples("train"), cfg.seed)
     examples = stream.take(cfg.rollout.prompts_per_step)
-    scored = trainer.score(examples, trainer.engine.generate(trainer.prompt_ids(examples), trainer.sampling_params(1)))
+    scored = trainer.collector.score(examples, trainer.models.engine.generate(trainer.collector.prompt_ids(examples),
+                                                                              trainer.collector.sampling_params(1)))
     baseline = trainer.greedy_baseline(scored, 1)
     # The same greedy rollout, shaped by hand.
     from rlvr.core.kl import kl_divergence
     from rlvr.train.batch import TrainBatch
     from rlvr.train.seeds import GREEDY_BASELINE, derive_seed
 
-    greedy = trainer.engine.generate(trainer.prompt_ids(examples),
-                                     trainer.sampling_params(derive_seed(cfg.seed, GREEDY_BASELINE, 1), n=1, greedy=True))
-    raw = trainer.score(examples, greedy).rewards
-    gb = TrainBatch.from_rollout(greedy, trainer.pad_id, "cpu")
+    greedy = trainer.models.engine.generate(
+        trainer.collector.prompt_ids(examples),
+        trainer.collector.sampling_params(derive_seed(cfg.seed, GREEDY_BASELINE, 1), n=1, greedy=True))
+    raw = trainer.collector.score(examples, greedy).reward_tensor()
+    gb = TrainBatch.from_rollout(greedy, trainer.models.pad_id, "cpu")
     penalty = overlong_penalty(gb.loss_mask.sum(-1), 6, 3)
-    kl = kl_divergence(trainer._logprobs_no_grad(trainer.model, gb), trainer._logprobs_no_grad(trainer.ref_model, gb),
-                       "k1", loss_mask=gb.loss_mask).sum(-1)
-    expected = (raw + penalty - 0.5 * kl)[torch.tensor(scored.rollout.prompt_index)]
+    kl = kl_divergence(trainer.forwards.logprobs(trainer.models.policy, gb),
+                       trainer.forwards.logprobs(trainer.models.reference, gb), "k1", loss_mask=gb.loss_mask).sum(-1)
+    expected = (raw + penalty - 0.5 * kl)[torch.tensor(scored.prompt_index)]
     torch.testing.assert_close(baseline, expected, rtol=0, atol=1e-6)
     assert (penalty != 0).any() and (kl.abs() > 1e-4).all()
 
 
 def test_mask_truncated_drops_cut_responses_from_the_loss(tiny_dir, tmp_path, monkeypatch):
     """Finding 8: mask_truncated removes responses cut at max_new_tokens from the loss."""
-    from rlvr.train import rl
+    from rlvr.train import optimize
 
     masks = []
-    original = rl.rl_objective
+    original = optimize.rl_objective
 
     def capture(lp, **kw):
         masks.append(kw["loss_mask"].clone())
         return original(lp, **kw)
 
-    monkeypatch.setattr(rl, "rl_objective", capture)
+    monkeypatch.setattr(optimize, "rl_objective", capture)
     trainer, _, m = one_step(tiny_dir, tmp_path, "algorithm.mask_truncated=true", "rollout.max_new_tokens=3")
-    truncated = [f == "length" for f in trainer.last_scored.rollout.finish_reasons]
+    truncated = [f == "length" for f in trainer.last_rollouts.finish_reasons]
     assert any(truncated)
     kept_rows = masks[0].any(-1)
     # micro-batch rows are sorted by length; count instead of aligning
@@ -174,13 +176,13 @@ def test_held_out_eval_is_paired_and_logs_pass_at_k_and_entropy(tiny_dir, tmp_pa
     """Finding 9: every evaluation uses the same sampling seed (old: a seed per step, so two evaluations
     of the same weights differed), samples each distinct problem as often as the set repeats it, logs
     pass@k up to that count and the entropy, and its interval counts distinct problems."""
-    from rlvr.train.runner import held_out_eval
+    from rlvr.train.held_out import held_out_eval
 
     cfg = tiny_config(tiny_dir, tmp_path, "eval.every=1")
     trainer = build(cfg)
     from rlvr.tasks.base import repeat_to_size
 
-    pool = trainer.task.examples("test")[:6]
+    pool = trainer.models.task.examples("test")[:6]
     examples = repeat_to_size(pool, 24)  # six distinct problems, four times each
     distinct = {(ex.meta or {}).get("problem_id", ex.id) for ex in examples}
     repeats = len(examples) // len(distinct)
@@ -201,10 +203,10 @@ def test_held_out_eval_is_paired_and_logs_pass_at_k_and_entropy(tiny_dir, tmp_pa
 def test_differential_smoothing_shifts_each_responses_advantage_by_its_old_log_prob(tiny_dir, tmp_path, monkeypatch):
     """Differential Smoothing (arXiv 2511.19942) in the trainer: the advantages the loss sees are the
     estimator's plus -gamma_p log pi_old(y) on correct responses and +gamma_n log pi_old(y) on wrong ones."""
-    from rlvr.train import rl
+    from rlvr.train import prepare
 
     seen = {}
-    original_adv, original_ds = rl.compute_advantages, rl.differential_smoothing
+    original_adv, original_ds = prepare.compute_advantages, prepare.differential_smoothing
 
     def capture_adv(*args, **kwargs):
         seen["adv"] = original_adv(*args, **kwargs)
@@ -215,26 +217,26 @@ def test_differential_smoothing_shifts_each_responses_advantage_by_its_old_log_p
         seen["shaped"] = original_ds(adv, mask, seq_logprobs, correct, **kw)
         return seen["shaped"]
 
-    monkeypatch.setattr(rl, "compute_advantages", capture_adv)
-    monkeypatch.setattr(rl, "differential_smoothing", capture_ds)
+    monkeypatch.setattr(prepare, "compute_advantages", capture_adv)
+    monkeypatch.setattr(prepare, "differential_smoothing", capture_ds)
     cfg = tiny_config(tiny_dir, tmp_path, "algorithm.differential_smoothing.gamma_p=0.2",
                       "algorithm.differential_smoothing.gamma_n=0.1")
     trainer = build(cfg)
-    score = trainer.score
+    score = trainer.collector.score
 
     def every_third_correct(examples, rollout):  # the untrained tiny model solves nothing: both branches
         scored = score(examples, rollout)
-        scored.correct = torch.arange(len(scored.correct)) % 3 == 0
+        scored.correct = [i % 3 == 0 for i in range(len(scored.correct))]
         return scored
 
-    trainer.score = every_third_correct
-    m = trainer.run(PromptStream(trainer.task.examples("train"), cfg.seed), 1)
+    trainer.collector.score = every_third_correct
+    m = trainer.step(PromptStream(trainer.models.task.examples("train"), cfg.seed), 1)
     assert seen["kw"] == {"gamma_p": 0.2, "gamma_n": 0.1}
-    correct = trainer.last_scored.correct
+    correct = trainer.last_rollouts.correct_tensor()
     assert correct.any() and (~correct).any()
     assert torch.equal(seen["correct"], correct)
     # pi_old is the trainer's policy before the update; on-policy it matches the sampler's log-probs
-    sampler = trainer.last_scored.rollout
+    sampler = trainer.last_rollouts
     b_lp = torch.zeros_like(seen["seq_logprobs"])
     for i, lps in enumerate(sampler.sampler_logprobs):
         b_lp[i] = float(sum(lps))
@@ -259,8 +261,8 @@ def test_kl_seq_k1_measures_the_same_distance_whatever_the_placement(tiny_dir, t
     """kl_seq_k1: sum_t (log pi - log pi_ref) per response, averaged; 0 before the first update, > 0 after."""
     cfg = tiny_config(tiny_dir, tmp_path, "algorithm.kl.coef=0.1", "optim.lr=3e-2", *kl)
     trainer = build(cfg)
-    stream = PromptStream(trainer.task.examples("train"), cfg.seed)
-    first = trainer.run(stream, 1)
+    stream = PromptStream(trainer.models.task.examples("train"), cfg.seed)
+    first = trainer.step(stream, 1)
     assert first["kl_seq_k1"] == pytest.approx(0.0, abs=1e-4)  # the reference is the initial policy
-    later = [trainer.run(stream, s)["kl_seq_k1"] for s in (2, 3)]
+    later = [trainer.step(stream, s)["kl_seq_k1"] for s in (2, 3)]
     assert later[-1] > 1e-3

@@ -7,8 +7,8 @@ import torch
 
 from rlvr.models.logprobs import response_logprobs
 from rlvr.models.tiny import make_tiny_model, make_tiny_model_dir
+from rlvr.train.build import build
 from rlvr.train.data import PromptStream
-from rlvr.train.runner import build
 from tests.train.conftest import tiny_config
 from tests.train.test_learning import learning_curve
 
@@ -29,10 +29,10 @@ def test_only_layers_up_to_k_and_the_unembedding_learn_then_the_switch_trains_al
                       f"algorithm.layer_policy.final_norm={str(final_norm).lower()}", "optim.lr=1e-2",
                       "train.mini_batches=2")
     trainer = build(cfg)
-    stream = PromptStream(trainer.task.examples("train"), cfg.seed)
-    start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    metrics = [trainer.run(stream, step) for step in (1, 2)]
-    mid = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    stream = PromptStream(trainer.models.task.examples("train"), cfg.seed)
+    start = {k: v.clone() for k, v in trainer.models.policy.state_dict().items()}
+    metrics = [trainer.step(stream, step) for step in (1, 2)]
+    mid = {k: v.clone() for k, v in trainer.models.policy.state_dict().items()}
     changed = _changed(start, mid)
     below = {k for k in start if k.startswith(("model.layers.0.", "model.layers.1."))}
     above = {k for k in start if k.startswith(("model.layers.2.", "model.layers.3."))}
@@ -42,9 +42,9 @@ def test_only_layers_up_to_k_and_the_unembedding_learn_then_the_switch_trains_al
     assert [m["layer_policy_active"] for m in metrics] == [1.0, 1.0]
     assert not any("logprob_mismatch" in m for m in metrics)  # pi_K vs the full sampler: not a mismatch
     # step S + 1: the full policy again; every layer learns
-    later = trainer.run(stream, 3)
+    later = trainer.step(stream, 3)
     assert later["layer_policy_active"] == 0.0 and "logprob_mismatch" in later
-    assert above <= _changed(mid, trainer.model.state_dict())
+    assert above <= _changed(mid, trainer.models.policy.state_dict())
 
 
 def test_layer_k_logprobs_are_the_logit_lens_computed_by_hand():

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from rlvr.config import PRESETS
+from rlvr.train.build import build
 from rlvr.train.data import PromptStream
-from rlvr.train.runner import build
 from tests.train.conftest import tiny_config
 
 STEPS = 30
@@ -38,8 +38,8 @@ def learning_curve(tiny_dir, run_dir, preset: str, *overrides: str) -> list[floa
         "rollout.max_new_tokens=4", *EXTRA.get(preset, []), *overrides, preset=preset,
     )
     trainer = build(cfg)
-    stream = PromptStream(trainer.task.examples("train"), cfg.seed)
-    return [trainer.run(stream, step)["reward_mean"] for step in range(1, STEPS + 1)]
+    stream = PromptStream(trainer.models.task.examples("train"), cfg.seed)
+    return [trainer.step(stream, step)["reward_mean"] for step in range(1, STEPS + 1)]
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rlvr.train.build import build
 from rlvr.train.data import PromptStream
-from rlvr.train.runner import build
 from tests.train.conftest import tiny_config
 
 
@@ -17,17 +17,17 @@ def _first_update_grads(tiny_dir, run_dir, *overrides, real_steps=False):
     grads = []
 
     def capture():
-        grads.append([p.grad.detach().clone() for p in trainer.model.parameters() if p.grad is not None])
+        grads.append([p.grad.detach().clone() for p in trainer.models.policy.parameters() if p.grad is not None])
         if real_steps:
             # Plain SGD, continuous in the gradient: Adam's first step is ~lr * sign(g), which would turn
             # rounding-level differences of near-zero gradients into differences of 2 * lr.
             with torch.no_grad():
-                for p in trainer.model.parameters():
+                for p in trainer.models.policy.parameters():
                     if p.grad is not None:
                         p.sub_(0.5 * p.grad)
 
-    trainer.optimizer.step = capture
-    trainer.run(PromptStream(trainer.task.examples("train"), cfg.seed), 1)
+    trainer.optimizers.policy.step = capture
+    trainer.step(PromptStream(trainer.models.task.examples("train"), cfg.seed), 1)
     return grads
 
 
@@ -71,7 +71,7 @@ def test_kl_cov_selected_fraction_does_not_depend_on_the_micro_batch_size(tiny_d
         cfg = tiny_config(tiny_dir, tmp_path / str(i), "rollout.max_new_tokens=6", "algorithm.loss.name=kl_cov",
                           "algorithm.loss.kl_cov_ratio=0.1", micro)
         trainer = build(cfg)
-        fracs.append(trainer.run(PromptStream(trainer.task.examples("train"), cfg.seed), 1)["kl_cov_frac"])
+        fracs.append(trainer.step(PromptStream(trainer.models.task.examples("train"), cfg.seed), 1)["kl_cov_frac"])
     assert fracs[0] == pytest.approx(fracs[1], rel=1e-6)
     assert 0.09 < fracs[0] <= 0.1
 

@@ -81,16 +81,16 @@ def test_ctrl_c_finishes_the_step_and_writes_a_checkpoint(tiny_dir, tmp_path, mo
     import os
     import signal
 
-    from rlvr.train import rl
+    from rlvr.train.trainer import Trainer
 
-    original = rl.RLStep.run
+    original = Trainer.step
 
     def run_then_interrupt(self, stream, step):
         if step == 2:
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of step 2
         return original(self, stream, step)
 
-    monkeypatch.setattr(rl.RLStep, "run", run_then_interrupt)
+    monkeypatch.setattr(Trainer, "step", run_then_interrupt)
     run_dir = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(tiny_dir, run_dir, "train.steps=5"), progress=False)
@@ -160,20 +160,21 @@ def test_non_finite_loss_skips_then_stops(tiny_dir, tmp_path, monkeypatch):
 def test_greedy_held_out_eval_of_repeated_problems_equals_the_full_one(tiny_dir, tmp_path, monkeypatch):
     from rlvr.eval import evaluate
     from rlvr.rewards.base import RewardResult
-    from rlvr.train.runner import build, held_out_eval
+    from rlvr.train.build import build
+    from rlvr.train.held_out import held_out_eval
 
     cfg = tiny_config(tiny_dir, tmp_path / "run", "task.name=arithmetic", "rollout.max_new_tokens=3")
     trainer = build(cfg)
-    examples = trainer.task.examples("test", limit=50)
+    examples = trainer.models.task.examples("test", limit=50)
     key = [ex.meta.get("problem_id", ex.id) for ex in examples]
     assert len(set(key)) == 20  # 20 held-out problems, repeated unevenly (3 or 2 times) in 50 examples
     # Make correctness depend on the problem only, so that the weighting of repeats decides the figure.
     good = set(key[:7])
-    monkeypatch.setattr(trainer.task, "score", lambda response, ex: RewardResult(
+    monkeypatch.setattr(trainer.models.task, "score", lambda response, ex: RewardResult(
         reward=0.0, correct=ex.meta.get("problem_id", ex.id) in good, components={}))
     row = held_out_eval(trainer, examples, step=0)
-    full = evaluate(trainer.model, trainer.tokenizer, trainer.task, examples, n=1, temperature=0.0,
-                    max_new_tokens=3, engine=trainer.engine, with_entropy=False)
+    full = evaluate(trainer.models.policy, trainer.models.tokenizer, trainer.models.task, examples, n=1, temperature=0.0,
+                    max_new_tokens=3, engine=trainer.models.engine, with_entropy=False)
     assert row["eval_accuracy_greedy"] == pytest.approx(full.metrics["mean@1"])
     assert full.metrics["mean@1"] == pytest.approx(sum(k in good for k in key) / 50)
     assert full.metrics["mean@1"] != pytest.approx(7 / 20)

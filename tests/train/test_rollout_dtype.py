@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlvr.train import runner
+from rlvr.train import precision
+from rlvr.train.build import build
 from rlvr.train.data import PromptStream
-from rlvr.train.runner import build, resolve_rollout_dtype
+from rlvr.train.precision import resolve_rollout_dtype
 from tests.train.conftest import tiny_config
 
 
@@ -18,19 +19,19 @@ def test_a_bfloat16_rollout_copy_is_synced_exactly_and_corrected(tiny_dir, tmp_p
     logged: list[str] = []
     trainer = build(tiny_config(tiny_dir, tmp_path / "run", "rollout.dtype=bfloat16", "train.steps=3"),
                     log=logged.append)
-    assert trainer.engine.model is not trainer.model and trainer.engine.model.dtype == torch.bfloat16
-    assert next(trainer.model.parameters()).dtype == torch.float32
+    assert trainer.models.engine.model is not trainer.models.policy and trainer.models.engine.model.dtype == torch.bfloat16
+    assert next(trainer.models.policy.parameters()).dtype == torch.float32
     assert trainer.cfg.algorithm.is_correction.enabled and any("rollout dtype: bfloat16" in line for line in logged)
-    stream = PromptStream(trainer.task.examples("train"), 0)
+    stream = PromptStream(trainer.models.task.examples("train"), 0)
     for step in (1, 2, 3):
-        m = trainer.run(stream, step)
-        assert trainer.engine.weight_sync_error(trainer.model) == 0.0  # the copy is the cast of the trainer's
+        m = trainer.step(stream, step)
+        assert trainer.models.engine.weight_sync_error(trainer.models.policy) == 0.0  # the copy is the cast of the trainer's
         assert 0 < m["logprob_mismatch"] < m["logprob_mismatch_max"] < 0.5  # bfloat16 sampling is visible
         assert "is_weight_mean" in m
     # negative control: a push that does not reach the copy
-    trainer.engine.update_weights = lambda model, version=None: None
+    trainer.models.engine.update_weights = lambda model, version=None: None
     with torch.no_grad():
-        next(trainer.model.parameters()).add_(1e-2)
+        next(trainer.models.policy.parameters()).add_(1e-2)
     with pytest.raises(RuntimeError, match="engine's copy of the weights differs"):
         trainer.push_weights()
 
@@ -43,19 +44,19 @@ def test_an_explicit_is_correction_setting_is_kept(tiny_dir, tmp_path):
 
 def test_auto_picks_bfloat16_only_where_it_is_native(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(runner, "native_bf16", lambda device: True)
+    monkeypatch.setattr(precision, "native_bf16", lambda device: True)
     assert resolve_rollout_dtype("auto", torch.float32, cpu) == torch.bfloat16
-    monkeypatch.setattr(runner, "native_bf16", lambda device: False)
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
     assert resolve_rollout_dtype("auto", torch.float32, cpu) == torch.float32  # AVX2-only: costs nothing
     assert resolve_rollout_dtype(None, torch.float32, cpu) == torch.float32
     assert resolve_rollout_dtype("bfloat16", torch.float32, cpu) == torch.bfloat16
 
 
 def test_auto_without_native_bfloat16_costs_nothing_and_says_so(tiny_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(runner, "native_bf16", lambda device: False)  # an AVX2-only CPU
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)  # an AVX2-only CPU
     logged: list[str] = []
     trainer = build(tiny_config(tiny_dir, tmp_path / "run", "rollout.dtype=auto"), log=logged.append)
-    assert trainer.engine.model is trainer.model  # no copy of the weights, nothing to refresh
+    assert trainer.models.engine.model is trainer.models.policy  # no copy of the weights, nothing to refresh
     assert not trainer.cfg.algorithm.is_correction.enabled
     assert any(line.startswith("rollout dtype: float32 (rollout.dtype=auto: no native bfloat16") for line in logged)
 
@@ -63,11 +64,11 @@ def test_auto_without_native_bfloat16_costs_nothing_and_says_so(tiny_dir, tmp_pa
 def test_auto_falls_back_to_the_models_dtype_where_no_copy_is_possible(tiny_dir, tmp_path, monkeypatch):
     """The CPU recipes set rollout.dtype=auto; with LoRA on a bfloat16 CPU that must sample at the model's dtype
     (and say why), while an explicit bfloat16 asks for what cannot be done and is refused."""
-    monkeypatch.setattr(runner, "native_bf16", lambda device: True)
+    monkeypatch.setattr(precision, "native_bf16", lambda device: True)
     lora = ["model.lora.rank=4", "model.lora.alpha=8"]
     logged: list[str] = []
     trainer = build(tiny_config(tiny_dir, tmp_path / "auto", "rollout.dtype=auto", *lora), log=logged.append)
-    assert trainer.engine.model is trainer.model and not trainer.cfg.algorithm.is_correction.enabled
+    assert trainer.models.engine.model is trainer.models.policy and not trainer.cfg.algorithm.is_correction.enabled
     assert any(line.startswith("rollout dtype: float32 (rollout.dtype=auto: no separate rollout copy with LoRA")
                for line in logged)
     assert not any("no native bfloat16" in line for line in logged)
@@ -86,7 +87,7 @@ def test_the_cpu_recipes_sample_in_bfloat16_where_it_is_native():
 
 def test_a_shared_model_has_nothing_to_compare(tiny_dir, tmp_path):
     trainer = build(tiny_config(tiny_dir, tmp_path / "run"))
-    assert trainer.engine.model is trainer.model and trainer.engine.weight_sync_error(trainer.model) is None
+    assert trainer.models.engine.model is trainer.models.policy and trainer.models.engine.weight_sync_error(trainer.models.policy) is None
 
 
 @pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
@@ -106,9 +107,9 @@ def test_on_policy_is_weights_come_from_the_updates_own_forward(tiny_dir, tmp_pa
         passes, grads = [], []
         no_grad = trainer._logprobs_no_grad
         trainer._logprobs_no_grad = lambda *a, **k: passes.append(1) or no_grad(*a, **k)
-        trainer.optimizer.step = lambda: grads.append([p.grad.clone() for p in trainer.model.parameters()
+        trainer.optimizers.policy.step = lambda: grads.append([p.grad.clone() for p in trainer.models.policy.parameters()
                                                        if p.grad is not None])
-        m = trainer.run(PromptStream(trainer.task.examples("train"), cfg.seed), 1)
+        m = trainer.step(PromptStream(trainer.models.task.examples("train"), cfg.seed), 1)
         return m, len(passes), grads[0]
 
     (deferred, deferred_passes, g_deferred), (separate, separate_passes, g_separate) = one_update(True), one_update(False)
@@ -132,7 +133,7 @@ def test_resume_keeps_the_automatic_choices_of_the_first_run(tiny_dir, tmp_path,
     from rlvr.cli import main
     from rlvr.config import load_recipe
 
-    monkeypatch.setattr(runner, "native_bf16", lambda device: True)
+    monkeypatch.setattr(precision, "native_bf16", lambda device: True)
     common = [f"model.name={tiny_dir}", "model.device=cpu", "task.name=symbol", "task.template=chat",
               "rollout.prompts_per_step=4", "rollout.group_size=4", "rollout.max_new_tokens=4", "optim.lr=3e-3",
               "eval.every=0", "checkpoint.every=1", "log_samples=0", "rollout.dtype=auto"]

@@ -9,8 +9,8 @@ import torch
 
 from rlvr.config import PRESETS, ConfigError
 from rlvr.models.moe import RoutingHooks
+from rlvr.train.build import build
 from rlvr.train.data import PromptStream
-from rlvr.train.runner import build
 from tests.train.conftest import tiny_config
 from tests.train.test_learning import learning_curve
 
@@ -27,7 +27,7 @@ def _spy_on_update_forwards(trainer, monkeypatch):
     def replay(self, routes, *, apply=True):
         seen = []
         handles = [layer.mlp.experts.register_forward_pre_hook(lambda m, args: seen.append(args[1].clone()))
-                   for layer in trainer.model.model.layers]
+                   for layer in trainer.models.policy.model.layers]
         try:
             with real_replay(self, routes, apply=apply) as mismatch:
                 yield mismatch
@@ -45,8 +45,8 @@ def test_update_forwards_route_through_exactly_the_replayed_experts(tiny_moe_dir
     cfg = tiny_config(tiny_moe_dir, tmp_path / mode, *OFF_POLICY, f"algorithm.routing_replay={mode}")
     trainer = build(cfg)
     calls = _spy_on_update_forwards(trainer, monkeypatch)
-    stream = PromptStream(trainer.task.examples("train"), cfg.seed)
-    metrics = [trainer.run(stream, step) for step in (1, 2)]
+    stream = PromptStream(trainer.models.task.examples("train"), cfg.seed)
+    metrics = [trainer.step(stream, step) for step in (1, 2)]
     updates = [c for c in calls if c[2]]
     assert updates, "no replayed forward"
     differed = 0
@@ -66,31 +66,31 @@ def test_update_forwards_route_through_exactly_the_replayed_experts(tiny_moe_dir
 def test_r3_reproduces_the_rollouts_routes_in_the_trainer(tiny_moe_dir, tmp_path):
     cfg = tiny_config(tiny_moe_dir, tmp_path / "r3", "algorithm.routing_replay=r3", "train.mini_batches=2")
     trainer = build(cfg)
-    examples = trainer.task.examples("train")[:4]
-    scored = trainer.generate_shared(examples, 7)
-    assert scored.rollout.routes is not None and len(scored.rollout.routes) == len(scored.rollout)
-    tensors = scored.rollout.to_tensors(trainer.pad_id)
+    examples = trainer.models.task.examples("train")[:4]
+    scored = trainer.collector.generate(examples, 7)
+    assert scored.routes is not None and len(scored.routes) == len(scored)
+    tensors = scored.to_tensors(trainer.models.pad_id)
     hooks = trainer.routing.hooks
     with torch.no_grad(), hooks.record() as calls:
-        trainer.model(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"])
+        trainer.models.policy(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"])
     own = calls[0].reshape(*tensors["input_ids"].shape, hooks.num_layers, hooks.top_k)
     engine = tensors["routes"]
     known = (engine[..., 0, 0] >= 0) & tensors["attention_mask"].bool()
     # every prompt and response token the engine fed has a route; only each response's last token has none
-    assert int(known.sum()) == int(tensors["attention_mask"].sum()) - len(scored.rollout)
+    assert int(known.sum()) == int(tensors["attention_mask"].sum()) - len(scored)
     same = (own.long().sort(-1).values == engine.long().sort(-1).values).all(-1).all(-1)
     assert torch.equal(same[known], torch.ones(int(known.sum()), dtype=torch.bool))
     # in a step, the old-policy forward replays them: no mismatch with the rollout at the sampling weights
-    stream = PromptStream(trainer.task.examples("train"), cfg.seed)
-    assert trainer.run(stream, 1)["routing_mismatch_rollout"] == 0.0
+    stream = PromptStream(trainer.models.task.examples("train"), cfg.seed)
+    assert trainer.step(stream, 1)["routing_mismatch_rollout"] == 0.0
 
 
 def test_without_replay_the_mismatch_is_measured_and_nothing_replayed(tiny_moe_dir, tmp_path, monkeypatch):
     cfg = tiny_config(tiny_moe_dir, tmp_path / "none", *OFF_POLICY)
     trainer = build(cfg)
     calls = _spy_on_update_forwards(trainer, monkeypatch)
-    stream = PromptStream(trainer.task.examples("train"), cfg.seed)
-    metrics = [trainer.run(stream, step) for step in (1, 2, 3)]
+    stream = PromptStream(trainer.models.task.examples("train"), cfg.seed)
+    metrics = [trainer.step(stream, step) for step in (1, 2, 3)]
     assert calls and not any(apply for _, _, apply, _ in calls)
     assert any(m["routing_mismatch"] > 0 for m in metrics)  # a weight change moved some routes
     # the first mini-batch of a step runs at the old weights: nothing moved there
@@ -150,7 +150,7 @@ def test_the_covariance_selection_forward_replays_like_the_update(tiny_moe_dir, 
     trainer = build(cfg)
     calls = _spy_on_update_forwards(trainer, monkeypatch)
     in_selection: list[int] = []
-    select = trainer._covariance_selection
+    select = trainer.updater._covariance_selection
 
     def spy(*args, **kwargs):
         before = len(calls)
@@ -158,9 +158,9 @@ def test_the_covariance_selection_forward_replays_like_the_update(tiny_moe_dir, 
         in_selection.extend(range(before, len(calls)))
         return out
 
-    monkeypatch.setattr(trainer, "_covariance_selection", spy)
-    stream = PromptStream(trainer.task.examples("train"), cfg.seed)
-    metrics = trainer.run(stream, 1)
+    monkeypatch.setattr(trainer.updater, "_covariance_selection", spy)
+    stream = PromptStream(trainer.models.task.examples("train"), cfg.seed)
+    metrics = trainer.step(stream, 1)
     assert in_selection, "the selection forward did not replay"
     for i in in_selection:
         routes, seen, apply, _ = calls[i]
@@ -185,5 +185,5 @@ def test_on_policy_is_weights_are_deferred_on_an_moe_model_when_nothing_is_repla
     counted = []
     no_grad = trainer._logprobs_no_grad
     trainer._logprobs_no_grad = lambda *a, **k: counted.append(1) or no_grad(*a, **k)
-    m = trainer.run(PromptStream(trainer.task.examples("train"), cfg.seed), 1)
+    m = trainer.step(PromptStream(trainer.models.task.examples("train"), cfg.seed), 1)
     assert len(counted) == passes and "is_weight_mean" in m

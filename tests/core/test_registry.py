@@ -1,0 +1,31 @@
+"""Registries keep what each entry declares it needs; the trainer and the checks ask them, not names."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlvr.core.advantages import ADVANTAGE_ESTIMATORS
+from rlvr.core.losses import COVARIANCE_LOSSES, POLICY_LOSSES
+from rlvr.core.registry import Registry
+
+
+def test_needs_are_kept_at_registration():
+    reg = Registry("thing")
+
+    @reg.register("a", needs=("x",))
+    def a(): ...
+
+    @reg.register("b")
+    def b(): ...
+
+    assert reg.needs("a") == ("x",) and reg.needs("b") == ()
+    assert reg.having("x") == ("a",)
+    with pytest.raises(KeyError, match="unknown thing 'c'"):
+        reg.needs("c")
+
+
+def test_the_estimators_and_losses_declare_what_the_trainer_must_provide():
+    assert ADVANTAGE_ESTIMATORS.having("values") == ("gae",)
+    assert ADVANTAGE_ESTIMATORS.having("baseline_rewards") == ("remax",)
+    assert set(ADVANTAGE_ESTIMATORS.having("group_ids")) == {"grpo", "dr_grpo", "rloo", "reinforce_pp_baseline"}
+    assert POLICY_LOSSES.having("covariance_selection") == COVARIANCE_LOSSES == ("clip_cov", "kl_cov")
