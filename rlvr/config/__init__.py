@@ -6,9 +6,14 @@ rejected with the nearest valid name, and combinations that make no sense are re
 is loaded, with the reason. By idea:
 
 - `schema`: the pydantic models (a loss's section comes from its signature in rlvr.core.losses);
+- `commands`: the configs of `rlvr sft`, `rlvr expert-iter` and `rlvr eval`, built from the same sections;
 - `presets`: what each algorithm preset sets, and its update schedule;
+- `budgets`: each task's response budget, the default max_new_tokens;
 - `validation`: the cross-field checks;
 - `loading`: recipes, overrides, presets applied, readable errors.
+
+The package imports only rlvr.core. What the config alone cannot tell (does the task exist, does the user's
+reward load, is the engine or tracker installed) is rlvr.train.preflight's, which every command runs next.
 """
 
 from rlvr.config.loading import RECIPES_DIR, deep_merge, load_recipe, parse_overrides, resolve, resolve_as, to_yaml
