@@ -27,8 +27,8 @@ def measure_grad_variance(study, batches: int, checkpoint: str | None):
 
     from rlvr.compare.grad_variance import gradient_variance
     from rlvr.config import load_recipe, resolve
-    from rlvr.train.preflight import preflight
     from rlvr.train.build import build
+    from rlvr.train.preflight import preflight
 
     recipe = load_recipe(study.base)
     first = study.variants[0]
