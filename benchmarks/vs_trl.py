@@ -39,7 +39,7 @@ first step is warm-up and is excluded. With `--rounds R` the pair runs R times, 
 goes first, so that a change in machine load hits both; medians are over all timed steps.
 
 Arithmetic floor of a step: (2 x params x generated tokens + 6 x params x trained tokens) / 165 GFLOP/s
-(DESIGN.md section 8: float32 matmul peak of this CPU). Generated tokens are the sampled response
+(docs/design.md, "The CPU machines": float32 matmul peak of this CPU). Generated tokens are the sampled response
 tokens (eos included); trained tokens are the real (non-padding) prompt + response tokens that go
 through the training forward and backward. Attention FLOPs and prefill are left out (both small here),
 so the floor is a lower bound for any implementation that runs every trained token through the

@@ -1,6 +1,6 @@
 """The configuration of a run: a YAML recipe and dotted overrides, resolved into a validated `RunConfig`.
 
-A recipe is YAML mapping onto `RunConfig`. `algorithm.preset` names a combination from DESIGN.md
+A recipe is YAML mapping onto `RunConfig`. `algorithm.preset` names a combination from docs/design.md
 section 4; any key the recipe or a `key.sub=value` override sets wins over the preset. Unknown keys are
 rejected with the nearest valid name, and combinations that make no sense are rejected before a model
 is loaded, with the reason. By idea:

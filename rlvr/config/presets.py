@@ -1,4 +1,4 @@
-"""Algorithm presets (DESIGN.md section 4): what `algorithm.preset=NAME` sets, and each preset's update
+"""Algorithm presets (docs/design.md, "Presets"): what `algorithm.preset=NAME` sets, and each preset's update
 schedule. Values a recipe or an override sets win over the preset's."""
 
 from __future__ import annotations

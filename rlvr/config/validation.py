@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 def check_combinations(cfg: RunConfig) -> None:
-    """Reject meaningless combinations with the reason (DESIGN.md section 4)."""
+    """Reject meaningless combinations with the reason (docs/design.md, "Presets")."""
     from rlvr.core.aggregation import AGGREGATIONS
     from rlvr.core.registry import unknown_name_message
 

@@ -1,6 +1,6 @@
 """rlvr's exact algorithm core: pure tensor functions, each documented with its formula and paper.
 
-Four independent choices, each a registry (DESIGN.md section 3): `ADVANTAGE_ESTIMATORS`,
+Four independent choices, each a registry (docs/design.md, "The core"): `ADVANTAGE_ESTIMATORS`,
 `POLICY_LOSSES`, `AGGREGATIONS`, `KL_ESTIMATORS`; plus corrections and shaping as plain functions.
 Tensor conventions: response tensors are [N, T]; `loss_mask` is True where a token counts.
 """

@@ -15,7 +15,7 @@ How the per-token terms are weighted is a real algorithmic choice (the "length b
                              back to T = loss_mask.shape[1], which changes with the padding of the batch
                              (and of each micro-batch): pass the budget for an exact Dr. GRPO loss.
 
-Micro-batches and data parallelism (DESIGN.md section 5, step 7): the loss normalisation must not
+Micro-batches and data parallelism (docs/design.md, "The training step", step 7): the loss normalisation must not
 change with the micro-batch size. Every mode above is a sum over rows divided by a batch-wide
 denominator, so a trainer that splits a mini-batch into micro-batches (or ranks) passes the
 mini-batch's `num_tokens` / `num_sequences` (and the fixed `constant`) to every micro-batch; the sum

@@ -3,7 +3,7 @@
 A rollout is N = len(prompts) * n samples in prompt-major order: sample j of prompt i is row i*n + j.
 Everything a trainer needs comes back per sample, as plain Python lists (so batches can be sliced and
 concatenated without knowing about tensors); `RolloutBatch.to_tensors` builds rlvr's padded layout
-(DESIGN.md section 2): prompts left-padded, responses right-padded, `loss_mask` True on response tokens.
+(docs/design.md, "Tensor conventions"): prompts left-padded, responses right-padded, `loss_mask` True on response tokens.
 """
 
 from __future__ import annotations
@@ -279,7 +279,7 @@ class RolloutBatch:
 class RolloutEngine(abc.ABC):
     """Generates responses for token-id prompts. Engines are built by `get_engine(name, model, tokenizer)`.
 
-    The engine contract (DESIGN.md section 6): the trainer pushes its weights after every update with
+    The engine contract (docs/design.md, "The engine contract"): the trainer pushes its weights after every update with
     `update_weights(model, version)`; every `RolloutBatch` the engine returns afterwards carries that
     `policy_version`; `logprobs` gives the engine's own log-probs of given tokens, which the trainer
     compares with its own after each push (a stale or corrupted copy fails loudly, rather than the

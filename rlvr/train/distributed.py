@@ -1,12 +1,12 @@
 """The topology of a run: rank, world size and the few collectives the trainer needs.
 
-This is the only module that knows about `torch.distributed` (DESIGN.md section 7). A single process
+This is the only module that knows about `torch.distributed` (docs/design.md, "Scale"). A single process
 (no `torchrun`) gets `Topology()` with world size 1, whose collectives return their input: the
 default pays nothing. Under `torchrun --nproc_per_node N -m rlvr train ...` the environment names the
 rank and world size; `Topology.from_env` joins the process group, gloo on CPU and NCCL on CUDA, with a
 collective timeout, so a rank that dies makes the others fail within that time instead of hanging.
 
-How the trainer uses it (rlvr/train/rl.py): data parallelism that replicates the cheap data and splits
+How the trainer uses it (rlvr/train/trainer.py and the modules of its step): data parallelism that replicates the cheap data and splits
 the expensive work. Each rank generates and scores the samples of its share of the step's prompts
 (whole groups), then every rank receives every rank's scored samples, so rewards, dynamic sampling,
 advantages (group statistics, REINFORCE++'s batch whitening, GAE's whitening), the KL controller and

@@ -13,7 +13,7 @@ Batches and micro-batches. Each optimizer step takes `batch_size` records (shuff
 the seed); the batch is processed in micro-batches of `micro_batch_size` records whose gradients
 accumulate. Every micro-batch's loss uses the batch-wide denominators (total response tokens and
 sequences of the whole batch, and `max_len` as Dr. GRPO's constant), so the accumulated gradient
-equals the gradient of the whole batch at once whatever the micro-batch size (DESIGN.md section 5).
+equals the gradient of the whole batch at once whatever the micro-batch size (docs/design.md, "The training step").
 
 Tokenization matches generation: the rendered prompt is tokenized without special tokens (the chat
 template already holds them), the response separately, then the tokenizer's eos id is appended, as

@@ -97,7 +97,7 @@ def test_another_task_on_the_command_line_drops_the_recipe_task_options():
 
 
 def test_presets_show_aggregation_schedule_and_kl_gradient():
-    """Issue 10, done-when: `rlvr presets` shows each preset's aggregation, update schedule and, where KL
+    """`rlvr presets` shows each preset's aggregation, update schedule and, where KL
     is on, which KL gradient it follows."""
     from rlvr.commands.presets import preset_rows
 

@@ -91,7 +91,7 @@ def test_remax_hand_values():
 
 
 def test_outcome_estimators_credit_each_token_with_its_reward_to_go():
-    """Guards issue 10, finding 3: with KL in the reward, a token is credited with the penalties from
+    """Guards a bug: with KL in the reward, a token is credited with the penalties from
     itself on (reward-to-go), not with the whole sequence's sum (the old code gave row 0 [1.0, 1.0])."""
     # token_rewards = outcome on the last token plus a per-token penalty: row 0 valid (-0.1, 1 - 0.2),
     # row 1 valid (0 - 0.3). Returns 0.7 and -0.3, so the leave-one-out baselines are -0.3 and 0.7;

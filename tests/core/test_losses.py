@@ -490,7 +490,7 @@ def test_sft_loss_hand_values():
     ("clip_cov", {"clip_cov_ratio": 0.1, "clip_cov_lb": -1e9, "clip_cov_ub": 1e9}),
 ])
 def test_covariance_selection_over_the_batch_makes_micro_batches_add_up(name, params):
-    """Guards issue 10, finding 7: with the selection made once over the whole batch and passed to each
+    """Guards a bug: with the selection made once over the whole batch and passed to each
     micro-batch as `selected`, the micro-batch losses and gradients sum to the whole batch's."""
     from rlvr.core.aggregation import aggregate
     from rlvr.core.losses import covariance_selection

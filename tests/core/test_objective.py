@@ -1,4 +1,4 @@
-"""rl_objective: the per-micro-batch loss as a pure function (issue 10, "The objective as a pure function")."""
+"""rl_objective: the per-micro-batch loss as a pure function."""
 
 from __future__ import annotations
 

@@ -92,7 +92,7 @@ def test_summarize_adds_bounds():
 
 
 def test_rates_get_a_wilson_interval_that_stays_honest_at_the_boundaries():
-    """Guards issue 10, finding 11: 0 correct of 6 was reported as [0, 0] (normal approximation)."""
+    """Guards a bug: 0 correct of 6 was reported as [0, 0] (normal approximation)."""
     m = summarize({"pass@1": [0.0] * 6}, rates=["pass@1"])
     assert m["pass@1"] == 0.0 and m["pass@1_ci_low"] == 0.0
     assert m["pass@1_ci_high"] == pytest.approx(0.3903, abs=1e-4)  # the textbook Wilson bound for 0/6
@@ -107,7 +107,7 @@ def test_rates_get_a_wilson_interval_that_stays_honest_at_the_boundaries():
 
 
 def test_intervals_count_distinct_problems_once():
-    """Guards issue 10, finding 9: a problem repeated 10 times is one problem, not ten."""
+    """Guards a bug: a problem repeated 10 times is one problem, not ten."""
     values = [1.0] * 10 + [0.0] * 10  # two distinct problems, each repeated ten times
     clusters = ["a"] * 10 + ["b"] * 10
     flat = summarize({"mean@1": values}, rates=["mean@1"])

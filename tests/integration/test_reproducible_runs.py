@@ -1,5 +1,5 @@
-"""Two fresh processes of the same run, same seed, same machine, log identical metrics (issue 10,
-finding 10), with the torch thread count left at its default (two threads on a 2-core machine).
+"""Two fresh processes of the same run, same seed, same machine, log identical metrics, with the torch thread
+count left at its default (two threads on a 2-core machine).
 
 Before the fix, fresh default-recipe runs split into two trajectories from step 2 (step-2 grad norm
 3.03852 vs 3.04021): the packed backward's atomic accumulation (tests/models/test_determinism.py).

@@ -1,4 +1,4 @@
-"""Same seed, same machine, fresh processes: identical runs (issue 10, finding 10).
+"""Same seed, same machine, fresh processes: identical runs.
 
 The source found: the packed training forward gathered rows with repeated indices (`x[idx]` where a
 prompt's state feeds every sample of its group). The backward of that gather is

@@ -1,4 +1,4 @@
-"""The trainer's log-probs under the sampler's top-k / top-p filter (issue 10, finding 1).
+"""The trainer's log-probs under the sampler's top-k / top-p filter.
 
 Guards: the sampler reports log-probs of the truncated, renormalised distribution; a trainer that
 recomputes them from the full softmax reads on-policy IS weights far below 1 (measured before the fix

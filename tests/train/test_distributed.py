@@ -1,4 +1,4 @@
-"""Data-parallel training (issue 11): `torchrun --nproc_per_node 2 -m rlvr train ...` on CPU (gloo) gives
+"""Data-parallel training: `torchrun --nproc_per_node 2 -m rlvr train ...` on CPU (gloo) gives
 the update of one process on the same global batch.
 
 Each test launches the real command line twice, once as one process and once under torchrun with two

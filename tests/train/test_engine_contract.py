@@ -1,4 +1,4 @@
-"""The engine contract (DESIGN.md section 6; issue 11): versioned weight pushes, checked after each."""
+"""The engine contract (docs/design.md, "The engine contract"): versioned weight pushes, checked after each."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Each preset does what its paper does (issue 10): one test per finding, each failing on the old trainer."""
+"""Each preset does what its paper does: one test per finding, each failing on the old trainer."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def one_step(tiny_dir, tmp_path, *overrides, preset="grpo", step=1):
 
 @pytest.mark.parametrize("filters", [["rollout.top_p=0.5"], ["rollout.top_k=5"]], ids=["top_p=0.5", "top_k=5"])
 def test_on_policy_is_weights_are_one_under_top_p_and_top_k(tiny_dir, tmp_path, filters):
-    """Finding 1: the trainer's old log-probs are evaluated under the sampler's filter. Before the fix the
+    """the trainer's old log-probs are evaluated under the sampler's filter. Before the fix the
     tiny model read is_weight_mean 0.51 (top_p=0.5) and 0.10 (top_k=5), logprob_mismatch 0.68 / 2.3."""
     _, _, m = one_step(tiny_dir, tmp_path, "algorithm.is_correction.enabled=true", "rollout.max_new_tokens=8",
                        *filters)
@@ -32,7 +32,7 @@ def test_on_policy_is_weights_are_one_under_top_p_and_top_k(tiny_dir, tmp_path, 
 
 @pytest.mark.parametrize("preset", ["reinforce", "rloo", "remax"])
 def test_sequence_sum_presets_weigh_every_token_alike(preset):
-    """Finding 2: REINFORCE, RLOO and ReMax differentiate sum_t log pi_t (no 1/|y| per sequence)."""
+    """REINFORCE, RLOO and ReMax differentiate sum_t log pi_t (no 1/|y| per sequence)."""
     cfg = resolve({}, [f"algorithm.preset={preset}"])
     assert cfg.algorithm.aggregation == "seq_mean_token_sum_norm"
     from rlvr.core.aggregation import aggregate
@@ -47,7 +47,7 @@ def test_sequence_sum_presets_weigh_every_token_alike(preset):
 
 @pytest.mark.parametrize("preset", sorted(PRESET_SCHEDULES))
 def test_off_policy_presets_go_off_policy(tiny_dir, tmp_path, preset):
-    """Finding 4: the off-policy presets take several optimizer steps per rollout batch, so the ratio
+    """the off-policy presets take several optimizer steps per rollout batch, so the ratio
     moves away from 1 (old: one step, ratio exactly 1, approx_kl exactly 0, no clip ever active)."""
     cfg = resolve({}, [f"algorithm.preset={preset}"])
     assert cfg.train.epochs * cfg.train.mini_batches > 1
@@ -60,7 +60,7 @@ def test_off_policy_presets_go_off_policy(tiny_dir, tmp_path, preset):
 
 
 def test_every_epoch_draws_a_new_mini_batch_partition(tiny_dir, tmp_path, monkeypatch):
-    """Finding 5: mini-batches are reshuffled per epoch (old: the same partition every epoch)."""
+    """mini-batches are reshuffled per epoch (old: the same partition every epoch)."""
     from rlvr.train.optimize import Updater
 
     seen = []
@@ -80,7 +80,7 @@ def test_every_epoch_draws_a_new_mini_batch_partition(tiny_dir, tmp_path, monkey
 
 
 def test_dynamic_sampling_over_samples_by_the_keep_rate(tiny_dir, tmp_path, monkeypatch):
-    """Finding 6: after a round keeps half the groups, the next asks for shortfall / keep rate prompts,
+    """after a round keeps half the groups, the next asks for shortfall / keep rate prompts,
     and the step is full after two rounds (old: asked only the shortfall: 8 -> 4 + 2 + 1 = 7 groups)."""
     from rlvr.train import collect
 
@@ -106,7 +106,7 @@ def test_dynamic_sampling_over_samples_by_the_keep_rate(tiny_dir, tmp_path, monk
 
 
 def test_critic_optimizer_takes_its_settings_from_config(tiny_dir, tmp_path):
-    """Finding 8: the critic's AdamW used torch's silent weight decay 0.01 and no schedule."""
+    """the critic's AdamW used torch's silent weight decay 0.01 and no schedule."""
     cfg = tiny_config(tiny_dir, tmp_path, "optim.weight_decay=0.0", "optim.scheduler=linear", "train.steps=4",
                       preset="ppo")
     trainer = build(cfg)
@@ -120,7 +120,7 @@ def test_critic_optimizer_takes_its_settings_from_config(tiny_dir, tmp_path):
 
 
 def test_remax_baseline_carries_the_samples_shaping(tiny_dir, tmp_path):
-    """Finding 8: the greedy baseline gets the same overlong penalty and KL-in-reward as the samples."""
+    """the greedy baseline gets the same overlong penalty and KL-in-reward as the samples."""
     cfg = tiny_config(tiny_dir, tmp_path, "algorithm.overlong.enabled=true", "algorithm.overlong.cache_len=3",
                       "algorithm.kl.coef=0.5", "algorithm.kl.placement=reward", "algorithm.kl.estimator=k1",
                       "rollout.max_new_tokens=6", preset="remax")
@@ -152,7 +152,7 @@ def test_remax_baseline_carries_the_samples_shaping(tiny_dir, tmp_path):
 
 
 def test_mask_truncated_drops_cut_responses_from_the_loss(tiny_dir, tmp_path, monkeypatch):
-    """Finding 8: mask_truncated removes responses cut at max_new_tokens from the loss."""
+    """mask_truncated removes responses cut at max_new_tokens from the loss."""
     from rlvr.train import optimize
 
     masks = []
@@ -173,7 +173,7 @@ def test_mask_truncated_drops_cut_responses_from_the_loss(tiny_dir, tmp_path, mo
 
 
 def test_held_out_eval_is_paired_and_logs_pass_at_k_and_entropy(tiny_dir, tmp_path):
-    """Finding 9: every evaluation uses the same sampling seed (old: a seed per step, so two evaluations
+    """every evaluation uses the same sampling seed (old: a seed per step, so two evaluations
     of the same weights differed), samples each distinct problem as often as the set repeats it, logs
     pass@k up to that count and the entropy, and its interval counts distinct problems."""
     from rlvr.train.held_out import held_out_eval

@@ -1,4 +1,4 @@
-"""LoRA through peft (issue 11): only adapters train, the reference is the base, export merges."""
+"""LoRA through peft: only adapters train, the reference is the base, export merges."""
 
 from __future__ import annotations
 

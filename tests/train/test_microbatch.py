@@ -49,7 +49,7 @@ def test_micro_batch_size_does_not_change_the_gradient(tiny_dir, tmp_path, overr
 
 @pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
 def test_clip_cov_selects_over_the_whole_mini_batch(tiny_dir, tmp_path):
-    """Guards issue 10, finding 7: Clip-Cov chose its tokens per micro-batch, so the selected fraction
+    """Guards a bug: Clip-Cov chose its tokens per micro-batch, so the selected fraction
     and the gradient changed with train.micro_batch_size; it now selects over the whole mini-batch."""
     overrides = ["algorithm.loss.name=clip_cov", "algorithm.loss.clip_cov_ratio=0.2", "algorithm.loss.clip_cov_lb=0",
                  "algorithm.loss.clip_cov_ub=1e9"]
@@ -61,7 +61,7 @@ def test_clip_cov_selects_over_the_whole_mini_batch(tiny_dir, tmp_path):
 
 
 def test_kl_cov_selected_fraction_does_not_depend_on_the_micro_batch_size(tiny_dir, tmp_path):
-    """Guards issue 10, finding 7 for KL-Cov: per micro-batch, max(floor(ratio * tokens), 1) tokens each
+    """Guards a bug of KL-Cov: per micro-batch, max(floor(ratio * tokens), 1) tokens each
     made the fraction grow as micro-batches shrank. (Its gradient at r = 1 is sign(log r), i.e. rounding
     noise, so the exact invariance is checked on tensors in tests/core/test_losses.py.)"""
     from rlvr.train.data import PromptStream

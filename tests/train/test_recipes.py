@@ -79,7 +79,7 @@ def test_cpu_recipe_runs_on_the_embedded_model_without_network(path):
     cfg = resolve(load_recipe(path))
     assert cfg.model.name == EMBEDDED
     assert cfg.model.device in ("cpu", "auto")
-    assert cfg.model.dtype == "float32"  # DESIGN.md section 8: train in float32 on CPU
+    assert cfg.model.dtype == "float32"  # docs/design.md, "The CPU machines": train in float32 on CPU
     assert "hub_id" not in cfg.task.kwargs
     if cfg.task.name in SHIPPED_DATA:
         # data shipped beside the repository (../shared/data), read from the repository root

@@ -1,4 +1,4 @@
-"""Seeds derived from (seed, purpose, step, round, epoch) never collide (issue 10, finding 8)."""
+"""Seeds derived from (seed, purpose, step, round, epoch) never collide."""
 
 from __future__ import annotations
 
