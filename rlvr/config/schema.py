@@ -18,8 +18,10 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from rlvr.config.budgets import response_budget
+from rlvr.core.advantages import ADVANTAGE_ESTIMATORS
 
-GROUP_ESTIMATORS = {"grpo", "dr_grpo", "rloo", "reinforce_pp_baseline"}
+GROUP_ESTIMATORS = frozenset(ADVANTAGE_ESTIMATORS.having("group_ids"))
+"""The estimators that compare the samples of one prompt (registered with needs=("group_ids",))."""
 
 
 class ConfigError(ValueError):

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rlvr.config.schema import GROUP_ESTIMATORS
-
 if TYPE_CHECKING:
     from rlvr.config.schema import RunConfig, TaskConfig
 
 
 def check_combinations(cfg: RunConfig) -> None:
     """Reject meaningless combinations with the reason (docs/design.md, "Presets")."""
+    from rlvr.core.advantages import ADVANTAGE_ESTIMATORS
     from rlvr.core.aggregation import AGGREGATIONS
+    from rlvr.core.losses import POLICY_LOSSES
     from rlvr.core.registry import unknown_name_message
 
     alg = cfg.algorithm
@@ -23,17 +23,19 @@ def check_combinations(cfg: RunConfig) -> None:
     if alg.aggregation not in AGGREGATIONS:
         problems.append(unknown_name_message("aggregation", alg.aggregation, AGGREGATIONS))
     estimator = alg.advantage.name
-    if estimator in GROUP_ESTIMATORS and cfg.rollout.group_size < 2:
+    needs = ADVANTAGE_ESTIMATORS.needs(estimator)
+    if "group_ids" in needs and cfg.rollout.group_size < 2:
         problems.append(
             f"advantage estimator {estimator!r} compares samples of one prompt, so it needs "
             f"rollout.group_size >= 2 (got {cfg.rollout.group_size}); use 'reinforce' or 'remax' for one sample"
         )
-    if estimator == "gae" and not alg.critic.enabled:
-        problems.append("advantage estimator 'gae' needs a critic: set algorithm.critic.enabled=true (or preset ppo)")
-    if alg.critic.enabled and estimator != "gae":
+    valued = ", ".join(ADVANTAGE_ESTIMATORS.having("values"))
+    if "values" in needs and not alg.critic.enabled:
+        problems.append(f"advantage estimator {estimator!r} needs a critic: set algorithm.critic.enabled=true (or preset ppo)")
+    if alg.critic.enabled and "values" not in needs:
         problems.append(
             f"algorithm.critic.enabled=true but the advantage estimator {estimator!r} does not use values; "
-            "use algorithm.advantage=gae or disable the critic"
+            f"use algorithm.advantage={valued} or disable the critic"
         )
     if cfg.train.fsdp and cfg.train.fsdp_reshard == "layer" and alg.layer_policy is not None:
         problems.append("algorithm.layer_policy stops the forward pass inside the model, which per-layer FSDP "
@@ -41,17 +43,9 @@ def check_combinations(cfg: RunConfig) -> None:
     if alg.routing_replay == "r3" and cfg.rollout.engine != "hf":
         problems.append(f"algorithm.routing_replay=r3 replays the experts the rollout engine chose, which only the "
                         f"hf engine records; got rollout.engine={cfg.rollout.engine} (use r2, or rollout.engine=hf)")
-    if alg.loss.name == "gspo" and alg.aggregation == "token_mean":
-        problems.append(
-            "the gspo loss is a sequence-level objective; token_mean would weight sequences by length. "
-            "Use aggregation=seq_mean_token_mean"
-        )
     off_policy = cfg.train.epochs > 1 or cfg.train.mini_batches > 1
-    if alg.loss.name == "pg" and off_policy:
-        problems.append(
-            "the pg loss has no importance ratio, so updates after the first mini-batch would be off-policy "
-            "without correction; use loss ppo_clip (or cispo) with train.epochs>1 or train.mini_batches>1"
-        )
+    problems += POLICY_LOSSES.problems(alg.loss.name, options=alg.loss.model_dump(exclude={"name"}),
+                                       aggregation=alg.aggregation, off_policy=off_policy)
     if alg.dynamic_sampling.enabled and cfg.rollout.group_size < 2:
         problems.append("dynamic sampling drops groups of equal rewards and needs rollout.group_size >= 2")
     if alg.overlong.enabled and alg.overlong.cache_len > cfg.rollout.max_new_tokens:
@@ -68,10 +62,6 @@ def check_combinations(cfg: RunConfig) -> None:
             "algorithm.kl.estimator=k1 with placement=loss has zero expected gradient (E_pi[grad log pi] = 0): "
             "use k3 (forward KL, GRPO) or k2 (reverse KL) in the loss, or algorithm.kl.placement=reward with k1 "
             "(reverse KL)"
-        )
-    if alg.loss.name == "clip_cov" and not alg.loss.clip_cov_lb < alg.loss.clip_cov_ub:
-        problems.append(
-            f"algorithm.loss.clip_cov_lb ({alg.loss.clip_cov_lb}) must be below clip_cov_ub ({alg.loss.clip_cov_ub})"
         )
     if problems:
         raise ValueError("; ".join(problems))

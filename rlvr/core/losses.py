@@ -168,7 +168,14 @@ def _count_to_select(mask: Tensor, fraction: float) -> Tensor:
 # --- the losses -------------------------------------------------------------------------------------
 
 
-@POLICY_LOSSES.register("pg")
+def _check_pg(*, off_policy: bool = False, **_) -> list[str]:
+    if off_policy:
+        return ["the pg loss has no importance ratio, so updates after the first mini-batch would be off-policy "
+                "without correction; use loss ppo_clip (or cispo) with train.epochs>1 or train.mini_batches>1"]
+    return []
+
+
+@POLICY_LOSSES.register("pg", check=_check_pg)
 def pg(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor) -> tuple[Tensor, dict]:
     """Plain REINFORCE surrogate -A logp (Williams 1992): gradient -A grad logp, exact on-policy.
 
@@ -205,7 +212,14 @@ def ppo_clip(
     return _clipped_surrogate(ratio, advantages, mask, clip_low, clip_high, clip_c)
 
 
-@POLICY_LOSSES.register("gspo")
+def _check_gspo(*, aggregation: str = "", **_) -> list[str]:
+    if aggregation == "token_mean":
+        return ["the gspo loss is a sequence-level objective; token_mean would weight sequences by length. "
+                "Use aggregation=seq_mean_token_mean"]
+    return []
+
+
+@POLICY_LOSSES.register("gspo", check=_check_gspo)
 def gspo(
     logprobs: Tensor,
     old_logprobs: Tensor,
@@ -270,7 +284,14 @@ def cispo(
     }
 
 
-@POLICY_LOSSES.register("clip_cov", needs=("covariance_selection",))
+def _check_clip_cov(*, options: dict | None = None, **_) -> list[str]:
+    lb, ub = (options or {}).get("clip_cov_lb", 1.0), (options or {}).get("clip_cov_ub", 5.0)
+    if not lb < ub:
+        return [f"algorithm.loss.clip_cov_lb ({lb}) must be below clip_cov_ub ({ub})"]
+    return []
+
+
+@POLICY_LOSSES.register("clip_cov", needs=("covariance_selection",), check=_check_clip_cov)
 def clip_cov(
     logprobs: Tensor,
     old_logprobs: Tensor,

@@ -27,20 +27,31 @@ class Registry(dict, Generic[F]):
         super().__init__()
         self.kind = kind
         self._needs: dict[str, tuple[str, ...]] = {}
+        self._checks: dict[str, Callable[..., list[str]]] = {}
 
-    def register(self, name: str, *, needs: tuple[str, ...] = ()) -> Callable[[F], F]:
+    def register(self, name: str, *, needs: tuple[str, ...] = (),
+                 check: Callable[..., list[str]] | None = None) -> Callable[[F], F]:
         """Register the decorated function as `name`; `needs` names what it reads beyond the common inputs
         (e.g. an advantage estimator's "group_ids", "values", "baseline_rewards"; a loss's
-        "covariance_selection")."""
+        "covariance_selection"); `check(**context)` returns the problems of a setting that uses it (the
+        config checks call it before any work; for a policy loss the context is its `options`, the
+        `aggregation` and whether the update is `off_policy`)."""
 
         def decorator(fn: F) -> F:
             if name in self:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
             self[name] = fn
             self._needs[name] = tuple(needs)
+            if check is not None:
+                self._checks[name] = check
             return fn
 
         return decorator
+
+    def problems(self, name: str, **context) -> list[str]:
+        """What `name`'s own check (given at registration) finds wrong with `context`; [] without a check."""
+        check = self._checks.get(name)
+        return list(check(**context) or []) if check is not None else []
 
     def needs(self, name: str) -> tuple[str, ...]:
         """What `name` declared it needs at registration (an unknown name raises the registry's KeyError)."""

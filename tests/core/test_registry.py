@@ -29,3 +29,12 @@ def test_the_estimators_and_losses_declare_what_the_trainer_must_provide():
     assert ADVANTAGE_ESTIMATORS.having("baseline_rewards") == ("remax",)
     assert set(ADVANTAGE_ESTIMATORS.having("group_ids")) == {"grpo", "dr_grpo", "rloo", "reinforce_pp_baseline"}
     assert POLICY_LOSSES.having("covariance_selection") == COVARIANCE_LOSSES == ("clip_cov", "kl_cov")
+
+
+def test_a_loss_brings_its_own_config_checks():
+    assert POLICY_LOSSES.problems("pg", off_policy=True)[0].startswith("the pg loss has no importance ratio")
+    assert POLICY_LOSSES.problems("pg", off_policy=False) == []
+    assert "sequence-level" in POLICY_LOSSES.problems("gspo", aggregation="token_mean")[0]
+    assert POLICY_LOSSES.problems("clip_cov", options={"clip_cov_lb": 5.0, "clip_cov_ub": 5.0}) == [
+        "algorithm.loss.clip_cov_lb (5.0) must be below clip_cov_ub (5.0)"]
+    assert POLICY_LOSSES.problems("ppo_clip", off_policy=True, aggregation="token_mean") == []  # no check
