@@ -6,7 +6,7 @@ import json
 
 from rlvr.train.build import build
 from rlvr.train.data import PromptStream
-from tests.train.conftest import tiny_config
+from tests.tiny_run import tiny_config
 
 PROGRAMS = [
     "```python\ndef add(a, b):\n    return a + b\n```",            # correct

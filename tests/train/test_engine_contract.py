@@ -9,7 +9,7 @@ import pytest
 from rlvr.rollout import HFEngine
 from rlvr.train.build import build
 from rlvr.train.data import PromptStream
-from tests.train.conftest import tiny_config
+from tests.tiny_run import tiny_config
 
 
 def _trainer_on_a_copy(tiny_dir, tmp_path, *overrides):

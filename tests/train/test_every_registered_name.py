@@ -11,7 +11,7 @@ from rlvr.core.advantages import ADVANTAGE_ESTIMATORS
 from rlvr.core.losses import POLICY_LOSSES
 from rlvr.train.build import build
 from rlvr.train.data import PromptStream
-from tests.train.conftest import tiny_config
+from tests.tiny_run import tiny_config
 
 
 def one_step(tiny_dir, run_dir, *overrides) -> dict:

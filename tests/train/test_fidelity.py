@@ -9,7 +9,7 @@ from rlvr.config import PRESET_SCHEDULES, resolve
 from rlvr.core.shaping import overlong_penalty
 from rlvr.train.build import build
 from rlvr.train.data import PromptStream
-from tests.train.conftest import tiny_config
+from tests.tiny_run import tiny_config
 
 
 def one_step(tiny_dir, tmp_path, *overrides, preset="grpo", step=1):

@@ -9,7 +9,7 @@ from rlvr.models.logprobs import response_logprobs
 from rlvr.models.tiny import make_tiny_model, make_tiny_model_dir
 from rlvr.train.build import build
 from rlvr.train.data import PromptStream
-from tests.train.conftest import tiny_config
+from tests.tiny_run import tiny_config
 from tests.train.test_learning import learning_curve
 
 

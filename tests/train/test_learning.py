@@ -16,7 +16,7 @@ import torch
 from rlvr.config import PRESETS
 from rlvr.train.build import build
 from rlvr.train.data import PromptStream
-from tests.train.conftest import tiny_config
+from tests.tiny_run import tiny_config
 
 STEPS = 30
 # Per-preset overrides that the paper defaults need on a 16-step toy run.

@@ -13,7 +13,7 @@ from rlvr.models.logprobs import response_logprobs  # noqa: E402
 from rlvr.train.build import build  # noqa: E402
 from rlvr.train.data import PromptStream  # noqa: E402
 from rlvr.train.runner import train  # noqa: E402
-from tests.train.conftest import tiny_config  # noqa: E402
+from tests.tiny_run import tiny_config  # noqa: E402
 
 LORA = ["model.lora.rank=8", "model.lora.alpha=16"]
 

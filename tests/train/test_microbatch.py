@@ -7,7 +7,7 @@ import torch
 
 from rlvr.train.build import build
 from rlvr.train.data import PromptStream
-from tests.train.conftest import tiny_config
+from tests.tiny_run import tiny_config
 
 
 def _first_update_grads(tiny_dir, run_dir, *overrides, real_steps=False):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rlvr.train.runner import RunDirExists, train
-from tests.train.conftest import ListConsole, tiny_config
+from tests.tiny_run import ListConsole, tiny_config
 
 TIMING_KEYS = {"step_time_s", "gen_time_s", "train_time_s", "gen_tokens_per_s"}
 

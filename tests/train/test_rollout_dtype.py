@@ -12,7 +12,7 @@ from rlvr.train import precision
 from rlvr.train.build import build
 from rlvr.train.data import PromptStream
 from rlvr.train.precision import resolve_rollout_dtype
-from tests.train.conftest import tiny_config
+from tests.tiny_run import tiny_config
 
 
 def test_a_bfloat16_rollout_copy_is_synced_exactly_and_corrected(tiny_dir, tmp_path):

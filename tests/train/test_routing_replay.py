@@ -11,7 +11,7 @@ from rlvr.config import PRESETS, ConfigError
 from rlvr.models.moe import RoutingHooks
 from rlvr.train.build import build
 from rlvr.train.data import PromptStream
-from tests.train.conftest import tiny_config
+from tests.tiny_run import tiny_config
 from tests.train.test_learning import learning_curve
 
 OFF_POLICY = ["train.mini_batches=2", "optim.lr=3e-2"]

@@ -6,7 +6,7 @@ import json
 import textwrap
 
 from rlvr.train.runner import train
-from tests.train.conftest import ListConsole, tiny_config
+from tests.tiny_run import ListConsole, tiny_config
 
 REWARDS_PY = '''
 import time

@@ -1,3 +1,6 @@
+"""The shared tiny run of the tests: the tiny model (tests/conftest.py's tiny_dir) on the symbol task, a fraction of a
+second per step, and a console that keeps what it prints."""
+
 from __future__ import annotations
 
 from rlvr.config import RunConfig, resolve
