@@ -54,11 +54,11 @@ def run(args: argparse.Namespace) -> int:
         from rlvr.envs.runner import train_gym_recipe
 
         run_dir = train_gym_recipe(cfg, resume=bool(args.resume), overwrite=args.overwrite, console=console,
-                                   distributed=int(os.environ.get("WORLD_SIZE", "1")) > 1)
+                                   distributed=int(os.environ.get("WORLD_SIZE", "1")) > 1, checked=True)
     else:
         from rlvr.train.runner import train
 
         run_dir = train(cfg, resume=bool(args.resume), overwrite=args.overwrite, console=console,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, checked=True)
     console.print(f"done: {run_dir}")
     return 0

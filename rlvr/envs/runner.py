@@ -49,7 +49,7 @@ def gym_algorithm(cfg: RunConfig):
 
 
 def train_gym_recipe(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, console=None,
-                     distributed: bool = False) -> Path:
+                     distributed: bool = False, checked: bool = False) -> Path:
     """`rlvr train task.name=gym:ENV_ID ...`: a classic RL environment on the same core (rlvr.envs.gym).
 
     The recipe maps onto it: rollout.prompts_per_step start states x rollout.group_size episodes per
@@ -62,6 +62,10 @@ def train_gym_recipe(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
         from rich.console import Console
 
         console = Console(soft_wrap=True)
+    if not checked:
+        from rlvr.train.preflight import preflight
+
+        preflight(cfg)
     if resume or distributed:
         raise ValueError("gym runs take seconds: run them again instead of --resume, and in one process")
     algo = gym_algorithm(cfg)

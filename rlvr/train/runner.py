@@ -26,16 +26,20 @@ from rlvr.train.distributed import Topology
 from rlvr.train.held_out import held_out_eval
 from rlvr.train.interrupt import GracefulInterrupt
 from rlvr.train.precision import resolve_automatic
+from rlvr.train.preflight import preflight
 from rlvr.train.run_dir import RunDirExists, prepare_run_dir
 
 
 def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, console=None, progress: bool = True,
-          topology: Topology | None = None) -> Path:
+          topology: Topology | None = None, checked: bool = False) -> Path:
     """Run `cfg` to its last step; returns the run directory. The modules named in RLVR_PLUGINS are imported
-    first (rlvr.core.plugins)."""
+    first (rlvr.core.plugins), then the preflight checks what the run needs of the world (rlvr.train.preflight)
+    before any model loads; `checked=True`: the caller has just run them."""
     from rich.console import Console
 
     load_plugins()
+    if not checked:
+        preflight(cfg)
     own_topology = topology is None
     topo = topology or Topology.from_env(timeout_s=cfg.train.collective_timeout_s, device=cfg.model.device)
     run_dir = Path(cfg.run_dir or Path("runs") / cfg.name)
