@@ -13,7 +13,7 @@ from rlvr.config import ConfigError, resolve
 from rlvr.logging.trackers import backend_problems
 from rlvr.train.preflight import preflight
 from rlvr.train.runner import train
-from tests.train.conftest import tiny_config
+from tests.tiny_run import tiny_config
 
 
 def _metrics(run_dir):
