@@ -23,11 +23,10 @@ class Collector:
     """Generates and scores the samples of each step; keeps dynamic sampling's running keep rate and the count of
     failed reward calls (both part of a checkpoint)."""
 
-    def __init__(self, cfg, task, tokenizer, engine, topo, *, gathered_for_engine=(), log=print):
+    def __init__(self, cfg, models, topo, *, gathered_for_engine=(), log=print):
         self.cfg = cfg
-        self.task = task
-        self.tokenizer = tokenizer
-        self.engine = engine
+        self.models = models
+        """The trainer's models (rlvr.train.prepare.Models): the task, tokenizer and engine are read from it."""
         self.topo = topo
         self.gathered_for_engine = list(gathered_for_engine)
         """Modules to gather around generate: an FSDP-sharded policy that the engine runs itself (hf)."""
@@ -51,12 +50,12 @@ class Collector:
         )
 
     def prompt_ids(self, examples: list[Any]) -> list[list[int]]:
-        texts = [self.task.prompt(ex, self.tokenizer) for ex in examples]
-        return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        texts = [self.models.task.prompt(ex, self.models.tokenizer) for ex in examples]
+        return [self.models.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
     def score(self, examples: list[Any], batch: RolloutBatch) -> RolloutBatch:
         """`batch` scored against `examples`; a reward that fails gives its sample 0 and is counted."""
-        return score_rollouts(batch, examples, self.task, self.tokenizer,
+        return score_rollouts(batch, examples, self.models.task, self.models.tokenizer,
                               on_error=lambda exc, row, example: self.reward_errors.record(exc))
 
     def generate(self, examples: list[Any], seed: int, *, n: int | None = None, greedy: bool = False) -> RolloutBatch:
@@ -66,7 +65,7 @@ class Collector:
         group = self.cfg.rollout.group_size if n is None else n
         params = self.sampling_params(seed, n=n, greedy=greedy, stream_offset=share.start * group)
         with self.topo.full_params(self.gathered_for_engine):
-            batch = self.engine.generate(self.prompt_ids(mine), params)
+            batch = self.models.engine.generate(self.prompt_ids(mine), params)
         scored = self.score(mine, batch)
         if not self.topo.distributed:
             return scored

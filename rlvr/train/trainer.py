@@ -70,10 +70,8 @@ class Trainer:
         self.optimizers = Optimizers(cfg, models.policy, models.critic)
         policy = models.policy
         gathered = [policy] if getattr(models.engine, "model", None) is policy and policy in self.sharded else []
-        self.collector = Collector(cfg, models.task, models.tokenizer, models.engine, self.topo,
-                                   gathered_for_engine=gathered, log=log)
-        self.sync = WeightSync(cfg, policy, models.tokenizer, models.engine, self.topo, sharded=self.sharded,
-                               lora=models.lora)
+        self.collector = Collector(cfg, models, self.topo, gathered_for_engine=gathered, log=log)
+        self.sync = WeightSync(cfg, models, self.topo, sharded=self.sharded)
         with self.topo.full_params(self.sharded):
             self.push_weights()
         if cfg.algorithm.layer_policy is not None:

@@ -13,19 +13,33 @@ class WeightSync:
     has one (`weight_sync_error`), and the log-probs of a few fixed tokens, which the engine and the trainer
     must agree on to `rollout.sync_tolerance`."""
 
-    def __init__(self, cfg, model, tokenizer, engine, topo, *, sharded=(), lora=None):
+    def __init__(self, cfg, models, topo, *, sharded=()):
         self.cfg = cfg
-        self.model = model
-        self.engine = engine
+        self.models = models
+        """The trainer's models (rlvr.train.prepare.Models): the policy, its LoRA model and the engine."""
         self.topo = topo
         self.sharded = list(sharded)
-        self.lora = lora
-        own = getattr(engine, "model", None)
-        self.lower_precision_engine = own is not None and own is not model and own.dtype != next(model.parameters()).dtype
-        """The engine samples from its own copy of the weights in a lower precision (rollout.dtype)."""
-        self.probe = probe_tokens(tokenizer, model.config.vocab_size)
+        self.probe = probe_tokens(models.tokenizer, models.policy.config.vocab_size)
         self.max_diff = 0.0
         """The probe's largest |engine - trainer| log-prob after the last push (logged as weight_sync_max_diff)."""
+
+    @property
+    def model(self):
+        return self.models.policy
+
+    @property
+    def engine(self):
+        return self.models.engine
+
+    @property
+    def lora(self):
+        return self.models.lora
+
+    @property
+    def lower_precision_engine(self) -> bool:
+        """The engine samples from its own copy of the weights in a lower precision (rollout.dtype)."""
+        own = getattr(self.engine, "model", None)
+        return own is not None and own is not self.model and own.dtype != next(self.model.parameters()).dtype
 
     def push(self, version: int) -> None:
         """engine.update_weights(model, version), then the checks. An engine with its own copy of an FSDP-sharded

@@ -44,8 +44,8 @@ def test_stale_batch_gets_its_old_logprobs_recomputed(tiny_dir, tmp_path, monkey
     """The old-log-prob pass is skipped only when the batch's version is the trainer's."""
     trainer = build(tiny_config(tiny_dir, tmp_path))
     calls = []
-    original = trainer._logprobs_no_grad
-    monkeypatch.setattr(trainer, "_logprobs_no_grad", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = trainer.forwards.logprobs
+    monkeypatch.setattr(trainer.forwards, "logprobs", lambda *a, **k: calls.append(1) or original(*a, **k))
     stream = PromptStream(trainer.models.task.examples("train"), 0)
     trainer.step(stream, 1)  # on-policy grpo: no old-log-prob pass
     assert calls == []

@@ -105,8 +105,8 @@ def test_on_policy_is_weights_come_from_the_updates_own_forward(tiny_dir, tmp_pa
         trainer = build(cfg)
         trainer.defer_is_weights = defer
         passes, grads = [], []
-        no_grad = trainer._logprobs_no_grad
-        trainer._logprobs_no_grad = lambda *a, **k: passes.append(1) or no_grad(*a, **k)
+        no_grad = trainer.forwards.logprobs
+        trainer.forwards.logprobs = lambda *a, **k: passes.append(1) or no_grad(*a, **k)
         trainer.optimizers.policy.step = lambda: grads.append([p.grad.clone() for p in trainer.models.policy.parameters()
                                                        if p.grad is not None])
         m = trainer.step(PromptStream(trainer.models.task.examples("train"), cfg.seed), 1)

@@ -183,7 +183,7 @@ def test_on_policy_is_weights_are_deferred_on_an_moe_model_when_nothing_is_repla
     trainer = build(cfg)
     assert trainer.cfg.algorithm.is_correction.enabled
     counted = []
-    no_grad = trainer._logprobs_no_grad
-    trainer._logprobs_no_grad = lambda *a, **k: counted.append(1) or no_grad(*a, **k)
+    no_grad = trainer.forwards.logprobs
+    trainer.forwards.logprobs = lambda *a, **k: counted.append(1) or no_grad(*a, **k)
     m = trainer.step(PromptStream(trainer.models.task.examples("train"), cfg.seed), 1)
     assert len(counted) == passes and "is_weight_mean" in m
