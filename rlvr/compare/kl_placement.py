@@ -88,7 +88,7 @@ def kl_gradient_agreement(policy, reference, prompt: list[int], vocab: list[int]
     to the true reverse- and forward-KL gradients, the norm ratio to the reverse one, and, over `batches`
     batches of `samples` responses sampled from pi, the trace of the covariance of the batch gradient and the
     mean cosine of a batch gradient to the true reverse-KL gradient (with 95% intervals)."""
-    from rlvr.compare.grad_variance import variance_statistics
+    from rlvr.eval.variance import variance_statistics
 
     params = [p for p in policy.parameters() if p.requires_grad]
     responses = all_responses(vocab, length)

@@ -24,23 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from rlvr.compare.study import Study
+from rlvr.eval.variance import t975
 from rlvr.logging.jsonl import jsonl_path, read_jsonl
 
+
 # Two-sided 95% quantiles of Student's t, t(0.975, df) for df = 1..30.
-_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-         2.045, 2.042]
-
-
-def t975(df: int) -> float:
-    if df < 1:
-        return math.nan
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z = 1.959963984540054
-    return z + (z**3 + z) / (4 * df)  # Cornish-Fisher, within 1e-3 of the exact value beyond df 30
-
-
 def mean_interval(values: list[float], bounded: bool = False) -> dict[str, float]:
     """{"mean", "low", "high", "n"}: the mean of `values` with its 95% t-interval.
 

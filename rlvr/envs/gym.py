@@ -328,7 +328,7 @@ def gym_gradient_variance(env_id: str, policy: MLPPolicy, estimators: dict[str, 
     start states, `batches` independent episode batches, each estimator's advantages with the `pg` loss and
     one aggregation, the trace of the covariance of the policy gradient and the cosines to its mean.
     `gae` uses `critic`, or (None) a value network fitted to this policy on separate episodes (fit_value)."""
-    from rlvr.compare.grad_variance import variance_statistics
+    from rlvr.eval.variance import variance_statistics
     from rlvr.train.seeds import GRAD_VARIANCE, derive_seed
 
     seeds = start_seeds(seed, 1_000_000, starts)  # start states no training iteration used

@@ -9,7 +9,8 @@ import math
 import pytest
 
 from rlvr.cli import main
-from rlvr.compare.report import mean_interval, t975
+from rlvr.compare.report import mean_interval
+from rlvr.eval.variance import t975
 from rlvr.logging.jsonl import read_jsonl
 
 

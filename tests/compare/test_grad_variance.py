@@ -10,9 +10,10 @@ import statistics
 import pytest
 import torch
 
-from rlvr.compare.grad_variance import _gradient, gradient_variance, variance_statistics
-from rlvr.compare.report import grad_variance_lines, t975
+from rlvr.compare.grad_variance import _gradient, gradient_variance
+from rlvr.compare.report import grad_variance_lines
 from rlvr.config import resolve
+from rlvr.eval.variance import t975, variance_statistics
 from rlvr.train.build import build
 from rlvr.train.seeds import GRAD_VARIANCE, derive_seed
 
