@@ -141,30 +141,36 @@ def expert_iteration(
     finish({"round": 0, "step": 0, **held_out_metrics(model, tokenizer, task, eval_examples, config, engine),
             "eval_time_s": time.perf_counter() - t0})
     for rnd in range(1, config.rounds + 1):
-        t_round = time.perf_counter()
-        examples = stream.take(config.prompts)
-        filtered = sample_and_filter(engine, tokenizer, task, examples, config, seed=config.seed * 1_000_003 + rnd)
-        if on_samples is not None:
-            on_samples(rnd, filtered.samples)
-        t_sft = time.perf_counter()
-        row: dict[str, Any] = {
-            "round": rnd, "step": rnd, "kept": len(filtered.records),
-            "kept_frac": len(filtered.records) / filtered.num_samples,
-            "sample_accuracy": filtered.num_correct / filtered.num_samples,
-            "prompts_with_kept": filtered.prompts_with_kept, "sample_time_s": t_sft - t_round,
-        }
-        if filtered.records:
-            if base_state is not None:
-                model.load_state_dict(base_state)
-            sft_config = config.sft.model_copy(update={"seed": config.sft.seed * 1_000_003 + rnd})
-            result = sft(model, tokenizer, filtered.records, config=sft_config)
-            row.update(sft_loss=result.loss_mean, sft_steps=result.steps)
-        else:
-            log(f"round {rnd}: no correct sample to learn from; the model is unchanged this round")
-            row.update(sft_loss=None, sft_steps=0)
-        t_eval = time.perf_counter()
-        row.update(held_out_metrics(model, tokenizer, task, eval_examples, config, engine))
-        row.update(sft_time_s=t_eval - t_sft, eval_time_s=time.perf_counter() - t_eval,
-                   round_time_s=time.perf_counter() - t_round)
-        finish(row)
+        finish(_round(rnd, model, tokenizer, task, stream, eval_examples, config, engine, base_state, on_samples, log))
     return rows
+
+
+def _round(rnd: int, model, tokenizer, task, stream, eval_examples, config: ExpertIterConfig, engine, base_state,
+           on_samples, log) -> dict[str, Any]:
+    """One round of expert iteration: sample, keep the correct samples, fine-tune on them, evaluate."""
+    t_round = time.perf_counter()
+    examples = stream.take(config.prompts)
+    filtered = sample_and_filter(engine, tokenizer, task, examples, config, seed=config.seed * 1_000_003 + rnd)
+    if on_samples is not None:
+        on_samples(rnd, filtered.samples)
+    t_sft = time.perf_counter()
+    row: dict[str, Any] = {
+        "round": rnd, "step": rnd, "kept": len(filtered.records),
+        "kept_frac": len(filtered.records) / filtered.num_samples,
+        "sample_accuracy": filtered.num_correct / filtered.num_samples,
+        "prompts_with_kept": filtered.prompts_with_kept, "sample_time_s": t_sft - t_round,
+    }
+    if filtered.records:
+        if base_state is not None:
+            model.load_state_dict(base_state)
+        sft_config = config.sft.model_copy(update={"seed": config.sft.seed * 1_000_003 + rnd})
+        result = sft(model, tokenizer, filtered.records, config=sft_config)
+        row.update(sft_loss=result.loss_mean, sft_steps=result.steps)
+    else:
+        log(f"round {rnd}: no correct sample to learn from; the model is unchanged this round")
+        row.update(sft_loss=None, sft_steps=0)
+    t_eval = time.perf_counter()
+    row.update(held_out_metrics(model, tokenizer, task, eval_examples, config, engine))
+    row.update(sft_time_s=t_eval - t_sft, eval_time_s=time.perf_counter() - t_eval,
+               round_time_s=time.perf_counter() - t_round)
+    return row
