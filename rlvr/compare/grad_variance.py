@@ -59,6 +59,7 @@ only the advantage differs. Using the same batches for every estimator makes the
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -123,3 +124,57 @@ def _gradient(trainer, params, scored, baseline, estimator: str, options: dict[s
                                constant=cfg.rollout.max_new_tokens)
         loss.backward()
     return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]).detach()
+
+
+def study_estimators(configs: dict) -> dict[str, dict[str, Any]]:
+    """Each variant's advantage estimator with its options, by estimator name."""
+    return {c.algorithm.advantage.name: c.algorithm.advantage.options()
+            for c in sorted(configs.values(), key=lambda c: c.algorithm.advantage.name)}
+
+
+def study_grad_variance(study, cfg, configs: dict, batches: int, checkpoint: str | None) -> Path:
+    """`rlvr compare --grad-variance`: grad_variance.json in the study directory, each variant's estimator
+    (`configs`: label -> RunConfig) on the policy and prompts of `cfg`, the first variant's (the initial model,
+    or `checkpoint`)."""
+    import json
+
+    from rlvr.train.build import build
+
+    estimators = study_estimators(configs)
+    aggregation = cfg.algorithm.aggregation
+    critic_state, note = trained_critic(configs, checkpoint)
+    if critic_state is not None:  # build with the critic variant's settings, so that the trainer has a critic
+        cfg = next(c for c in configs.values() if c.algorithm.critic.enabled)
+    trainer = build(cfg, model_path=checkpoint)
+    if critic_state is not None:
+        trainer.topo.load_module_state(trainer.models.critic, critic_state)
+    examples = trainer.models.task.examples("train")[: cfg.rollout.prompts_per_step]
+    result = gradient_variance(trainer, examples, estimators, batches=batches, seed=cfg.seed,
+                               aggregation=aggregation)
+    study.out.mkdir(parents=True, exist_ok=True)
+    # one file per policy: the initial model, or a checkpoint (its step directory's name)
+    tag = "" if checkpoint is None else "_" + Path(checkpoint).resolve().parent.name.replace("/", "_")
+    path = study.out / f"grad_variance{tag}.json"
+    record = {"policy": checkpoint or cfg.model.name, "prompts": len(examples), "aggregation": aggregation,
+              "estimators": result}
+    if note:
+        record["critic"] = note
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path
+
+
+def trained_critic(configs: dict, checkpoint: str | None):
+    """(the critic's weights from `checkpoint`'s trainer state, a note for the report) when a variant uses gae:
+    the learned-critic baseline needs a critic trained alongside the policy measured; without one gae is left
+    out (an untrained value head is no baseline)."""
+    if not any("values" in ADVANTAGE_ESTIMATORS.needs(c.algorithm.advantage.name) for c in configs.values()):
+        return None, None
+    if checkpoint is None:
+        return None, "gae left out: the initial policy has no trained critic (measure a critic run's checkpoint)"
+    from rlvr.train.checkpoint import load_trainer_state
+
+    step_dir = Path(checkpoint).parent
+    state = load_trainer_state(step_dir) if (step_dir / "trainer.pt").exists() else {}
+    if "critic" not in state:
+        return None, f"gae left out: {step_dir} holds no critic (give the checkpoint of a run with a critic)"
+    return state["critic"], f"gae uses the critic trained with this policy ({step_dir})"

@@ -87,3 +87,40 @@ def train_gym_recipe(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
         torch.save(result.critic.state_dict(), run_dir / "model" / "critic.pt")
     finish(run_dir, console, metrics_log)
     return run_dir
+
+
+def gym_study_grad_variance(study, cfg: RunConfig, configs: dict, batches: int, checkpoint: str | None) -> Path:
+    """`rlvr compare --grad-variance` for a classic environment (rlvr.envs.gym.gym_gradient_variance): each
+    variant's estimator on the initial MLP policy of the first variant's first seed (`cfg`), or a gym run's
+    final one (`--checkpoint RUN_DIR/model`)."""
+    import json
+
+    import yaml
+
+    from rlvr.envs.gym import gym_gradient_variance, new_policy
+
+    estimators = {c.algorithm.advantage.name: c.algorithm.advantage.options()
+                  for c in sorted(configs.values(), key=lambda c: c.algorithm.advantage.name)}
+
+    env_id, env_kwargs = cfg.task.name[4:], dict(cfg.task.kwargs)
+    torch.manual_seed(cfg.seed)  # train_gym's initialisation
+    policy = new_policy(env_id, env_kwargs)
+    tag = ""
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not (path / "policy.pt").exists():
+            raise RuntimeError(f"{path} has no policy.pt: give the model/ directory of a finished gym run")
+        policy.load_state_dict(torch.load(path / "policy.pt", weights_only=True))
+        run_cfg = yaml.safe_load((path.parent / "config.yaml").read_text())
+        tag = f"_step_{int(run_cfg['train']['steps']):06d}"
+    result = gym_gradient_variance(env_id, policy, estimators, starts=cfg.rollout.prompts_per_step,
+                                   group_size=cfg.rollout.group_size, max_steps=cfg.rollout.max_new_tokens,
+                                   batches=batches, seed=cfg.seed, aggregation=cfg.algorithm.aggregation,
+                                   env_kwargs=env_kwargs)
+    study.out.mkdir(parents=True, exist_ok=True)
+    out = study.out / f"grad_variance{tag}.json"
+    out.write_text(json.dumps({"policy": checkpoint or f"{env_id}: initial MLP policy (seed {cfg.seed})",
+                               "prompts": cfg.rollout.prompts_per_step, "aggregation": cfg.algorithm.aggregation,
+                               "critic": "a value network fitted to this policy on separate episodes",
+                               "estimators": result}, indent=1) + "\n")
+    return out
