@@ -92,7 +92,7 @@ def test_checkpoint_holds_the_adapter_resume_and_export(tiny_dir, tmp_path):
     ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11]])
     with torch.no_grad():
         a, _ = response_logprobs(merged, ids, torch.ones_like(ids), 4)
-        b, _ = response_logprobs(trained.model, ids, torch.ones_like(ids), 4)
+        b, _ = response_logprobs(trained.models.policy, ids, torch.ones_like(ids), 4)
     torch.testing.assert_close(a, b, rtol=0, atol=2e-5)
     assert not any("lora" in n for n, _ in merged.named_parameters())
 

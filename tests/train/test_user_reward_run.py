@@ -66,7 +66,7 @@ def test_the_readme_example_reward_trains(tiny_dir, tmp_path, monkeypatch):
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme.split("### Bring your own reward", 1)[1]
+    section = readme.split("**Bring your own reward**", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
     (tmp_path / "my_rewards.py").write_text(code)
     data = tmp_path / "my_data"
