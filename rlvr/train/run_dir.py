@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from pathlib import Path
 
 from rlvr.config import RunConfig, to_yaml
+from rlvr.logging.jsonl import jsonl_path
 
 
 class RunDirExists(FileExistsError):
@@ -15,11 +17,12 @@ class RunDirExists(FileExistsError):
 
 def completed_steps(run_dir: Path) -> int:
     """How many training steps `run_dir` has logged (0 for a run that failed before its first step)."""
-    path = run_dir / "metrics.jsonl"
+    path = jsonl_path(Path(run_dir) / "metrics.jsonl")  # a finished study run keeps metrics.jsonl.gz
     if not path.exists():
         return 0
     steps = 0
-    for line in path.read_text().splitlines():
+    text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+    for line in text.splitlines():
         try:
             row = json.loads(line)
         except json.JSONDecodeError:

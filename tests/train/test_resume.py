@@ -178,3 +178,16 @@ def test_greedy_held_out_eval_of_repeated_problems_equals_the_full_one(tiny_dir,
     assert row["eval_accuracy_greedy"] == pytest.approx(full.metrics["mean@1"])
     assert full.metrics["mean@1"] == pytest.approx(sum(k in good for k in key) / 50)
     assert full.metrics["mean@1"] != pytest.approx(7 / 20)
+
+
+def test_a_finished_study_run_with_gzipped_metrics_counts_its_steps(tmp_path):
+    """A study keeps each finished run's metrics as metrics.jsonl.gz: the run still counts its steps, so a
+    rerun into it without --overwrite is refused rather than replacing it."""
+    import gzip
+    import json
+
+    from rlvr.train.run_dir import completed_steps
+
+    rows = "".join(json.dumps({"step": s, "reward_mean": 0.5}) + "\n" for s in (1, 2, 3))
+    (tmp_path / "metrics.jsonl.gz").write_bytes(gzip.compress(rows.encode()))
+    assert completed_steps(tmp_path) == 3
