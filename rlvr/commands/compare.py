@@ -30,13 +30,15 @@ def measure_grad_variance(study, batches: int, checkpoint: str | None):
     configs = {v.label: resolve(recipe, study.run_overrides(v, study.seeds[0])) for v in study.variants}
     for variant_cfg in configs.values():
         preflight(variant_cfg)
+    estimators = {c.algorithm.advantage.name: c.algorithm.advantage.options()
+                  for c in sorted(configs.values(), key=lambda c: c.algorithm.advantage.name)}
     if cfg.task.name.startswith("gym:"):
         from rlvr.envs.runner import gym_study_grad_variance
 
-        return gym_study_grad_variance(study, cfg, configs, batches, checkpoint)
+        return gym_study_grad_variance(study, cfg, estimators, batches, checkpoint)
     from rlvr.compare.grad_variance import study_grad_variance
 
-    return study_grad_variance(study, cfg, configs, batches, checkpoint)
+    return study_grad_variance(study, cfg, configs, estimators, batches, checkpoint)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -126,21 +126,15 @@ def _gradient(trainer, params, scored, baseline, estimator: str, options: dict[s
     return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]).detach()
 
 
-def study_estimators(configs: dict) -> dict[str, dict[str, Any]]:
-    """Each variant's advantage estimator with its options, by estimator name."""
-    return {c.algorithm.advantage.name: c.algorithm.advantage.options()
-            for c in sorted(configs.values(), key=lambda c: c.algorithm.advantage.name)}
-
-
-def study_grad_variance(study, cfg, configs: dict, batches: int, checkpoint: str | None) -> Path:
+def study_grad_variance(study, cfg, configs: dict, estimators: dict[str, dict[str, Any]], batches: int,
+                        checkpoint: str | None) -> Path:
     """`rlvr compare --grad-variance`: grad_variance.json in the study directory, each variant's estimator
-    (`configs`: label -> RunConfig) on the policy and prompts of `cfg`, the first variant's (the initial model,
-    or `checkpoint`)."""
+    (`estimators`: name -> options; `configs`: label -> RunConfig) on the policy and prompts of `cfg`, the first
+    variant's (the initial model, or `checkpoint`)."""
     import json
 
     from rlvr.train.build import build
 
-    estimators = study_estimators(configs)
     aggregation = cfg.algorithm.aggregation
     critic_state, note = trained_critic(configs, checkpoint)
     if critic_state is not None:  # build with the critic variant's settings, so that the trainer has a critic

@@ -89,7 +89,7 @@ def train_gym_recipe(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
     return run_dir
 
 
-def gym_study_grad_variance(study, cfg: RunConfig, configs: dict, batches: int, checkpoint: str | None) -> Path:
+def gym_study_grad_variance(study, cfg: RunConfig, estimators: dict, batches: int, checkpoint: str | None) -> Path:
     """`rlvr compare --grad-variance` for a classic environment (rlvr.envs.gym.gym_gradient_variance): each
     variant's estimator on the initial MLP policy of the first variant's first seed (`cfg`), or a gym run's
     final one (`--checkpoint RUN_DIR/model`)."""
@@ -99,8 +99,6 @@ def gym_study_grad_variance(study, cfg: RunConfig, configs: dict, batches: int, 
 
     from rlvr.envs.gym import gym_gradient_variance, new_policy
 
-    estimators = {c.algorithm.advantage.name: c.algorithm.advantage.options()
-                  for c in sorted(configs.values(), key=lambda c: c.algorithm.advantage.name)}
 
     env_id, env_kwargs = cfg.task.name[4:], dict(cfg.task.kwargs)
     torch.manual_seed(cfg.seed)  # train_gym's initialisation

@@ -28,7 +28,7 @@ class RewardErrors:
         self.logged: set[str] = set()
         self.log = log
 
-    def record(self, exc: BaseException, row: int | None = None) -> None:
+    def record(self, exc: BaseException) -> None:
         from rlvr.rewards.user import RewardTimeout
 
         self.count += 1

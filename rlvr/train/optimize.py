@@ -67,8 +67,9 @@ class Updater:
             acc.add_scalar(k, v)
         acc.add_scalar("grad_norm", grad_norm)
         self.optimizers.step()
-        if self._sharded_trained():
-            self.topo.unshard(self._sharded_trained())  # the updated shards, gathered again for the rest of the step
+        sharded = self._sharded_trained()
+        if sharded:
+            self.topo.unshard(sharded)  # the updated shards, gathered again for the rest of the step
         return True
 
     # --- the micro-batches ----------------------------------------------------------------------------------
@@ -238,8 +239,9 @@ class Updater:
 
     def _skip(self) -> None:
         """A non-finite loss or gradient: skip this optimizer step rather than corrupt the weights."""
-        if self._sharded_trained():
-            self.topo.unshard(self._sharded_trained())  # they may have been resharded to take their gradients
+        sharded = self._sharded_trained()
+        if sharded:
+            self.topo.unshard(sharded)  # they may have been resharded to take their gradients
         self.optimizers.zero_grad()
         self.nonfinite_steps += 1
         self.bad_steps_in_row += 1
