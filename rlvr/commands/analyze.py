@@ -6,13 +6,12 @@ Samples responses from MODEL (a model name, directory or hub id) to problems of 
 response tokens, averages the entropy of each decoder layer's internal policy pi_l = softmax(W_u h_l)
 ("Bottom-up Policy Optimization", arXiv 2512.19673; rlvr.models.layers), both from the raw residual
 stream h_l (BuPO's definition) and through the model's final norm (the logit lens). Prints the table and
-writes layers.json and layers.png to --out.
+writes layers.json and layers.png to --out. The work is rlvr.eval.layers.analyze_layers.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -35,8 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rlvr.config import ConfigError, ModelConfig, TaskConfig, resolve_as
-    from rlvr.models.layers import entropy_table, layer_entropies, num_layers, plot_entropies
-    from rlvr.rollout import SamplingParams, get_engine
+    from rlvr.eval.layers import analyze_layers
+    from rlvr.models.layers import entropy_table
+    from rlvr.rollout import SamplingParams
     from rlvr.tasks import build_task
     from rlvr.train.preflight import check_task
     from rlvr.train.supervised_runs import InputError as CommandError
@@ -53,43 +53,15 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError, KeyError, OSError) as err:
         raise CommandError(f"cannot build task {args.task!r}: {err}") from None
     model, tokenizer = load_model_or_fail(ModelConfig(name=args.model, device=args.device))
-    depth = num_layers(model)
-    prompts = [tokenizer(task.prompt(ex, tokenizer), add_special_tokens=False)["input_ids"] for ex in examples]
     params = SamplingParams(n=args.n, temperature=args.temperature, max_new_tokens=args.max_new_tokens or task.max_new_tokens,
                             seed=args.seed)
-    batch = get_engine("hf", model, tokenizer).generate(prompts, params)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    totals = {"raw": [0.0] * depth, "final_norm": [0.0] * depth}
-    tokens = 0
-    device = next(model.parameters()).device
-    for lo in range(0, len(batch), args.batch_size):
-        rows = list(range(lo, min(len(batch), lo + args.batch_size)))
-        part = batch.select(rows)
-        t = part.to_tensors(pad)
-        count = int(t["loss_mask"].sum())
-        if not count:
-            continue
-        means = layer_entropies(model, t["input_ids"].to(device), t["attention_mask"].to(device), t["loss_mask"].shape[1])
-        for key in totals:
-            totals[key] = [s + m * count for s, m in zip(totals[key], means[key])]
-        tokens += count
-    if not tokens:
-        raise CommandError("the model produced no response tokens to analyse; raise --max-new-tokens")
-    entropies = {key: [s / tokens for s in values] for key, values in totals.items()}
     name = Path(args.model).name or args.model
     out = Path(args.out or f"layers_{name.replace('/', '_')}")
-    out.mkdir(parents=True, exist_ok=True)
-    report = {
-        "model": args.model, "architecture": type(model).__name__, "layers": depth, "task": args.task,
-        "split": args.split, "problems": len(examples), "n": args.n, "temperature": args.temperature,
-        "max_new_tokens": params.max_new_tokens, "response_tokens": tokens, "vocab_size": model.config.vocab_size,
-        "entropy_raw": entropies["raw"], "entropy_final_norm": entropies["final_norm"],
-        "definition": "entropy (nats) of softmax(W_u h_l) (raw) and softmax(W_u norm(h_l)) (final_norm), h_l the "
-                      "residual stream after decoder layer l (1-indexed), averaged over response tokens",
-    }
-    (out / "layers.json").write_text(json.dumps(report, indent=2) + "\n")
-    title = f"{name} on {args.task}: entropy of each layer's policy ({tokens} tokens)"
-    plot_entropies(entropies, out / "layers.png", title, vocab_size=model.config.vocab_size)
-    print(entropy_table(entropies))
+    try:
+        report = analyze_layers(model, tokenizer, task, examples, params, out, model_name=args.model,
+                                task_name=args.task, split=args.split, batch_size=args.batch_size)
+    except ValueError:  # the only one here: no response tokens
+        raise CommandError("the model produced no response tokens to analyse; raise --max-new-tokens") from None
+    print(entropy_table({"raw": report["entropy_raw"], "final_norm": report["entropy_final_norm"]}))
     print(f"wrote {out / 'layers.json'} and {out / 'layers.png'}")
     return 0

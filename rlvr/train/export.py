@@ -50,9 +50,9 @@ def export(source: str | Path, out: str | Path, step: int | None = None) -> Path
 
 def model_card(run_dir: Path, ckpt: Path) -> str:
     """A short Hugging Face model card: what trained the model, its last held-out metrics, its config."""
-    import json
-
     import yaml
+
+    from rlvr.logging.jsonl import jsonl_path, read_jsonl
 
     config_file = run_dir / "config.yaml"
     config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
@@ -64,13 +64,9 @@ def model_card(run_dir: Path, ckpt: Path) -> str:
     task = (config.get("task") or {}).get("name") if isinstance(config.get("task"), dict) else None
     base = (config.get("model") or {}).get("name") if isinstance(config.get("model"), dict) else config.get("model")
     step = ckpt.name.removeprefix("step_").lstrip("0") or "0"
-    evals = []
-    metrics_file = run_dir / "metrics.jsonl"
-    if metrics_file.exists():
-        for line in metrics_file.read_text().splitlines():
-            row = json.loads(line) if line.strip() else {}
-            if any(k.startswith("eval_") for k in row) and int(row.get("step", 0)) <= int(step):
-                evals.append(row)
+    metrics_file = jsonl_path(run_dir / "metrics.jsonl")  # a finished study run keeps it gzipped
+    rows = read_jsonl(metrics_file) if metrics_file.exists() else []
+    evals = [row for row in rows if any(k.startswith("eval_") for k in row) and int(row.get("step", 0)) <= int(step)]
     tags = ["rlvr", "reinforcement-learning" if command == "train" else command] + ([algorithm] if algorithm else [])
     front = {"library_name": "transformers", "tags": tags, **({"base_model": base} if base and "/" in str(base) else {})}
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",

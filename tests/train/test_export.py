@@ -36,3 +36,23 @@ def test_export_a_chosen_step_with_its_card(tiny_dir, tmp_path, capsys):
 def test_export_of_a_directory_without_checkpoints(tmp_path):
     with pytest.raises(FileNotFoundError, match="has no checkpoint"):
         export(tmp_path, tmp_path / "out")
+
+
+def test_the_card_reads_gzipped_metrics(tmp_path):
+    """A finished study run keeps its metrics as metrics.jsonl.gz; the card still shows its held-out metrics."""
+    import json
+
+    from rlvr.logging.jsonl import compress_jsonl
+    from rlvr.train.export import model_card
+
+    run = tmp_path / "run"
+    ckpt = run / "checkpoints" / "step_000002"
+    ckpt.mkdir(parents=True)
+    (run / "config.yaml").write_text("algorithm:\n  preset: rloo\ntask:\n  name: symbol\n")
+    plain = run / "metrics.jsonl"
+    plain.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"step": 1, "eval_accuracy": 0.25}, {"step": 2, "eval_accuracy": 0.5}, {"step": 3, "eval_accuracy": 0.75}]))
+    compress_jsonl(plain)
+    plain.unlink()
+    card = model_card(run, ckpt)
+    assert "Held-out metrics at step 2" in card and "| eval_accuracy | 0.5 |" in card and "algorithm `rloo`" in card
