@@ -316,6 +316,24 @@ class RolloutConfig(_Strict):
     1e-3; for the hf engine's lower-precision copy (rollout.dtype) the copy itself is compared exactly with
     the trainer's weights cast to its dtype, and the probe's gap (precision, which grows as the policy
     sharpens) is only logged."""
+    max_staleness: int = Field(0, ge=0)
+    """K: how many weight updates old a batch may be when it is trained on. 0: every step samples with the
+    weights of the step before (synchronous). K >= 1: generation runs beside training in a rollout worker,
+    and the batch of step t is sampled with the weights after step max(0, t - 1 - K), its seed fixed by t,
+    so a run is as reproducible as a synchronous one (docs/async.md). The IS correction is switched on
+    unless algorithm.is_correction.enabled is set."""
+    worker: Literal["process", "in_process"] | None = None
+    """Where the engine runs: "process", a rollout worker process of its own with its own copy of the weights
+    and threads (rlvr.rollout.process); "in_process", the trainer's process. None: a process when
+    max_staleness >= 1, else in the trainer's process."""
+    worker_threads: int | None = Field(None, ge=1)
+    """Torch threads of the rollout worker process; None: half the CPU cores (the trainer keeps the rest)."""
+    worker_timeout_s: float = Field(600.0, gt=0)
+    """A rollout worker that takes longer than this for one request (or dies) stops the run with its error."""
+
+    @property
+    def worker_process(self) -> bool:
+        return self.worker == "process" or (self.worker is None and self.max_staleness >= 1)
 
 
 class OptimConfig(_Strict):

@@ -43,6 +43,7 @@ def check_combinations(cfg: RunConfig) -> None:
     if alg.routing_replay == "r3" and cfg.rollout.engine != "hf":
         problems.append(f"algorithm.routing_replay=r3 replays the experts the rollout engine chose, which only the "
                         f"hf engine records; got rollout.engine={cfg.rollout.engine} (use r2, or rollout.engine=hf)")
+    problems += _worker_problems(cfg)
     off_policy = cfg.train.epochs > 1 or cfg.train.mini_batches > 1
     problems += POLICY_LOSSES.problems(alg.loss.name, options=alg.loss.model_dump(exclude={"name"}),
                                        aggregation=alg.aggregation, off_policy=off_policy)
@@ -80,3 +81,20 @@ def reward_problems(task: TaskConfig) -> list[str]:
 def reward_term_name(spec: str) -> str:
     """The log name of a reward: the function's name ("my_rewards.py:score" -> "score")."""
     return spec.rpartition(":")[2] or spec
+
+
+def _worker_problems(cfg: RunConfig) -> list[str]:
+    """What a rollout worker process (rollout.worker, rollout.max_staleness) cannot do yet."""
+    r = cfg.rollout
+    if r.max_staleness >= 1 and r.worker == "in_process":
+        return [f"rollout.max_staleness={r.max_staleness} generates beside training, in a rollout worker process; "
+                "set rollout.worker=process (or leave it unset)"]
+    if not r.worker_process:
+        return []
+    unsupported = [(cfg.model.lora is not None, "model.lora (LoRA)"),
+                   (cfg.algorithm.routing_replay == "r3", "algorithm.routing_replay=r3 (routes recorded by the engine)"),
+                   (cfg.train.fsdp, "train.fsdp"),
+                   (r.engine != "hf", f"rollout.engine={r.engine}")]
+    return [f"a rollout worker process (rollout.worker=process or rollout.max_staleness >= 1) does not support {what} "
+            "yet; run it with the engine in the trainer's process (rollout.max_staleness=0, rollout.worker unset)"
+            for bad, what in unsupported if bad]

@@ -60,6 +60,11 @@ def load_models(cfg: RunConfig, model_path: str | None, device: torch.device, lo
     task = build_task(cfg.task)
     engine_model = model
     rollout_dtype = resolve_rollout_dtype(cfg.rollout.dtype, dtype, device)  # resolved: never "auto" here
+    if cfg.rollout.worker_process:
+        engine = worker_engine(cfg, model, tokenizer, rollout_dtype, log=log)
+        eval_engine = get_engine("hf", model, tokenizer, **cfg.rollout.engine_kwargs)
+        return Models(policy=model, tokenizer=tokenizer, task=task, engine=engine, reference=ref_model, critic=critic,
+                      lora=peft_model, eval_engine=eval_engine)
     if rollout_dtype != dtype:
         # The engine's own lower-precision copy, refreshed by every push (rlvr.rollout.hf update_weights).
         engine_model = copy.deepcopy(model).to(rollout_dtype).eval().requires_grad_(False)
@@ -68,6 +73,23 @@ def load_models(cfg: RunConfig, model_path: str | None, device: torch.device, lo
     engine = get_engine(cfg.rollout.engine, engine_model, tokenizer, **cfg.rollout.engine_kwargs)
     return Models(policy=model, tokenizer=tokenizer, task=task, engine=engine, reference=ref_model, critic=critic,
                   lora=peft_model)
+
+
+def worker_engine(cfg: RunConfig, model, tokenizer, rollout_dtype: torch.dtype, log=print):
+    """The engine in a rollout worker process of its own (rlvr.rollout.process), and the CPU cores split between
+    it and the trainer: rollout.worker_threads for the worker (default half), the rest for the trainer."""
+    import os
+
+    from rlvr.rollout.process import ProcessEngine
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = cfg.rollout.worker_threads or max(1, cores // 2)
+    if torch.get_num_threads() + threads > cores:
+        torch.set_num_threads(max(1, cores - threads))
+    log(f"rollout worker: a process of its own ({cfg.rollout.engine} engine, {threads} thread(s); the trainer "
+        f"{torch.get_num_threads()}); max_staleness {cfg.rollout.max_staleness}")
+    return ProcessEngine(model, tokenizer, engine=cfg.rollout.engine, dtype=rollout_dtype, threads=threads,
+                         timeout_s=cfg.rollout.worker_timeout_s, engine_kwargs=cfg.rollout.engine_kwargs)
 
 
 def reference_model(cfg: RunConfig, model, model_path: str | None, *, lora: bool, load: dict):

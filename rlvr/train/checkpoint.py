@@ -126,7 +126,7 @@ def save_run_checkpoint(trainer, stream, run_dir: Path, step: int) -> Path | Non
     (trainer.pt), the policy (model/), every rank's optimizer shards (optimizer/, with checkpoint.optimizer).
     Returns the checkpoint's path on rank 0, None on the others."""
     topo, cfg = trainer.topo, trainer.cfg
-    state = {**trainer.state_dict(), "data": stream.state_dict()}  # a collective with FSDP (the critic's weights)
+    state = {**trainer.state_dict(), "data": trainer.collector.stream_state(stream)}  # a collective with FSDP (the critic's weights)
     weights = _policy_weights(trainer)
     staging = staging_dir(run_dir, step)
     if topo.is_main:

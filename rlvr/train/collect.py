@@ -121,6 +121,14 @@ class Collector:
         """ReMax's greedy response to each prompt of `batch`, scored (one sample per prompt)."""
         return self.generate(list(batch.examples), derive_seed(self.cfg.seed, GREEDY_BASELINE, step), n=1, greedy=True)
 
+    def error_counts(self) -> tuple[int, int]:
+        """(failed reward calls, timed out ones) over the run."""
+        return self.reward_errors.count, self.reward_errors.timeouts
+
+    def stream_state(self, stream) -> dict[str, int]:
+        """The data position a checkpoint records (the stream's own: nothing is collected ahead)."""
+        return stream.state_dict()
+
     def state_dict(self) -> dict[str, Any]:
         return {**self.reward_errors.state_dict(), "dynamic_sampling": {"seen": self.ds_seen, "kept": self.ds_kept}}
 

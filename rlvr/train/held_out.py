@@ -26,7 +26,7 @@ def held_out_eval(trainer: Trainer, examples: list[Any], step: int) -> dict[str,
     cfg, models = trainer.cfg, trainer.models
     common = dict(
         max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
-        template=models.task.template, engine=models.engine, seed=derive_seed(cfg.seed, EVAL),
+        template=models.task.template, engine=models.eval_engine or models.engine, seed=derive_seed(cfg.seed, EVAL),
     )
     temperature = cfg.eval.temperature if cfg.eval.temperature is not None else cfg.rollout.temperature
     distinct: dict[Any, Any] = {}

@@ -41,9 +41,10 @@ def _no_copy_reason(cfg: RunConfig, distributed: bool) -> str | None:
 def resolve_automatic(cfg: RunConfig, device: torch.device, *, distributed: bool = False, log=print) -> RunConfig:
     """`cfg` with its automatic choices made, so that config.yaml records what the run does and `--resume`
     repeats it (also on another machine): `rollout.dtype: auto` becomes the dtype chosen here (bfloat16 where
-    `native_bf16`, else the model's), and where the engine samples from a lower-precision copy the IS
-    correction is switched on unless the recipe sets `algorithm.is_correction.enabled` itself. A resolved
-    config resolves to itself. `model.device: auto` stays as it is: each rank resolves it to its own device."""
+    `native_bf16`, else the model's), and where the engine samples from a lower-precision copy or from weights
+    up to rollout.max_staleness updates old the IS correction is switched on unless the recipe sets
+    `algorithm.is_correction.enabled` itself. A resolved config resolves to itself. `model.device: auto` stays
+    as it is: each rank resolves it to its own device."""
     model_dtype = getattr(torch, cfg.model.dtype)
     rollout_dtype = resolve_rollout_dtype(cfg.rollout.dtype, model_dtype, device)
     no_copy = _no_copy_reason(cfg, distributed)
@@ -58,12 +59,14 @@ def resolve_automatic(cfg: RunConfig, device: torch.device, *, distributed: bool
     elif rollout_dtype == model_dtype and cfg.rollout.dtype == "auto":
         log(f"rollout dtype: {cfg.model.dtype} (rollout.dtype=auto: no native bfloat16 matrix products on "
             f"{device.type}; the engine shares the trainer's weights)")
-    correct = rollout_dtype != model_dtype and "enabled" not in cfg.algorithm.is_correction.model_fields_set
+    # Sampler and trainer differ (a lower-precision copy, or weights up to max_staleness updates old): correct for it.
+    differ = rollout_dtype != model_dtype or cfg.rollout.max_staleness >= 1
+    correct = differ and "enabled" not in cfg.algorithm.is_correction.model_fields_set
     if cfg.rollout.dtype != "auto" and not correct:
         return cfg
     cfg = cfg.model_copy(deep=True)
     if cfg.rollout.dtype == "auto":
         cfg.rollout.dtype = str(rollout_dtype).removeprefix("torch.")
     if correct:
-        cfg.algorithm.is_correction.enabled = True  # sampler and trainer differ: correct for it
+        cfg.algorithm.is_correction.enabled = True
     return cfg

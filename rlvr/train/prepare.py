@@ -31,6 +31,9 @@ class Models:
     reference: torch.nn.Module | None = None
     critic: torch.nn.Module | None = None
     lora: object | None = None
+    eval_engine: object | None = None
+    """The engine of held-out evaluation when it is not `engine`: with a rollout worker process (whose weights
+    may be older than the trainer's), an engine in the trainer's process on the policy itself."""
 
     @property
     def device(self) -> torch.device:

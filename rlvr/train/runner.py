@@ -116,7 +116,8 @@ class Run:
     def loop(self) -> Path:
         """Every step from the first not yet done to train.steps; an interrupt checkpoints and stops."""
         cfg, topo, console, trainer = self.cfg, self.topo, self.console, self.trainer
-        with contextlib.closing(self.trackers), contextlib.closing(trainer.models.engine), _closing_rewards(trainer.models.task):
+        with contextlib.closing(self.trackers), contextlib.closing(trainer.models.engine), _closing_rewards(trainer.models.task), \
+                contextlib.closing(trainer):
             ranks = f" on {topo.world_size} ranks ({topo.backend})" if topo.distributed else ""
             console.print(f"loaded in {time.perf_counter() - self.t_load:.1f}s{ranks}")
             if self.start_step == 0 and cfg.eval.every:

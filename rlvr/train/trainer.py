@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from rlvr.core.advantages import ADVANTAGE_ESTIMATORS
 from rlvr.core.kl import adaptive_kl_coef
 from rlvr.train.batch import MetricSums, minibatch_rows
 from rlvr.train.collect import Collector
@@ -29,6 +30,7 @@ from rlvr.train.memory import freed_memory_returned
 from rlvr.train.optim import Optimizers
 from rlvr.train.optimize import Updater
 from rlvr.train.passes import Forwards
+from rlvr.train.pipeline import AsyncCollector
 from rlvr.train.plan import StepPlan, plan_step
 from rlvr.train.prepare import Models, greedy_baseline, prepare
 from rlvr.train.routing import RoutingReplay
@@ -70,10 +72,18 @@ class Trainer:
         self.optimizers = Optimizers(cfg, models.policy, models.critic)
         policy = models.policy
         gathered = [policy] if getattr(models.engine, "model", None) is policy and policy in self.sharded else []
-        self.collector = Collector(cfg, models, self.topo, gathered_for_engine=gathered, log=log)
         self.sync = WeightSync(cfg, models, self.topo, sharded=self.sharded)
+        self.collector = Collector(cfg, models, self.topo, gathered_for_engine=gathered, log=log)
+        if cfg.rollout.max_staleness >= 1:  # collection runs ahead of training, in a thread (rlvr.train.pipeline)
+            if self.topo.distributed:
+                raise ValueError("rollout.max_staleness >= 1 runs in one trainer process for now, not under torchrun; "
+                                 "use rollout.max_staleness=0 with several ranks")
+            self.collector = AsyncCollector(
+                self.collector, self.sync, cfg.rollout.max_staleness, last_step=cfg.train.steps,
+                baseline_rollout="baseline_rewards" in ADVANTAGE_ESTIMATORS.needs(cfg.algorithm.advantage.name),
+                timeout_s=cfg.rollout.worker_timeout_s, log=log)
         with self.topo.full_params(self.sharded):
-            self.push_weights()
+            self.push_weights(0)
         if cfg.algorithm.layer_policy is not None:
             from rlvr.models.layers import check_layer
 
@@ -92,8 +102,19 @@ class Trainer:
             sharded.append(m.reference)
         return sharded
 
-    def push_weights(self) -> None:
-        self.sync.push(self.policy_version)
+    @property
+    def asynchronous(self) -> bool:
+        return isinstance(self.collector, AsyncCollector)
+
+    def push_weights(self, step: int | None = None) -> None:
+        """The policy's weights after step `step` to the engine: pushed now, or, when collection runs ahead,
+        published for the steps whose batches they sample (which needs `step`)."""
+        if self.asynchronous:
+            if step is None:
+                raise ValueError("push_weights needs the step when collection runs ahead (rollout.max_staleness >= 1)")
+            self.collector.publish(step, self.policy_version)
+        else:
+            self.sync.push(self.policy_version)
 
     # --- one step ------------------------------------------------------------------------------------------
 
@@ -105,11 +126,13 @@ class Trainer:
             batch, everything, gen = self.collector.collect(stream, step)
             self.last_rollouts = everything
             metrics = rollout_metrics(everything, self.cfg, self.models.tokenizer)
-            metrics.update(reward_errors=float(self.collector.reward_errors.count),
-                           reward_timeouts=float(self.collector.reward_errors.timeouts), **gen)
+            errors, timeouts = self.collector.error_counts()
+            metrics.update(reward_errors=float(errors), reward_timeouts=float(timeouts), **gen)
             t_train = time.perf_counter()
             if batch is None:
                 metrics.update(self._no_signal(everything, step))
+                if self.asynchronous:
+                    self.push_weights(step)  # the same weights, for the batch that waits on them
             else:
                 self.no_signal_in_row = 0
                 with freed_memory_returned(self.cfg.train.release_memory):
@@ -152,8 +175,10 @@ class Trainer:
             k = cfg.algorithm.kl
             self.kl_coef = adaptive_kl_coef(self.kl_coef, out["kl"], k.target, k.horizon, b.loss_mask.shape[0])
         self.forwards.layer = None  # outside an update (evaluation, probes) the policy is the full model
-        self.push_weights()
-        out.update(policy_version=float(self.policy_version), weight_sync_max_diff=self.sync.max_diff)
+        self.push_weights(step)
+        # (collecting ahead: the probe of the weights that sampled this batch, checked when the engine loaded them)
+        probe = self.collector.probe_diff if self.asynchronous else self.sync.max_diff
+        out.update(policy_version=float(self.policy_version), weight_sync_max_diff=probe)
         if cfg.algorithm.mask_truncated:
             out["masked_truncated_frac"] = float(1 - b.loss_mask.any(-1).float().mean())
         return out
@@ -223,9 +248,14 @@ class Trainer:
         self.collector.load_state_dict(state)
         self.policy_version = int(state.get("policy_version", 0))
         with self.topo.full_params(self.sharded):
-            self.push_weights()
+            self.push_weights(int(state.get("step", 0)))
         if self.models.critic is not None:
             self.topo.load_module_state(self.models.critic, state["critic"])
+
+    def close(self) -> None:
+        """Stop collecting ahead (the run closes the engine itself)."""
+        if self.asynchronous:
+            self.collector.close()
 
     def optimizers_by_name(self) -> dict[str, tuple[Any, Any]]:
         """The optimizers a checkpoint holds (checkpoint.optimizer), by name, each with the module it steps."""

@@ -38,6 +38,9 @@ class WeightSync:
     @property
     def lower_precision_engine(self) -> bool:
         """The engine samples from its own copy of the weights in a lower precision (rollout.dtype)."""
+        declared = getattr(self.engine, "lower_precision", None)  # an engine in a worker process says so
+        if declared is not None:
+            return bool(declared)
         own = getattr(self.engine, "model", None)
         return own is not None and own is not self.model and own.dtype != next(self.model.parameters()).dtype
 
@@ -51,9 +54,15 @@ class WeightSync:
         merging = [self.model] if self.lora is not None and self.model in self.sharded else []
         with self.topo.full_params(merging):
             self.engine.update_weights(source, version)
-        self.max_diff = self._probe_diff()
+        self.verify(self.trainer_probe(), version, self.model)
+
+    def verify(self, trainer_probe, version: int, reference) -> float:
+        """Check the engine after a push of policy version `version`: its own check of its copy against
+        `reference` (the model or state dict pushed), and its probe log-probs against `trainer_probe` (the
+        trainer's under those weights); the probe's largest difference."""
+        self.max_diff = self.probe_diff(trainer_probe)
         check = getattr(self.engine, "weight_sync_error", None)
-        error = check(self.model) if check is not None else None
+        error = check(reference) if check is not None else None
         if error is not None and error > 0:
             raise RuntimeError(
                 f"weight sync failed at policy version {version}: the engine's copy of the weights differs "
@@ -62,7 +71,7 @@ class WeightSync:
         if self.lower_precision_engine and error is not None and self.cfg.rollout.sync_tolerance is None:
             # A lower-precision copy checked exactly above: the probe's gap is precision (it grows as the policy
             # sharpens, bfloat16 logits of unlikely tokens), logged as weight_sync_max_diff, not a sync failure.
-            return
+            return self.max_diff
         tol = self.cfg.rollout.sync_tolerance or 1e-3
         if not self.max_diff <= tol:
             raise RuntimeError(
@@ -71,16 +80,22 @@ class WeightSync:
                 "so it would sample from stale or corrupted weights. Check the engine's update_weights "
                 f"({type(self.engine).__name__}); raise rollout.sync_tolerance only if the engine runs at a lower precision"
             )
+        return self.max_diff
 
-    def _probe_diff(self) -> float:
+    def trainer_probe(self):
+        """The trainer's log-probs of the probe under its current weights [T]."""
         prompt, response = self.probe
-        engine_lp = torch.tensor(self.engine.logprobs(prompt, response), dtype=torch.float32)
         device = next(self.model.parameters()).device
         ids = torch.tensor([prompt + response], device=device)
         with torch.no_grad():
             trainer_lp, _ = response_logprobs(self.model, ids, torch.ones_like(ids), len(response), packed=False)
-        return float((engine_lp - trainer_lp[0].float().cpu()).abs().max())
+        return trainer_lp[0].float().cpu()
 
+    def probe_diff(self, trainer_probe) -> float:
+        """max |engine - trainer| log-prob over the probe's tokens."""
+        prompt, response = self.probe
+        engine_lp = torch.tensor(self.engine.logprobs(prompt, response), dtype=torch.float32)
+        return float((engine_lp - trainer_probe).abs().max())
 
 def probe_tokens(tokenizer, vocab_size: int) -> tuple[list[int], list[int]]:
     """A few fixed tokens (prompt, response) whose log-probs the engine and the trainer must agree on."""
