@@ -80,6 +80,10 @@ def test_parse_overrides_types():
         (["algorithm.preset=ppo", "algorithm.critic.coef=0.5"], "unknown config key 'algorithm.critic.coef'"),
         (["rollout.temperature=-1"], "rollout.temperature"),
         (["algorithm.loss.clip_c=0.5"], "clip_c"),
+        (["rollout.max_staleness=1", "rollout.worker=in_process"], "set rollout.worker=process"),
+        (["rollout.max_staleness=1", "model.lora.rank=8"], "does not support model.lora (LoRA) yet"),
+        (["rollout.worker=process", "rollout.engine=vllm"], "does not support rollout.engine=vllm yet"),
+        (["rollout.max_staleness=-1"], "rollout.max_staleness"),
     ],
 )
 def test_bad_configs_are_rejected_with_the_reason(overrides, message):

@@ -123,3 +123,11 @@ def test_an_interrupted_run_resumes_exactly(tiny_dir, tmp_path, monkeypatch):
     assert [item.step for item in state["async_pending"]] == [3]
     part = _rows(train(tiny_config(tiny_dir, tmp_path / "part", *overrides), resume=True, progress=False))
     assert part == full
+
+
+def test_the_engine_in_its_own_process_changes_nothing(tiny_dir, tmp_path):
+    """K = 0 with the engine in a worker process: the same samples and updates as the engine in the trainer's."""
+    local = _rows(train(tiny_config(tiny_dir, tmp_path / "local", *SMALL, "eval.every=5", "eval.size=4"), progress=False))
+    worker = _rows(train(tiny_config(tiny_dir, tmp_path / "worker", *SMALL, "eval.every=5", "eval.size=4",
+                                     "rollout.worker=process", "rollout.worker_threads=1"), progress=False))
+    assert worker == local and [r["step"] for r in local] == [0, 1, 2, 3, 4, 5, 5]

@@ -42,6 +42,16 @@ def test_an_explicit_is_correction_setting_is_kept(tiny_dir, tmp_path):
     assert not trainer.cfg.algorithm.is_correction.enabled
 
 
+def test_staleness_turns_the_is_correction_on_unless_the_recipe_sets_it(tiny_dir, tmp_path):
+    cpu = torch.device("cpu")
+    on = precision.resolve_automatic(tiny_config(tiny_dir, tmp_path, "rollout.max_staleness=1"), cpu, log=lambda *_: None)
+    off = precision.resolve_automatic(tiny_config(tiny_dir, tmp_path, "rollout.max_staleness=1",
+                                                  "algorithm.is_correction.enabled=false"), cpu, log=lambda *_: None)
+    sync = precision.resolve_automatic(tiny_config(tiny_dir, tmp_path), cpu, log=lambda *_: None)
+    assert on.algorithm.is_correction.enabled and not off.algorithm.is_correction.enabled
+    assert not sync.algorithm.is_correction.enabled
+
+
 def test_auto_picks_bfloat16_only_where_it_is_native(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(precision, "native_bf16", lambda device: True)
