@@ -208,7 +208,7 @@ class AsyncCollector:
             return self.sync.max_diff
         self.sync.engine.update_weights(published.weights, published.version)
         self._loaded = published.step
-        return self.sync.verify(published.probe, published.version, published.weights)
+        return self.sync.verify(published.version, published.weights, trainer_probe=published.probe)
 
     def _wait(self, ready, what: str, *, thread: bool = False):
         """Wait until `ready()`; raise the collecting thread's error (on the trainer's side), or after the

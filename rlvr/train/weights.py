@@ -54,12 +54,12 @@ class WeightSync:
         merging = [self.model] if self.lora is not None and self.model in self.sharded else []
         with self.topo.full_params(merging):
             self.engine.update_weights(source, version)
-        self.verify(self.trainer_probe(), version, self.model)
+        self.verify(version, self.model)
 
-    def verify(self, trainer_probe, version: int, reference) -> float:
+    def verify(self, version: int, reference, trainer_probe=None) -> float:
         """Check the engine after a push of policy version `version`: its own check of its copy against
         `reference` (the model or state dict pushed), and its probe log-probs against `trainer_probe` (the
-        trainer's under those weights); the probe's largest difference."""
+        trainer's under those weights; None: under its current ones); the probe's largest difference."""
         self.max_diff = self.probe_diff(trainer_probe)
         check = getattr(self.engine, "weight_sync_error", None)
         error = check(reference) if check is not None else None
@@ -91,11 +91,14 @@ class WeightSync:
             trainer_lp, _ = response_logprobs(self.model, ids, torch.ones_like(ids), len(response), packed=False)
         return trainer_lp[0].float().cpu()
 
-    def probe_diff(self, trainer_probe) -> float:
-        """max |engine - trainer| log-prob over the probe's tokens."""
+    def probe_diff(self, trainer_probe=None) -> float:
+        """max |engine - trainer| log-prob over the probe's tokens (`trainer_probe` None: the trainer's now).
+        The engine's come first: an engine that runs the FSDP policy itself makes the first forward through its
+        root module, which per-layer FSDP needs before the trainer's own forward."""
         prompt, response = self.probe
         engine_lp = torch.tensor(self.engine.logprobs(prompt, response), dtype=torch.float32)
-        return float((engine_lp - trainer_probe).abs().max())
+        trainer_lp = self.trainer_probe() if trainer_probe is None else trainer_probe
+        return float((engine_lp - trainer_lp).abs().max())
 
 def probe_tokens(tokenizer, vocab_size: int) -> tuple[list[int], list[int]]:
     """A few fixed tokens (prompt, response) whose log-probs the engine and the trainer must agree on."""
