@@ -47,8 +47,8 @@ def run(k: int, seed: int, steps: int, root: Path, extra: list[str]) -> dict:
     step_s = sum(r["step_time_s"] for r in timed)
     return {
         "k": k, "seed": seed, "wall_s": wall, "step_s_mean": statistics.mean(r["step_time_s"] for r in timed),
-        "tokens_per_s": tokens / step_s, "trainer_wait_s_mean": statistics.mean(r.get("trainer_wait_s", 0.0) for r in timed),
-        "generator_wait_s_mean": statistics.mean(r.get("generator_wait_s", 0.0) for r in timed),
+        "tokens_per_s": tokens / step_s, "trainer_wait_time_s_mean": statistics.mean(r.get("trainer_wait_time_s", 0.0) for r in timed),
+        "generator_wait_time_s_mean": statistics.mean(r.get("generator_wait_time_s", 0.0) for r in timed),
         "reward_mean_last3": statistics.mean(r["reward_mean"] for r in train[-3:]),
         "eval_accuracy": evals[-1]["eval_accuracy"], "eval_ci": [evals[-1]["eval_accuracy_ci_low"], evals[-1]["eval_accuracy_ci_high"]],
         "eval_accuracy_start": evals[0]["eval_accuracy"] if len(evals) > 1 else None,
@@ -77,7 +77,7 @@ def main() -> None:
                 r = run(k, seed, args.steps, Path(tmp), args.overrides)
                 results.append(r)
                 print(f"K={k} seed {seed}: {r['step_s_mean']:.2f} s/step, {r['tokens_per_s']:.0f} tok/s end to end, "
-                      f"trainer waits {r['trainer_wait_s_mean']:.2f} s, generator waits {r['generator_wait_s_mean']:.2f} s, "
+                      f"trainer waits {r['trainer_wait_time_s_mean']:.2f} s, generator waits {r['generator_wait_time_s_mean']:.2f} s, "
                       f"eval accuracy {r['eval_accuracy']:.3f} [{r['eval_ci'][0]:.3f}, {r['eval_ci'][1]:.3f}]", flush=True)
     print(f"\nCPU flags: {cpu_flags()}; steps {args.steps}, seeds {args.seeds}")
     print("| K | s/step | tok/s | trainer wait s | generator wait s | reward (last 3) | held-out accuracy |")
@@ -88,8 +88,8 @@ def main() -> None:
         step_s = statistics.mean(r["step_s_mean"] for r in mine)
         base = base or step_s
         print(f"| {k} | {step_s:.2f} ({base / step_s:.2f}x) | {statistics.mean(r['tokens_per_s'] for r in mine):.0f} | "
-              f"{statistics.mean(r['trainer_wait_s_mean'] for r in mine):.2f} | "
-              f"{statistics.mean(r['generator_wait_s_mean'] for r in mine):.2f} | "
+              f"{statistics.mean(r['trainer_wait_time_s_mean'] for r in mine):.2f} | "
+              f"{statistics.mean(r['generator_wait_time_s_mean'] for r in mine):.2f} | "
               f"{statistics.mean(r['reward_mean_last3'] for r in mine):.3f} | "
               + ", ".join(f"{r['eval_accuracy']:.3f}" for r in mine) + " |")
     if args.json:

@@ -108,7 +108,8 @@ class ProcessEngine(RolloutEngine):
             return float("inf")
         here = max((float((self.shared[n] - t.detach().to(self.shared[n].dtype).cpu()).abs().max()) for n, t in tensors.items()),
                    default=0.0)
-        return max(here, self._call("sync_error"))
+        there = self._call("sync_error")
+        return here if there is None else max(here, there)
 
     def logprobs(self, prompt_ids: list[int], response_ids: list[int]) -> list[float]:
         return self._call("logprobs", list(prompt_ids), list(response_ids))
@@ -211,8 +212,13 @@ def _worker_main(spec: dict[str, Any], shared: dict[str, torch.Tensor], requests
 
 
 @torch.no_grad()
-def _copy_error(engine, shared: dict[str, torch.Tensor]) -> float:
-    """Max |the engine's weights - the shared buffers cast to their dtype|; inf when the names differ."""
+def _copy_error(engine, shared: dict[str, torch.Tensor]) -> float | None:
+    """Max |the engine's weights - the shared buffers cast to their dtype|; inf when the names differ. None for an
+    engine whose weights live elsewhere (vllm: its own model runner; the probe checks it)."""
+    from rlvr.rollout.hf import HFEngine
+
+    if not isinstance(engine, HFEngine):
+        return None
     ours = engine.model.state_dict()
     if set(ours) != set(shared):
         return float("inf")

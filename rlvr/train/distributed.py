@@ -20,6 +20,7 @@ one process on the same global batch.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import math
 import os
@@ -47,6 +48,8 @@ class Topology:
     local_rank: int = 0
     backend: str | None = None
     """None for a single process; "gloo" or "nccl" once the process group is joined."""
+    group: Any = field(default=None, repr=False, compare=False)
+    """The process group of this topology's collectives (None: the default one)."""
     _gathered: set = field(default_factory=set, repr=False, compare=False)
     """ids of the FSDP units `full_params` holds gathered now (it nests: an inner call leaves them alone)."""
 
@@ -76,6 +79,16 @@ class Topology:
             dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
         return cls(rank=rank, world_size=world, local_rank=local, backend=backend)
 
+    def with_own_group(self) -> Topology:
+        """The same ranks with a process group of their own (gloo), for collectives issued from another thread
+        (collection running ahead of training, rlvr.train.pipeline): collectives of one group run in the order
+        every rank issues them, so two threads must not share one. Every rank must call it, in the same order."""
+        if not self.distributed:
+            return self
+        import torch.distributed as dist
+
+        return dataclasses.replace(self, group=dist.new_group(backend="gloo"), _gathered=set())
+
     def device(self, name: str) -> torch.device:
         """The device of this rank for a configured device name ("auto": its own GPU, else the CPU)."""
         if name == "auto":
@@ -93,7 +106,7 @@ class Topology:
         if self.distributed:
             import torch.distributed as dist
 
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=self.group)
         return tensor
 
     def all_reduce_max(self, value: float) -> float:
@@ -102,7 +115,7 @@ class Topology:
         import torch.distributed as dist
 
         t = torch.tensor([float(value)], dtype=torch.float64, device=self._comm_device())
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
         return float(t.item())
 
     def all_gather_objects(self, obj: Any) -> list[Any]:
@@ -112,14 +125,14 @@ class Topology:
         import torch.distributed as dist
 
         out: list[Any] = [None] * self.world_size
-        dist.all_gather_object(out, _to_cpu(obj))
+        dist.all_gather_object(out, _to_cpu(obj), group=self.group)
         return out
 
     def barrier(self) -> None:
         if self.distributed:
             import torch.distributed as dist
 
-            dist.barrier()
+            dist.barrier(group=self.group)
 
     def sum_gradients_(self, parameters) -> None:
         """Sum every parameter's gradient over ranks, in place; a parameter without one gets zeros first, so

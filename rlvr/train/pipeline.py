@@ -52,7 +52,7 @@ class Collected:
     data: dict[str, int]
     """The prompt stream's position after this step's collection."""
     probe_diff: float
-    generator_wait_s: float = 0.0
+    generator_wait_time_s: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -111,7 +111,7 @@ class AsyncCollector:
         wait = time.perf_counter() - t0
         stats = dict(item.stats)
         stats.update(staleness=float(step - 1 - item.weights_step), sampled_after_step=float(item.weights_step),
-                     trainer_wait_s=wait, generator_wait_s=item.generator_wait_s)
+                     trainer_wait_time_s=wait, generator_wait_time_s=item.generator_wait_time_s)
         return item.batch, item.everything, stats
 
     @property
@@ -192,7 +192,7 @@ class AsyncCollector:
                 batch, everything, stats = self.collector.collect(self._stream, step)
                 greedy = self.collector.greedy(batch, step) if self.baseline_rollout and batch is not None else None
                 item = Collected(step, need, batch, everything, stats, greedy, self.collector.state_dict(),
-                                 self._stream.state_dict(), diff, generator_wait_s=waited)
+                                 self._stream.state_dict(), diff, generator_wait_time_s=waited)
                 with self._cond:
                     self._ready[step] = item
                     self._cond.notify_all()

@@ -73,15 +73,15 @@ class Trainer:
         policy = models.policy
         gathered = [policy] if getattr(models.engine, "model", None) is policy and policy in self.sharded else []
         self.sync = WeightSync(cfg, models, self.topo, sharded=self.sharded)
-        self.collector = Collector(cfg, models, self.topo, gathered_for_engine=gathered, log=log)
         if cfg.rollout.max_staleness >= 1:  # collection runs ahead of training, in a thread (rlvr.train.pipeline)
-            if self.topo.distributed:
-                raise ValueError("rollout.max_staleness >= 1 runs in one trainer process for now, not under torchrun; "
-                                 "use rollout.max_staleness=0 with several ranks")
+            # (its collectives, under torchrun, on a process group of their own)
+            collector = Collector(cfg, models, self.topo.with_own_group(), log=log)
             self.collector = AsyncCollector(
-                self.collector, self.sync, cfg.rollout.max_staleness, last_step=cfg.train.steps,
+                collector, self.sync, cfg.rollout.max_staleness, last_step=cfg.train.steps,
                 baseline_rollout="baseline_rewards" in ADVANTAGE_ESTIMATORS.needs(cfg.algorithm.advantage.name),
                 timeout_s=cfg.rollout.worker_timeout_s, log=log)
+        else:
+            self.collector = Collector(cfg, models, self.topo, gathered_for_engine=gathered, log=log)
         with self.topo.full_params(self.sharded):
             self.push_weights(0)
         if cfg.algorithm.layer_policy is not None:

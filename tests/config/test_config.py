@@ -82,7 +82,7 @@ def test_parse_overrides_types():
         (["algorithm.loss.clip_c=0.5"], "clip_c"),
         (["rollout.max_staleness=1", "rollout.worker=in_process"], "set rollout.worker=process"),
         (["rollout.max_staleness=1", "model.lora.rank=8"], "does not support model.lora (LoRA) yet"),
-        (["rollout.worker=process", "rollout.engine=vllm"], "does not support rollout.engine=vllm yet"),
+        (["rollout.worker=process", "train.fsdp=true"], "does not support train.fsdp yet"),
         (["rollout.max_staleness=-1"], "rollout.max_staleness"),
     ],
 )

@@ -112,6 +112,26 @@ def test_weight_sync_keeps_parity_and_a_skipped_push_fails_the_check(vllm_tiny_d
         trainer.push_weights()
 
 
+def test_vllm_in_a_rollout_worker_process_trains_one_step_off_policy(vllm_tiny_dir, tmp_path):
+    """rollout.max_staleness=1: vLLM in its own process, the weights pushed through shared memory, each load
+    checked on the probe; two runs identical, every batch sampled with the weights of the step before last."""
+    from rlvr.config import resolve
+    from rlvr.train.runner import train
+
+    def run(name):
+        return _train_rows(train(resolve({}, [
+            f"model.name={vllm_tiny_dir}", "model.device=cpu", "task.name=symbol", "task.template=chat",
+            "task.kwargs.max_len=4", "rollout.engine=vllm", "rollout.max_staleness=1", "rollout.worker_threads=1",
+            "rollout.prompts_per_step=8", "rollout.group_size=8", "rollout.max_new_tokens=4", "optim.lr=1e-2",
+            "train.steps=4", "eval.every=0", "checkpoint.every=0", f"run_dir={tmp_path / name}"]), progress=False))
+
+    a, b = run("a"), run("b")
+    assert [r["sampled_after_step"] for r in a] == [0, 0, 1, 2] and [r["staleness"] for r in a] == [0, 1, 1, 1]
+    assert all(r["weight_sync_max_diff"] < 1e-3 for r in a)
+    assert a[-1]["logprob_mismatch"] > 1e-4  # one update stale: the trainer's pi_old is not the sampler's
+    assert [r["reward_mean"] for r in a] == [r["reward_mean"] for r in b]
+
+
 def test_grpo_with_vllm_learns_the_tiny_task_and_resumes_exactly(vllm_tiny_dir, tmp_path):
     from rlvr.config import resolve
     from rlvr.train.runner import train

@@ -131,3 +131,31 @@ def test_the_engine_in_its_own_process_changes_nothing(tiny_dir, tmp_path):
     worker = _rows(train(tiny_config(tiny_dir, tmp_path / "worker", *SMALL, "eval.every=5", "eval.size=4",
                                      "rollout.worker=process", "rollout.worker_threads=1"), progress=False))
     assert worker == local and [r["step"] for r in local] == [0, 1, 2, 3, 4, 5, 5]
+
+
+def test_sigterm_drains_checkpoints_and_resumes(tiny_dir, tmp_path):
+    """As a scheduler would: SIGTERM finishes the step, keeps the batch sampled ahead, exits 0; --resume goes on."""
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "rlvr", "train", f"model.name={tiny_dir}", "model.device=cpu", "task.name=symbol",
+           "rollout.prompts_per_step=4", "rollout.group_size=4", "rollout.max_new_tokens=4", "train.steps=2000",
+           "eval.every=0", "checkpoint.every=0", "rollout.max_staleness=1", f"run_dir={run_dir}", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    last = json.loads(metrics.read_text().splitlines()[-1])["step"]
+    state = torch.load(run_dir / "checkpoints" / f"step_{last:06d}" / "trainer.pt", weights_only=False)
+    assert [item.step for item in state["async_pending"]] == [last + 1]
+    resumed = subprocess.run([*cmd[:-2], f"train.steps={last + 2}", "--resume", str(run_dir), "--no-progress"],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert steps == list(range(1, last + 3))

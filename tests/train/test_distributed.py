@@ -95,6 +95,7 @@ def _ok(out):
 
 CASES = {
     "grpo": ["algorithm.preset=grpo", "train.steps=3"],
+    "grpo-async": ["algorithm.preset=grpo", "train.steps=3", "rollout.max_staleness=1", "rollout.worker_threads=1"],
     "dapo": ["algorithm.preset=dapo", "algorithm.overlong.cache_len=2", "train.steps=3"],
     "reinforce_pp": ["algorithm.preset=reinforce_pp", "algorithm.kl.coef=0.05", "train.steps=3"],
     "ppo": ["algorithm.preset=ppo", "algorithm.critic.lr=3e-3", "train.steps=2"],
