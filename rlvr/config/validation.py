@@ -92,7 +92,6 @@ def _worker_problems(cfg: RunConfig) -> list[str]:
     if not r.worker_process:
         return []
     unsupported = [(cfg.model.lora is not None, "model.lora (LoRA)"),
-                   (cfg.algorithm.routing_replay == "r3", "algorithm.routing_replay=r3 (routes recorded by the engine)"),
                    (cfg.train.fsdp, "train.fsdp")]
     return [f"a rollout worker process (rollout.worker=process or rollout.max_staleness >= 1) does not support {what} "
             "yet; run it with the engine in the trainer's process (rollout.max_staleness=0, rollout.worker unset)"

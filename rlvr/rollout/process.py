@@ -98,6 +98,15 @@ class ProcessEngine(RolloutEngine):
         if version is not None:
             self.policy_version = int(version)
 
+    @property
+    def record_routes(self) -> bool:
+        """The inner engine records the MoE routes it samples with (routing replay R3; the hf engine)."""
+        return bool(self._call("get", "record_routes"))
+
+    @record_routes.setter
+    def record_routes(self, value: bool) -> None:
+        self._call("set", "record_routes", bool(value))
+
     @torch.no_grad()
     def weight_sync_error(self, reference: Any) -> float:
         """Max |worker's copy - `reference` cast to the worker's dtype| over every tensor (0.0: in sync), from
@@ -199,6 +208,10 @@ def _worker_main(spec: dict[str, Any], shared: dict[str, torch.Tensor], requests
             elif op == "update":
                 engine.update_weights(shared, args[0])
                 value = None
+            elif op in ("get", "set"):
+                if not hasattr(engine, args[0]):
+                    raise AttributeError(f"the {spec['engine']} engine has no {args[0]!r}")
+                value = getattr(engine, args[0]) if op == "get" else setattr(engine, args[0], args[1])
             elif op == "sync_error":
                 value = _copy_error(engine, shared)
             elif op == "logprobs":

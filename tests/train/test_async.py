@@ -159,3 +159,12 @@ def test_sigterm_drains_checkpoints_and_resumes(tiny_dir, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
     assert steps == list(range(1, last + 3))
+
+
+def test_r3_replays_the_routes_the_worker_sampled_with(tiny_moe_dir, tmp_path):
+    """A mixture-of-experts policy at K = 1: the worker's engine records its routes and they come back with the
+    batch; at step 1 (weights not yet stale) the trainer's old-policy routers agree with them exactly."""
+    rows = _rows(train(tiny_config(tiny_moe_dir, tmp_path / "run", *SMALL, "train.steps=3", "rollout.max_staleness=1",
+                                   "algorithm.routing_replay=r3"), progress=False))
+    assert rows[0]["routing_mismatch_rollout"] == 0.0
+    assert [r["staleness"] for r in rows] == [0, 1, 1] and all(0 <= r["routing_mismatch_rollout"] <= 1 for r in rows)
