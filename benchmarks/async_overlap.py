@@ -2,9 +2,11 @@
 
     .venv/bin/python benchmarks/async_overlap.py                          # K = 0 and 1, 12 steps, seed 0
     .venv/bin/python benchmarks/async_overlap.py --staleness 0 1 2 --seeds 0 1 --steps 12 --json out.json
+    .venv/bin/python benchmarks/async_overlap.py --recipe gsm8k_grpo_cpu --steps 4     # the GSM8K-shaped workload
+    .venv/bin/python benchmarks/async_overlap.py --staleness 1 -- rollout.worker_threads=1   # cores shared
 
-Each run is its own `rlvr train` process (the default recipe on the embedded model, float32, the recipe's
-held-out evaluation at the last step only, no intermediate checkpoint), the variants alternating within
+Each run is its own `rlvr train` process (a recipe, by default the default one on the embedded model, float32, the
+recipe's held-out evaluation at the start and the last step only, no intermediate checkpoint), the variants alternating within
 each seed so that they share the machine's state. K = 0: one process generates, then trains, with every
 core. K >= 1: a rollout worker process generates with half the cores while the trainer trains with the
 rest (rlvr.train.pipeline), on weights up to K updates old. Printed per variant: the mean wall time of a
@@ -28,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu_flags  # noqa: E402
 
 
-def run(k: int, seed: int, steps: int, root: Path, extra: list[str]) -> dict:
+def run(recipe: str, k: int, seed: int, steps: int, root: Path, extra: list[str]) -> dict:
     run_dir = root / f"k{k}_seed{seed}"
-    cmd = [sys.executable, "-m", "rlvr", "train", f"rollout.max_staleness={k}", f"seed={seed}", f"train.steps={steps}",
+    cmd = [sys.executable, "-m", "rlvr", "train", recipe, f"rollout.max_staleness={k}", f"seed={seed}", f"train.steps={steps}",
            f"eval.every={steps}", "checkpoint.every=0", "rollout.dtype=null", f"run_dir={run_dir}", "--no-progress",
            *extra]
     t0 = time.perf_counter()
@@ -50,7 +52,8 @@ def run(k: int, seed: int, steps: int, root: Path, extra: list[str]) -> dict:
         "tokens_per_s": tokens / step_s, "trainer_wait_time_s_mean": statistics.mean(r.get("trainer_wait_time_s", 0.0) for r in timed),
         "generator_wait_time_s_mean": statistics.mean(r.get("generator_wait_time_s", 0.0) for r in timed),
         "reward_mean_last3": statistics.mean(r["reward_mean"] for r in train[-3:]),
-        "eval_accuracy": evals[-1]["eval_accuracy"], "eval_ci": [evals[-1]["eval_accuracy_ci_low"], evals[-1]["eval_accuracy_ci_high"]],
+        "eval_accuracy": evals[-1]["eval_accuracy"] if evals else None,
+        "eval_ci": [evals[-1]["eval_accuracy_ci_low"], evals[-1]["eval_accuracy_ci_high"]] if evals else None,
         "eval_accuracy_start": evals[0]["eval_accuracy"] if len(evals) > 1 else None,
     }
 
@@ -67,6 +70,7 @@ def main() -> None:
     ap.add_argument("--staleness", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--recipe", default="default", help="a bundled recipe or YAML (gsm8k_grpo_cpu: the GSM8K-shaped one)")
     ap.add_argument("--json", help="write every run's figures here")
     ap.add_argument("overrides", nargs="*", help="more overrides for every run (e.g. rollout.max_new_tokens=64)")
     args = ap.parse_args()
@@ -74,12 +78,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="rlvr-async-") as tmp:
         for seed in args.seeds:
             for k in args.staleness:
-                r = run(k, seed, args.steps, Path(tmp), args.overrides)
+                r = run(args.recipe, k, seed, args.steps, Path(tmp), args.overrides)
                 results.append(r)
                 print(f"K={k} seed {seed}: {r['step_s_mean']:.2f} s/step, {r['tokens_per_s']:.0f} tok/s end to end, "
                       f"trainer waits {r['trainer_wait_time_s_mean']:.2f} s, generator waits {r['generator_wait_time_s_mean']:.2f} s, "
-                      f"eval accuracy {r['eval_accuracy']:.3f} [{r['eval_ci'][0]:.3f}, {r['eval_ci'][1]:.3f}]", flush=True)
-    print(f"\nCPU flags: {cpu_flags()}; steps {args.steps}, seeds {args.seeds}")
+                      + (f"eval accuracy {r['eval_accuracy']:.3f} [{r['eval_ci'][0]:.3f}, {r['eval_ci'][1]:.3f}]"
+                         if r["eval_ci"] else "no held-out evaluation"), flush=True)
+    print(f"\nCPU flags: {cpu_flags()}; recipe {args.recipe}, steps {args.steps}, seeds {args.seeds}, "
+          f"overrides {args.overrides}")
     print("| K | s/step | tok/s | trainer wait s | generator wait s | reward (last 3) | held-out accuracy |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     base = None
@@ -91,7 +97,7 @@ def main() -> None:
               f"{statistics.mean(r['trainer_wait_time_s_mean'] for r in mine):.2f} | "
               f"{statistics.mean(r['generator_wait_time_s_mean'] for r in mine):.2f} | "
               f"{statistics.mean(r['reward_mean_last3'] for r in mine):.3f} | "
-              + ", ".join(f"{r['eval_accuracy']:.3f}" for r in mine) + " |")
+              + ", ".join(f"{r['eval_accuracy']:.3f}" if r["eval_accuracy"] is not None else "-" for r in mine) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 

@@ -327,7 +327,8 @@ class RolloutConfig(_Strict):
     and threads (rlvr.rollout.process); "in_process", the trainer's process. None: a process when
     max_staleness >= 1, else in the trainer's process."""
     worker_threads: int | None = Field(None, ge=1)
-    """Torch threads of the rollout worker process; None: half the CPU cores (the trainer keeps the rest)."""
+    """Torch threads of the rollout worker process; None: half the CPU cores, and the trainer keeps the rest.
+    Set, the trainer keeps its own threads (torch's default: every core), so the two may share cores."""
     worker_timeout_s: float = Field(600.0, gt=0)
     """A rollout worker that takes longer than this for one request (or dies) stops the run with its error."""
 

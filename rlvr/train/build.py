@@ -77,14 +77,15 @@ def load_models(cfg: RunConfig, model_path: str | None, device: torch.device, lo
 
 def worker_engine(cfg: RunConfig, model, tokenizer, rollout_dtype: torch.dtype, log=print):
     """The engine in a rollout worker process of its own (rlvr.rollout.process), and the CPU cores split between
-    it and the trainer: rollout.worker_threads for the worker (default half), the rest for the trainer."""
+    it and the trainer: rollout.worker_threads unset, half for the worker and the rest for the trainer; set,
+    that many for the worker and the trainer's own threads left as they are (they may then share cores)."""
     import os
 
     from rlvr.rollout.process import ProcessEngine
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = cfg.rollout.worker_threads or max(1, cores // 2)
-    if torch.get_num_threads() + threads > cores:
+    if cfg.rollout.worker_threads is None and torch.get_num_threads() + threads > cores:
         torch.set_num_threads(max(1, cores - threads))
     log(f"rollout worker: a process of its own ({cfg.rollout.engine} engine, {threads} thread(s); the trainer "
         f"{torch.get_num_threads()}); max_staleness {cfg.rollout.max_staleness}")
