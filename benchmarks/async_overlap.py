@@ -49,6 +49,8 @@ def run(recipe: str, k: int, seed: int, steps: int, root: Path, extra: list[str]
     step_s = sum(r["step_time_s"] for r in timed)
     return {
         "k": k, "seed": seed, "wall_s": wall, "step_s_mean": statistics.mean(r["step_time_s"] for r in timed),
+        "gen_s_mean": statistics.mean(r["gen_time_s"] for r in timed),
+        "train_s_mean": statistics.mean(r["train_time_s"] for r in timed),
         "tokens_per_s": tokens / step_s, "trainer_wait_time_s_mean": statistics.mean(r.get("trainer_wait_time_s", 0.0) for r in timed),
         "generator_wait_time_s_mean": statistics.mean(r.get("generator_wait_time_s", 0.0) for r in timed),
         "reward_mean_last3": statistics.mean(r["reward_mean"] for r in train[-3:]),
@@ -80,7 +82,8 @@ def main() -> None:
             for k in args.staleness:
                 r = run(args.recipe, k, seed, args.steps, Path(tmp), args.overrides)
                 results.append(r)
-                print(f"K={k} seed {seed}: {r['step_s_mean']:.2f} s/step, {r['tokens_per_s']:.0f} tok/s end to end, "
+                print(f"K={k} seed {seed}: {r['step_s_mean']:.2f} s/step (generation {r['gen_s_mean']:.2f} s, update "
+                      f"{r['train_s_mean']:.2f} s), {r['tokens_per_s']:.0f} tok/s end to end, "
                       f"trainer waits {r['trainer_wait_time_s_mean']:.2f} s, generator waits {r['generator_wait_time_s_mean']:.2f} s, "
                       + (f"eval accuracy {r['eval_accuracy']:.3f} [{r['eval_ci'][0]:.3f}, {r['eval_ci'][1]:.3f}]"
                          if r["eval_ci"] else "no held-out evaluation"), flush=True)

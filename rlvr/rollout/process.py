@@ -9,8 +9,9 @@ while the worker reads them). No file is written on the way.
 
 Requests and replies travel on two queues, one at a time. A worker that raises sends its error back (the
 caller raises it, naming the worker); a worker that dies or stops answering within `timeout_s` is reported
-with its exit code, never waited on forever. CPU only: a GPU worker would take NCCL broadcasts into vLLM's
-weight-update API instead, which this engine does not do.
+with its exit code, never waited on forever. The worker's copy lives on the trainer's device (a GPU rank's
+worker shares its GPU; the weights still travel through host memory, not yet by NCCL broadcast into vLLM's
+weight-update API; this path has not run on a GPU yet).
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ class ProcessEngine(RolloutEngine):
         ctx = mp.get_context("spawn")  # a fresh interpreter: no forked torch thread pools or locks
         self._requests = ctx.Queue()
         self._replies = ctx.Queue()
-        spec = {"model_class": type(model), "config": model.config, "dtype": own_dtype,
+        device = next(model.parameters()).device  # the worker's copy lives beside the trainer's (its GPU, or the CPU)
+        spec = {"model_class": type(model), "config": model.config, "dtype": own_dtype, "device": str(device),
                 "tokenizer": tokenizer, "engine": engine, "engine_kwargs": dict(engine_kwargs or {}), "threads": int(threads)}
         self.process = ctx.Process(target=_worker_main, args=(spec, self.shared, self._requests, self._replies),
                                    name=f"rlvr-rollout-{engine}", daemon=True)
@@ -190,7 +192,8 @@ def _worker_main(spec: dict[str, Any], shared: dict[str, torch.Tensor], requests
         torch.set_num_threads(spec["threads"])
         from rlvr.rollout.base import get_engine
 
-        model = spec["model_class"](spec["config"]).to(spec["dtype"]).eval().requires_grad_(False)
+        model = spec["model_class"](spec["config"]).to(device=spec["device"], dtype=spec["dtype"])
+        model = model.eval().requires_grad_(False)
         model.load_state_dict(shared, strict=True)
         engine = get_engine(spec["engine"], model, spec["tokenizer"], **spec["engine_kwargs"])
     except BaseException as exc:  # noqa: BLE001 (every failure is reported to the trainer, then the worker ends)
@@ -235,7 +238,8 @@ def _copy_error(engine, shared: dict[str, torch.Tensor]) -> float | None:
     ours = engine.model.state_dict()
     if set(ours) != set(shared):
         return float("inf")
-    return max((float((ours[n] - t.to(ours[n].dtype)).abs().max()) for n, t in shared.items()), default=0.0)
+    return max((float((ours[n] - t.to(device=ours[n].device, dtype=ours[n].dtype)).abs().max()) for n, t in shared.items()),
+               default=0.0)
 
 
 def _describe(exc: BaseException) -> str:
