@@ -27,6 +27,23 @@ def tiny_config(tiny_dir, run_dir, *overrides: str, preset: str = "grpo") -> Run
     return resolve({}, base + list(overrides))
 
 
+def sigterm_after_rows(cmd, metrics, rows: int = 2, timeout: float = 120):
+    """Run `cmd` as a process, send it SIGTERM once `metrics` (its metrics.jsonl) has `rows` rows, as a
+    scheduler's preemption would; (returncode, stdout, stderr)."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while not (metrics.exists() and metrics.read_text().count("\n") >= rows):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
 class ListConsole:
     """A stand-in for rich's Console that keeps what is printed."""
 

@@ -14,7 +14,7 @@ import torch
 
 from rlvr.models.logprobs import response_logprobs
 from rlvr.train.runner import train
-from tests.tiny_run import tiny_config
+from tests.tiny_run import sigterm_after_rows, tiny_config
 
 TIMING_KEYS = ("_s", "per_s")
 
@@ -142,15 +142,9 @@ def test_sigterm_drains_checkpoints_and_resumes(tiny_dir, tmp_path):
     cmd = [sys.executable, "-m", "rlvr", "train", f"model.name={tiny_dir}", "model.device=cpu", "task.name=symbol",
            "rollout.prompts_per_step=4", "rollout.group_size=4", "rollout.max_new_tokens=4", "train.steps=2000",
            "eval.every=0", "checkpoint.every=0", "rollout.max_staleness=1", f"run_dir={run_dir}", "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = run_dir / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err[-2000:]
+    code, _, err = sigterm_after_rows(cmd, metrics)
+    assert code == 0, err[-2000:]
     last = json.loads(metrics.read_text().splitlines()[-1])["step"]
     state = torch.load(run_dir / "checkpoints" / f"step_{last:06d}" / "trainer.pt", weights_only=False)
     assert [item.step for item in state["async_pending"]] == [last + 1]

@@ -101,24 +101,17 @@ def test_sigterm_finishes_the_step_checkpoints_and_returns(tiny_dir, tmp_path):
     """SIGTERM (a cluster's preemption notice) is handled like the first Ctrl-C, but the run ends normally
     (the command exits 0), and --resume continues it. Run as a real process, as a scheduler would."""
     import json
-    import signal
-    import subprocess
     import sys
-    import time
+
+    from tests.tiny_run import sigterm_after_rows
 
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "rlvr", "train", f"model.name={tiny_dir}", "model.device=cpu", "task.name=symbol",
            "rollout.prompts_per_step=8", "rollout.max_new_tokens=4", "train.steps=2000", "eval.every=0",
            "checkpoint.every=0", f"run_dir={run_dir}", "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = run_dir / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err[-2000:]
+    code, out, err = sigterm_after_rows(cmd, metrics)
+    assert code == 0, err[-2000:]
     assert "SIGTERM: finishing this step" in out + err
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
     latest = (run_dir / "checkpoints" / "latest").read_text().strip()
