@@ -32,6 +32,9 @@ def gym_algorithm(cfg: RunConfig):
         "algorithm.layer_policy=null": alg.layer_policy is not None,
         "algorithm.routing_replay=none": alg.routing_replay != "none",
         "model.lora=null": cfg.model.lora is not None,
+        # the environments are stepped by the trainer itself, synchronously
+        "rollout.max_staleness=0": cfg.rollout.max_staleness > 0,
+        "rollout.worker=in_process": cfg.rollout.worker == "process",
     }
     bad = [fix for fix, on in unsupported.items() if on]
     if bad:

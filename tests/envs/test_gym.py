@@ -80,6 +80,9 @@ def test_a_recipe_maps_onto_the_gym_loop_with_its_loss_and_schedule():
     assert (explicit.value_clip, explicit.mini_batches) == (5.0, 2)
     with pytest.raises(ValueError, match="dynamic_sampling.enabled=false, algorithm.overlong.enabled=false"):
         gym_algorithm(resolve({}, ["task.name=gym:CartPole-v1", "algorithm.preset=dapo"]))
+    with pytest.raises(ValueError, match="set rollout.max_staleness=0"):
+        gym_algorithm(resolve({}, ["task.name=gym:CartPole-v1", "rollout.max_staleness=1",
+                                   "algorithm.is_correction.enabled=false"]))
 
 
 def test_the_update_schedule_and_the_loss_are_the_recipes():
