@@ -306,6 +306,21 @@ class RolloutEngine(abc.ABC):
         """Release what the engine holds (an inference server, its memory); the run calls it at its end."""
 
 
+def state_tensors(source: Any) -> dict[str, Tensor]:
+    """The weights an engine's `update_weights` is given, as a state dict: a module's, a state dict itself, or
+    an iterable of (name, tensor) pairs (e.g. an FSDP-sharded policy's full weights, streamed)."""
+    if isinstance(source, torch.nn.Module):
+        return source.state_dict()
+    if isinstance(source, dict):
+        return source
+    if hasattr(source, "__iter__"):
+        pairs = list(source)
+        if all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], Tensor) for p in pairs):
+            return dict(pairs)
+    raise TypeError(f"update_weights takes a torch.nn.Module, a state dict or (name, tensor) pairs, not "
+                    f"{type(source).__name__}")
+
+
 ENGINES: Registry = Registry("rollout engine")
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from rlvr.models.llama import fast_path_problem
-from rlvr.rollout.base import ENGINES, RolloutBatch, RolloutEngine, SamplingParams
+from rlvr.rollout.base import ENGINES, RolloutBatch, RolloutEngine, SamplingParams, state_tensors
 from rlvr.rollout.decoders import GenericDecoder, LlamaDecoder, check_decode_attention
 from rlvr.rollout.sampling import sample_next, stream_keys, stream_uniforms
 
@@ -86,28 +86,21 @@ class HFEngine(RolloutEngine):
         (strict: same names and shapes, cast to the engine's dtype). A state dict, or (name, tensor) pairs: loaded
         the same way.
         """
-        if isinstance(model_or_state_dict, torch.nn.Module):
-            if model_or_state_dict is not self.model:
-                self.model.load_state_dict(model_or_state_dict.state_dict(), strict=True)
-        elif isinstance(model_or_state_dict, dict):
-            self.model.load_state_dict(model_or_state_dict, strict=True)
-        elif (pairs := _tensor_pairs(model_or_state_dict)) is not None:  # e.g. streamed full FSDP weights
-            self.model.load_state_dict(pairs, strict=True)
-        else:
-            raise TypeError(f"update_weights takes a torch.nn.Module, a state dict or (name, tensor) pairs, not "
-                            f"{type(model_or_state_dict).__name__}")
+        if model_or_state_dict is not self.model:
+            self.model.load_state_dict(state_tensors(model_or_state_dict), strict=True)
         if version is not None:
             self.policy_version = int(version)
 
     @torch.no_grad()
     def weight_sync_error(self, model: Any) -> float | None:
-        """Max |engine weight - trainer weight cast to the engine's dtype| over every tensor; None when the
-        engine shares the trainer's model (nothing to compare). 0.0 means the copy is exactly in sync."""
-        if not isinstance(model, torch.nn.Module) or model is self.model:
+        """Max |engine weight - trainer weight cast to the engine's dtype| over every tensor of `model` (a module
+        or a state dict); None when the engine shares the trainer's model (nothing to compare). 0.0 means the
+        copy is exactly in sync."""
+        if not isinstance(model, (torch.nn.Module, dict)) or model is self.model:
             return None
         ours = self.model.state_dict()
         worst = 0.0
-        for name, tensor in model.state_dict().items():
+        for name, tensor in state_tensors(model).items():
             mine = ours.get(name)
             if mine is None or mine.shape != tensor.shape:
                 return float("inf")
@@ -314,11 +307,3 @@ class HFEngine(RolloutEngine):
         return out
 
 
-def _tensor_pairs(source: Any) -> dict[str, torch.Tensor] | None:
-    """`source`'s (name, tensor) pairs as a state dict, or None when it is not an iterable of such pairs."""
-    if not hasattr(source, "__iter__"):
-        return None
-    pairs = list(source)
-    ok = all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], torch.Tensor)
-             for p in pairs)
-    return dict(pairs) if ok else None

@@ -25,22 +25,11 @@ from typing import Any
 
 import torch
 
-from rlvr.rollout.base import RolloutBatch, RolloutEngine, SamplingParams
+from rlvr.rollout.base import RolloutBatch, RolloutEngine, SamplingParams, state_tensors
 
 
 class RolloutWorkerError(RuntimeError):
     """The rollout worker process raised, died, or did not answer in time."""
-
-
-def _state_tensors(model_or_state_dict: Any) -> dict[str, torch.Tensor]:
-    if isinstance(model_or_state_dict, torch.nn.Module):
-        return dict(model_or_state_dict.state_dict())
-    if isinstance(model_or_state_dict, dict):
-        return dict(model_or_state_dict)
-    pairs = dict(model_or_state_dict)  # (name, tensor) pairs, e.g. streamed full weights
-    if not all(isinstance(v, torch.Tensor) for v in pairs.values()):
-        raise TypeError("update_weights takes a torch.nn.Module, a state dict or (name, tensor) pairs")
-    return pairs
 
 
 class ProcessEngine(RolloutEngine):
@@ -84,7 +73,7 @@ class ProcessEngine(RolloutEngine):
     def update_weights(self, model_or_state_dict: Any, version: int | None = None) -> None:
         """Copy the weights into the shared buffers (strict: the same names and shapes), then have the worker
         load them; returns once it has."""
-        tensors = _state_tensors(model_or_state_dict)
+        tensors = state_tensors(model_or_state_dict)
         missing = sorted(set(self.shared) - set(tensors))
         extra = sorted(set(tensors) - set(self.shared))
         if missing or extra:
@@ -114,7 +103,7 @@ class ProcessEngine(RolloutEngine):
         """Max |worker's copy - `reference` cast to the worker's dtype| over every tensor (0.0: in sync), from
         both sides of the shared buffers: `reference` (the model or state dict pushed) against the buffers
         here, the buffers against the worker's copy there."""
-        tensors = _state_tensors(reference)
+        tensors = state_tensors(reference)
         if set(tensors) != set(self.shared):
             return float("inf")
         here = max((float((self.shared[n] - t.detach().to(self.shared[n].dtype).cpu()).abs().max()) for n, t in tensors.items()),
@@ -215,8 +204,9 @@ def _worker_main(spec: dict[str, Any], shared: dict[str, torch.Tensor], requests
                 if not hasattr(engine, args[0]):
                     raise AttributeError(f"the {spec['engine']} engine has no {args[0]!r}")
                 value = getattr(engine, args[0]) if op == "get" else setattr(engine, args[0], args[1])
-            elif op == "sync_error":
-                value = _copy_error(engine, shared)
+            elif op == "sync_error":  # the engine's own check of its copy (None: it has none, e.g. vllm's)
+                check = getattr(engine, "weight_sync_error", None)
+                value = check(shared) if check is not None else None
             elif op == "logprobs":
                 value = engine.logprobs(*args)
             else:
@@ -225,21 +215,6 @@ def _worker_main(spec: dict[str, Any], shared: dict[str, torch.Tensor], requests
             replies.put(("error", _describe(exc)))
             continue
         replies.put(("ok", value))
-
-
-@torch.no_grad()
-def _copy_error(engine, shared: dict[str, torch.Tensor]) -> float | None:
-    """Max |the engine's weights - the shared buffers cast to their dtype|; inf when the names differ. None for an
-    engine whose weights live elsewhere (vllm: its own model runner; the probe checks it)."""
-    from rlvr.rollout.hf import HFEngine
-
-    if not isinstance(engine, HFEngine):
-        return None
-    ours = engine.model.state_dict()
-    if set(ours) != set(shared):
-        return float("inf")
-    return max((float((ours[n] - t.to(device=ours[n].device, dtype=ours[n].dtype)).abs().max()) for n, t in shared.items()),
-               default=0.0)
 
 
 def _describe(exc: BaseException) -> str:

@@ -60,19 +60,21 @@ def load_models(cfg: RunConfig, model_path: str | None, device: torch.device, lo
     task = build_task(cfg.task)
     engine_model = model
     rollout_dtype = resolve_rollout_dtype(cfg.rollout.dtype, dtype, device)  # resolved: never "auto" here
+    eval_engine = None
     if cfg.rollout.worker_process:
         engine = worker_engine(cfg, model, tokenizer, rollout_dtype, log=log)
-        eval_engine = get_engine("hf", model, tokenizer, **cfg.rollout.engine_kwargs)
-        return Models(policy=model, tokenizer=tokenizer, task=task, engine=engine, reference=ref_model, critic=critic,
-                      lora=peft_model, eval_engine=eval_engine)
-    if rollout_dtype != dtype:
-        # The engine's own lower-precision copy, refreshed by every push (rlvr.rollout.hf update_weights).
-        engine_model = copy.deepcopy(model).to(rollout_dtype).eval().requires_grad_(False)
-        log(f"rollout dtype: {str(rollout_dtype).removeprefix('torch.')} (trainer: {cfg.model.dtype}); "
-            f"IS correction {'on' if cfg.algorithm.is_correction.enabled else 'off'}")
-    engine = get_engine(cfg.rollout.engine, engine_model, tokenizer, **cfg.rollout.engine_kwargs)
+        # held-out evaluation on the trainer's own weights (the worker's may be older); engine_kwargs are the
+        # worker engine's, and the hf engine's only where that is hf
+        eval_engine = get_engine("hf", model, tokenizer, **(cfg.rollout.engine_kwargs if cfg.rollout.engine == "hf" else {}))
+    else:
+        if rollout_dtype != dtype:
+            # The engine's own lower-precision copy, refreshed by every push (rlvr.rollout.hf update_weights).
+            engine_model = copy.deepcopy(model).to(rollout_dtype).eval().requires_grad_(False)
+            log(f"rollout dtype: {str(rollout_dtype).removeprefix('torch.')} (trainer: {cfg.model.dtype}); "
+                f"IS correction {'on' if cfg.algorithm.is_correction.enabled else 'off'}")
+        engine = get_engine(cfg.rollout.engine, engine_model, tokenizer, **cfg.rollout.engine_kwargs)
     return Models(policy=model, tokenizer=tokenizer, task=task, engine=engine, reference=ref_model, critic=critic,
-                  lora=peft_model)
+                  lora=peft_model, eval_engine=eval_engine)
 
 
 def worker_engine(cfg: RunConfig, model, tokenizer, rollout_dtype: torch.dtype, log=print):

@@ -104,7 +104,7 @@ class AsyncCollector:
         if self._thread is None:
             self._start(stream, step)
         t0 = time.perf_counter()
-        item = self._wait(lambda: step in self._ready, f"the batch of step {step}")
+        self._wait(lambda: step in self._ready, f"the batch of step {step}")
         with self._cond:
             item = self._ready.pop(step)
         self._taken = item
@@ -128,7 +128,7 @@ class AsyncCollector:
     def error_counts(self) -> tuple[int, int]:
         """(failed reward calls, timed out ones) over the run, as of the last batch handed out."""
         counters = self._taken.counters if self._taken is not None else self.collector.state_dict()
-        return int(counters.get("reward_errors", 0)), int(counters.get("reward_timeouts", 0))
+        return int(counters["reward_errors"]), int(counters["reward_timeouts"])
 
     # --- checkpoints -----------------------------------------------------------------------------------------
 
@@ -142,15 +142,18 @@ class AsyncCollector:
         with self._cond:
             return [self._ready[s] for s in wanted if s in self._ready]
 
-    def state_dict(self) -> dict[str, Any]:
+    def _last_collected(self) -> Collected | None:
+        """The last collection a checkpoint covers: that of the last pending batch, else of the last one trained."""
         pending = self._pending()
-        last = pending[-1] if pending else self._taken
+        return pending[-1] if pending else self._taken
+
+    def state_dict(self) -> dict[str, Any]:
+        last = self._last_collected()
         counters = last.counters if last is not None else self.collector.state_dict()
-        return {**counters, "async_pending": pending}
+        return {**counters, "async_pending": self._pending()}
 
     def stream_state(self, stream) -> dict[str, int]:
-        pending = self._pending()
-        last = pending[-1] if pending else self._taken
+        last = self._last_collected()
         return dict(last.data) if last is not None else stream.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -173,10 +176,11 @@ class AsyncCollector:
         try:
             step = self._next_step
             while step <= self.last_step:
-                need = max(self.weights_step(step), self._floor)
-                if need > self.weights_step(step):
+                scheduled = self.weights_step(step)
+                need = max(scheduled, self._floor)
+                if need > scheduled:
                     self.log(f"step {step}: sampled with the weights after step {need} (the checkpoint's), not after "
-                             f"step {self.weights_step(step)}, which this resumed run no longer has; a run resumed "
+                             f"step {scheduled}, which this resumed run no longer has; a run resumed "
                              "beyond its last step is not identical to an uninterrupted one")
                 t0 = time.perf_counter()
                 self._wait(lambda need=need: need in self._published, f"the weights after step {need}",

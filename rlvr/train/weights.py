@@ -100,6 +100,7 @@ class WeightSync:
         trainer_lp = self.trainer_probe() if trainer_probe is None else trainer_probe
         return float((engine_lp - trainer_lp).abs().max())
 
+
 def probe_tokens(tokenizer, vocab_size: int) -> tuple[list[int], list[int]]:
     """A few fixed tokens (prompt, response) whose log-probs the engine and the trainer must agree on."""
     ids = tokenizer("Question: what is 12 + 30? Answer: 42, since 12 + 30 = 42.", add_special_tokens=False)["input_ids"]
